@@ -1,0 +1,1 @@
+"""RewardMap rewards and ReasonMap metrics: pure Python, total on any model output."""
