@@ -103,7 +103,7 @@ class MetroNetwork:
             norms = tuple(normalize_station(s) for s in clean)
             self.lines[line] = clean
             self._line_norms[line] = norms
-            for display, norm in zip(clean, norms):
+            for display, norm in zip(clean, norms, strict=True):
                 self._canonical.setdefault(norm, display)
                 through = self._lines_of.setdefault(norm, [])
                 if line not in through:
@@ -194,9 +194,8 @@ class MetroNetwork:
             return []
         rides = []
         for k in range(1, len(path) - 1, 2):
-            rides.append(
-                Ride(line=path[k][1], departure=self._canonical[path[k - 1][1]], arrival=self._canonical[path[k + 1][1]])
-            )
+            departure, arrival = self._canonical[path[k - 1][1]], self._canonical[path[k + 1][1]]
+            rides.append(Ride(line=path[k][1], departure=departure, arrival=arrival))
         return rides
 
     def min_transfers(self, origin: str, destination: str) -> int | None:
