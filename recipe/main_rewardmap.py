@@ -14,7 +14,6 @@ from pathlib import Path
 import hydra
 import ray
 from omegaconf import DictConfig, OmegaConf, open_dict
-
 from verl.trainer.main_ppo import TaskRunnerV1, run_ppo
 from verl.trainer.main_ppo_v0 import TaskRunner as LegacyTaskRunner
 

@@ -85,9 +85,10 @@ def run_preflight(config: DictConfig) -> PreflightReport:
 
 # -- config ------------------------------------------------------------------------------------------------
 def _check_verl_config(config: DictConfig, report: PreflightReport) -> None:
-    import recipe.advantage  # noqa: F401  (registers the recipe's estimator, as the task runner does)
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
+
+    import recipe.advantage  # noqa: F401  (registers the recipe's estimator, as the task runner does)
 
     try:
         validate_config(
