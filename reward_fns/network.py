@@ -19,7 +19,7 @@ import networkx as nx
 # Markers ReasonMap appends to station names; stripped before any use.
 STATION_MARKERS = (" (Transfer Station)", " (Branch-starting Station)", "（换乘站）", "（支线起始站）")
 
-_PARENTHESISED = re.compile(r"[\(\（][^\)\）]*[\)\）]")
+_PARENTHESISED = re.compile(r"[\(\（][^\)\）]*[\)\）]")  # reference semantics; see drop_parenthesised
 _SPACES_AND_HYPHENS = re.compile(r"[\s\-]+")
 
 
@@ -28,6 +28,20 @@ def strip_markers(name: str) -> str:
     for marker in STATION_MARKERS:
         name = name.replace(marker, "")
     return name
+
+
+def drop_parenthesised(s: str) -> str:
+    """Remove every ``(...)`` span (either bracket width, mixed allowed), leftmost first, in linear time.
+
+    Same result as ``_PARENTHESISED.sub("", s)`` (the official rule), whose backtracking is quadratic when many
+    opening brackets have no closing one after them (20,000 such characters take seconds; model output can hold
+    megabytes). Past the last closing bracket nothing can match, so the regex only sees the text up to it, where
+    every opening bracket finds its closing one without backtracking.
+    """
+    last_close = max(s.rfind(")"), s.rfind("）"))
+    if last_close < 0:
+        return s
+    return _PARENTHESISED.sub("", s[: last_close + 1]) + s[last_close + 1 :]
 
 
 @functools.lru_cache(maxsize=65536)
@@ -49,7 +63,7 @@ def _normalize_cached(name: str) -> str:
     s = s.replace("Station", "").replace("station", "").replace("Asian Games Village", "yayuncun")
     if s.endswith("站"):
         s = s[:-1]
-    s = _PARENTHESISED.sub("", s)
+    s = drop_parenthesised(s)
     return _SPACES_AND_HYPHENS.sub("", s).lower()
 
 

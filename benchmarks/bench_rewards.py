@@ -1,0 +1,133 @@
+"""Reward throughput on a GRPO-sized batch: 512 questions x 8 responses, mixed question types, every mode.
+
+Questions come from the 30 real ReasonMap networks when ``../shared/reasonmap`` exists, else from a small
+synthetic network built here. Each question gets 8 responses of the kinds a policy produces: the gold answer
+bare and after a reasoning preamble, a markdown variant, a wrong route or answer, junk, a truncated answer, a
+long (~6 KB) rambling one and a hedge. Prints responses/second and the batch time per mode, cold (every cache
+cleared first, as when a batch brings new questions) and warm (the same batch again).
+
+    .venv/bin/python benchmarks/bench_rewards.py [--questions 512] [--responses 8] [--seed 0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+
+from reward_fns import MODES, compute_score
+from reward_fns.context import _context_from_json, _network_index
+from reward_fns.gold import gold_response
+from reward_fns.ground_truth import GroundTruth, _parse_ground_truth
+from reward_fns.network import MetroNetwork, _normalize_cached
+
+REASONMAP_STATIONS = Path(__file__).resolve().parents[1].parent / "shared" / "reasonmap" / "stations"
+PREAMBLE = "Let me look at the map carefully. " * 40 + "\n\n"
+RAMBLE = "Looking at the transit map, I trace each coloured line from the origin and note the interchanges. " * 60
+
+
+def synthetic_networks() -> list[tuple[str, MetroNetwork]]:
+    """A 6-line grid-like network (about 60 stations) standing in for the real data."""
+    lines = {f"Line {i}": [f"S{i}-{j}" for j in range(10)] for i in range(1, 7)}
+    for i in range(1, 6):  # interchanges: station 5 of line i is station 2 of line i + 1
+        lines[f"Line {i + 1}"][2] = lines[f"Line {i}"][5]
+    return [("synthetic", MetroNetwork(lines, name="synthetic"))]
+
+
+def real_networks() -> list[tuple[str, MetroNetwork]]:
+    return [(p.parent.name, MetroNetwork.from_json(p)) for p in sorted(REASONMAP_STATIONS.glob("*/*.json"))]
+
+
+def make_question(rng: random.Random, country: str, network: MetroNetwork) -> GroundTruth:
+    kind = rng.choice(["planning"] * 5 + ["TorF1", "TorF2", "Counting1", "Counting2", "Counting3"])
+    common = {"city": network.name, "country": country, "map_difficulty": rng.choice(["easy", "middle", "hard"])}
+    lines = network.to_dict()
+    if kind == "planning":
+        while True:
+            origin, destination = rng.sample(network.stations, 2)
+            if (
+                network.canonical(origin) != network.canonical(destination)
+                and network.min_transfers(origin, destination) is not None
+            ):
+                break
+        return GroundTruth(
+            question_type="planning",
+            network=lines,
+            station_1=origin,
+            station_2=destination,
+            template=rng.choice(["short", "long1", "long2"]),
+            question_transfer_count=network.min_transfers(origin, destination) or 0,
+            **common,
+        )
+    answer = {"TorF1": rng.randint(0, 1), "TorF2": rng.randint(0, 1), "Counting1": rng.randint(0, 3)}.get(
+        kind, rng.randint(1, 12)
+    )
+    return GroundTruth(
+        question_type=kind, network=lines, station_1=rng.choice(network.stations), answer=answer, **common
+    )
+
+
+def make_responses(rng: random.Random, gt: GroundTruth, count: int) -> list[str]:
+    gold = gold_response(gt)
+    if gt.question_type == "planning":
+        wrong = gold.replace(f"Arrival Stop: {gt.station_2}", "Arrival Stop: Nowhere")
+        markdown = gold.replace("Route Name:", "**Route Name:**").replace("Departure Stop:", "- Departure Stop:")
+        hedge = gold + "\n--\n" + gold
+    else:
+        wrong = "\\boxed{no}" if gt.answer == 1 else "\\boxed{7}"
+        markdown = "**Answer:** " + gold.replace("\\boxed{", "").rstrip("}")
+        hedge = "\\boxed{A, B, C, D}"
+    kinds = [
+        gold,
+        PREAMBLE + gold,
+        markdown,
+        wrong,
+        "I cannot read the map.",
+        gold[: len(gold) // 2],
+        RAMBLE + gold,
+        hedge,
+    ]
+    return [kinds[i % len(kinds)] for i in range(count)]
+
+
+def clear_caches() -> None:
+    for cached in (_context_from_json, _network_index, _parse_ground_truth, _normalize_cached):
+        cached.cache_clear()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--questions", type=int, default=512)
+    parser.add_argument("--responses", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    rng = random.Random(args.seed)
+    networks = real_networks() if REASONMAP_STATIONS.is_dir() else synthetic_networks()
+    source = f"{len(networks)} real ReasonMap networks" if len(networks) > 1 else "a synthetic network"
+    gts = [make_question(rng, *rng.choice(networks)) for _ in range(args.questions)]
+    batch = [(gt.to_json(), response) for gt in gts for response in make_responses(rng, gt, args.responses)]
+    n = len(batch)
+    kinds = sorted({gt.question_type for gt in gts})
+    mean_chars = sum(len(r) for _, r in batch) / n
+    print(f"batch: {args.questions} questions x {args.responses} responses = {n} responses from {source}")
+    print(f"       types {', '.join(f'{k} {sum(g.question_type == k for g in gts)}' for k in kinds)}")
+    print(f"       mean response {mean_chars:.0f} chars, python {sys.version.split()[0]}, one process")
+    print(f"{'mode':8} {'cold batch s':>13} {'cold resp/s':>12} {'warm batch s':>13} {'warm resp/s':>12}")
+    for mode in MODES:
+        timings = []
+        for cold in (True, False):
+            if cold:
+                clear_caches()
+            started = time.perf_counter()
+            for gt_json, response in batch:
+                compute_score("reasonmap_train", response, gt_json, None, mode=mode)
+            timings.append(time.perf_counter() - started)
+        cold_s, warm_s = timings
+        print(f"{mode:8} {cold_s:13.3f} {n / cold_s:12.0f} {warm_s:13.3f} {n / warm_s:12.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""The per-question view scoring needs (ground truth, indexed network, normalised endpoints), built once and cached.
+
+A GRPO group scores n responses to one question, and a batch holds many questions of few cities, so parsing the
+ground-truth JSON and indexing the network must not happen per response: contexts are cached by the ground-truth
+string, and the network index (normalised station sets per line, line-name look-ups) by the network's content,
+shared by every question of a city. Also here: how a response's line name is resolved onto the network, in the
+released code's way (``paper_line``) and tolerantly (``tolerant_line``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+from reward_fns.ground_truth import GroundTruth
+from reward_fns.network import MetroNetwork, normalize_station
+
+# The released code's hard-coded renames (Beijing's Batong line runs through to Line 1, Daxing line to Line 4),
+# applied in this order to every route name, whatever the city.
+PAPER_RENAMES = (("八通", "Line 1"), ("大兴", "Line 4"))
+# Cities where the tolerant resolver applies them (elsewhere they would map foreign names onto unrelated lines).
+RENAME_CITIES = frozenset({"beijing"})
+
+_SPACES = re.compile(r"\s+")
+_MAX_LINE_NAME = 200  # longer "line names" are junk; never build keys from megabytes
+
+
+class Leg(NamedTuple):
+    """One ride reduced to what the rules compare: resolved line (None if not a line of the city), stops normalised."""
+
+    line: str | None
+    departure: str
+    arrival: str
+
+
+def line_key(name: str) -> str:
+    """Case- and whitespace-insensitive key of a line name ("line 1" and "Line1" match "Line 1")."""
+    return _SPACES.sub("", name[:_MAX_LINE_NAME].strip().strip("*_`.").casefold())
+
+
+@dataclass(frozen=True)
+class NetworkIndex:
+    """A city's network with the look-ups scoring does per response precomputed."""
+
+    network: MetroNetwork
+    line_stations: dict[str, frozenset[str]]  # line -> its normalised station names
+    line_by_key: dict[str, str]  # line_key -> line, for keys that name exactly one line
+
+    def direct_lines(self, a: str, b: str) -> frozenset[str]:
+        """Lines holding both (normalised) stations."""
+        return frozenset(line for line, stations in self.line_stations.items() if a in stations and b in stations)
+
+
+@functools.lru_cache(maxsize=128)
+def _network_index(content: tuple[tuple[str, tuple[str, ...]], ...], name: str) -> NetworkIndex:
+    network = MetroNetwork({line: list(stations) for line, stations in content}, name=name)
+    line_stations = {
+        line: frozenset(normalize_station(s) for s in stations) for line, stations in network.lines.items()
+    }
+    keys: dict[str, list[str]] = {}
+    for line in network.lines:
+        keys.setdefault(line_key(line), []).append(line)
+    return NetworkIndex(network, line_stations, {k: v[0] for k, v in keys.items() if len(v) == 1})
+
+
+def network_index(network: Mapping[str, Any], *, name: str = "") -> NetworkIndex:
+    """The cached index of a network given as line -> stations (one index per distinct content)."""
+    try:
+        content = tuple((str(line), tuple(str(s) for s in stations)) for line, stations in network.items())
+    except (AttributeError, TypeError) as err:
+        raise ValueError(f"network {name!r}: must map line names to station lists") from err
+    return _network_index(content, name)
+
+
+@dataclass(frozen=True)
+class QuestionContext:
+    """A question's ground truth plus, for planning, its indexed network and normalised endpoints."""
+
+    gt: GroundTruth
+    index: NetworkIndex | None = None
+    origin: str = ""
+    destination: str = ""
+    direct_lines: frozenset[str] = frozenset()
+    renames: bool = False  # whether the tolerant resolver applies PAPER_RENAMES (Beijing)
+
+    def paper_line(self, name: str) -> str | None:
+        """The released code's rule: apply the renames, then the name must be a line of the city exactly."""
+        for marker, target in PAPER_RENAMES:
+            if marker in name:
+                name = target
+        return name if self.index is not None and name in self.index.line_stations else None
+
+    def tolerant_line(self, name: str) -> str | None:
+        """Exact name, else (Beijing) the renames, else a unique case/space-insensitive match; None otherwise."""
+        if self.index is None:
+            return None
+        if name in self.index.line_stations:
+            return name
+        if self.renames:
+            for marker, target in PAPER_RENAMES:
+                if marker in name and target in self.index.line_stations:
+                    return target
+        return self.index.line_by_key.get(line_key(name))
+
+
+def _build(gt: GroundTruth) -> QuestionContext:
+    if gt.question_type != "planning":
+        return QuestionContext(gt)
+    index = network_index(gt.network, name=gt.city)
+    origin, destination = normalize_station(gt.station_1), normalize_station(gt.station_2)
+    return QuestionContext(
+        gt,
+        index,
+        origin,
+        destination,
+        index.direct_lines(origin, destination),
+        gt.city.strip().lower() in RENAME_CITIES,
+    )
+
+
+@functools.lru_cache(maxsize=2048)
+def _context_from_json(text: str) -> QuestionContext:
+    return _build(GroundTruth.from_json(text))
+
+
+_BY_OBJECT: OrderedDict[int, QuestionContext] = OrderedDict()
+_BY_OBJECT_MAX = 1024
+
+
+def _json_default(value: Any) -> Any:
+    for attr in ("tolist", "item"):  # numpy arrays and scalars, as Parquet readers hand them over
+        if hasattr(value, attr):
+            return getattr(value, attr)()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def question_context(ground_truth: str | GroundTruth | Mapping[str, Any]) -> QuestionContext:
+    """The cached context of a ground truth given as its JSON string, a GroundTruth, or a dict of its fields.
+
+    Raises ValueError when the ground truth itself is invalid (a data bug, never a property of a response).
+    """
+    if isinstance(ground_truth, GroundTruth):
+        ctx = _BY_OBJECT.get(id(ground_truth))
+        if ctx is not None and ctx.gt is ground_truth:
+            _BY_OBJECT.move_to_end(id(ground_truth))
+            return ctx
+        ctx = _build(ground_truth)
+        _BY_OBJECT[id(ground_truth)] = ctx  # the context keeps the object alive, so its id stays unique
+        if len(_BY_OBJECT) > _BY_OBJECT_MAX:
+            _BY_OBJECT.popitem(last=False)
+        return ctx
+    if isinstance(ground_truth, Mapping):
+        try:
+            text = json.dumps(dict(ground_truth), ensure_ascii=False, sort_keys=True, default=_json_default)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"ground_truth: {err}") from err
+        return question_context(text)
+    if isinstance(ground_truth, bytes):
+        ground_truth = ground_truth.decode("utf-8", errors="replace")
+    if not isinstance(ground_truth, str):
+        raise ValueError(
+            f"ground_truth: expected a JSON string, GroundTruth or dict, got {type(ground_truth).__name__}"
+        )
+    try:
+        return _context_from_json(ground_truth)
+    except (AttributeError, TypeError, ValueError, KeyError) as err:
+        raise ValueError(f"ground_truth: invalid ({err})") from err
+
+
+def legs_of(rides: Sequence[tuple[str, str, str]], resolve: Callable[[str], str | None]) -> list[Leg]:
+    """Legs from (route name, departure, arrival) triples; ``resolve`` maps a name to a line of the city or None."""
+    return [Leg(resolve(name), normalize_station(dep), normalize_station(arr)) for name, dep, arr in rides]

@@ -1,0 +1,176 @@
+"""RewardMap's reward as a verl custom reward function: ``compute_score(data_source, solution_str, ground_truth, ...)``.
+
+Every call returns the same float keys: ``score`` (the reward), ``acc`` (0/1 correctness), ``format`` (0/1: the
+answer has the demanded shape), ``detail`` (detail points before alpha; 0 for VQA) and ``weight`` (W_difficulty,
+see ``reward_fns.weights``). W is the same for every response to a question.
+
+Modes (W = weight, acc / format in {0, 1}):
+
+``paper``   exactly the released reward: ``W x (10 x acc + 0.5 x paper_detail)``, no format term, detail for
+            planning only; parsing, correctness and detail reproduce the released code, quirks included (e.g. the
+            arrival is the rest of its block, so a block followed by an explanation or by the long templates'
+            via-stop line never reaches the destination). Range: at most 15 W; no lower bound (each block past
+            the transfer count costs 2.5 W). Worked examples: correct one-transfer route, hard map:
+            2.0 x (10 + 0.5 x 4) = 24.0; correct direct route, easy map: 1.0 x (10 + 0.5 x 1) = 10.5; correct
+            TorF, middle map: 1.2 x 10 = 12.0.
+``fixed``   (default) ``W x (format_reward x format + 10 x acc + alpha x fixed_detail)`` with the tolerant parser.
+            Range: [0, W x (format_reward + 10 + 10 alpha)] for non-negative alpha and format_reward.
+``sparse``  ``10 x acc`` (tolerant acc), unweighted; ``weight``, ``format`` and ``detail`` are still reported.
+
+The two flaws of the released reward that ``fixed`` corrects (``reward_fns.detail`` has the full table):
+
+1. Over-length penalty off by one: the released rule takes 5 points per block with i+1 > transfers, so every
+   correct route loses 5 on its last block and a wrong single-block answer to a one-transfer question earns more
+   detail than the correct answer. ``fixed`` penalises only blocks beyond transfers+1.
+2. No floor and no ordering guarantee: released detail can go far below 0 and padding can pay. ``fixed`` clamps
+   detail to [0, 10], pays nothing for repeated blocks or for splitting a ride at every station, and with
+   10 > format_reward + 10 x alpha (true for the defaults) a correct answer always outscores an incorrect one.
+
+Also: ``fixed`` adds an explicit format term (the released code has none), reads answers tolerantly (markdown,
+bullets, case, full-width colons; VQA "yes." / "(B)" / "3 lines") and credits the format only for the exact
+demanded shape (labels as in the prompt, blocks separated by ``--``, the via-stop field of long templates, VQA
+answers in ``\\boxed{}``).
+
+Total on responses: any ``solution_str`` (empty, megabytes, binary junk, not even a str) and any ``extra_info``
+give a result; everything is linear in the response length. An invalid ``ground_truth`` or option (a data or
+configuration bug) raises ValueError.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal, TypedDict
+
+from reward_fns.context import QuestionContext, question_context
+from reward_fns.correctness import (
+    paper_legs,
+    route_correct,
+    tolerant_legs,
+    vqa_correct,
+    vqa_correct_paper,
+)
+from reward_fns.detail import fixed_detail, paper_detail
+from reward_fns.ground_truth import GroundTruth
+from reward_fns.parsing import (
+    RouteBlock,
+    extract_vqa_answer,
+    extract_vqa_answer_paper,
+    first_integer,
+    normalize_vqa_answer,
+    parse_route_blocks,
+    parse_route_blocks_strict,
+)
+from reward_fns.weights import DEFAULT_TRANSFER_WEIGHT, difficulty_weight
+
+MODES = ("fixed", "paper", "sparse")
+SCORE_KEYS = ("score", "acc", "format", "detail", "weight")
+CORRECT_POINTS = 10.0
+PAPER_ALPHA = 0.5
+
+Mode = Literal["fixed", "paper", "sparse"]
+
+
+class ScoreResult(TypedDict):
+    """What ``compute_score`` returns; every value a float."""
+
+    score: float
+    acc: float
+    format: float
+    detail: float
+    weight: float
+
+
+def _as_text(solution: Any) -> str:
+    if isinstance(solution, str):
+        return solution
+    if solution is None:
+        return ""
+    if isinstance(solution, (bytes, bytearray)):
+        return bytes(solution).decode("utf-8", errors="replace")
+    try:
+        return str(solution)
+    except Exception:  # an object whose __str__ fails is still "a response": score it as empty
+        return ""
+
+
+def planning_format(blocks: list[RouteBlock], template: str) -> bool:
+    """The demanded shape: >= 1 complete block, all written canonically, with the template's via-stop field."""
+    if not blocks or not all(b.canonical for b in blocks):
+        return False
+    if template == "long1":
+        return all(b.num_via_stops is not None and first_integer(b.num_via_stops) is not None for b in blocks)
+    if template == "long2":
+        return all(b.via_stops is not None for b in blocks)
+    return True
+
+
+def _planning(text: str, ctx: QuestionContext, mode: Mode) -> tuple[bool, bool, float]:
+    gt = ctx.gt
+    blocks = parse_route_blocks(text)
+    fmt = planning_format(blocks, gt.template)
+    if mode == "paper":
+        strict = parse_route_blocks_strict(text, lowercase_check=True)
+        legs = paper_legs(strict, ctx)
+        exact = [leg for leg, block in zip(legs, strict, strict=True) if block.exact_labels]
+        return route_correct(exact, ctx), fmt, paper_detail(legs, ctx, gt.question_transfer_count)
+    legs = tolerant_legs(blocks, ctx)
+    return route_correct(legs, ctx), fmt, fixed_detail(legs, ctx, gt.question_transfer_count)
+
+
+def _vqa(text: str, gt: GroundTruth, mode: Mode) -> tuple[bool, bool]:
+    found = extract_vqa_answer(text)
+    answer = None if found is None else normalize_vqa_answer(found.text, gt.question_type)
+    fmt = found is not None and found.source == "boxed" and answer is not None
+    if mode == "paper":
+        return vqa_correct_paper(extract_vqa_answer_paper(text), gt), fmt
+    return vqa_correct(answer, gt), fmt
+
+
+def compute_score(
+    data_source: Any,
+    solution_str: Any,
+    ground_truth: str | GroundTruth | Mapping[str, Any],
+    extra_info: Any = None,
+    *,
+    mode: Mode = "fixed",
+    alpha: float = 0.5,
+    map_weights: Mapping[str, float] | None = None,
+    transfer_weight: float = DEFAULT_TRANSFER_WEIGHT,
+    format_reward: float = 1.0,
+    **kwargs: Any,
+) -> ScoreResult:
+    """Score one response (verl's custom reward contract); see the module docstring for the modes.
+
+    ``data_source``, ``extra_info`` and unknown keyword arguments are accepted and ignored: the ground truth
+    carries everything scoring needs. ``alpha`` and ``format_reward`` apply to ``fixed`` only (``paper`` uses the
+    released 0.5 and no format term); ``map_weights`` / ``transfer_weight`` set W in every mode.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode: {mode!r} is not one of {MODES}")
+    ctx = question_context(ground_truth)
+    gt = ctx.gt
+    weight = difficulty_weight(
+        gt.question_type,
+        gt.map_difficulty,
+        gt.question_transfer_count,
+        map_weights=map_weights,
+        transfer_weight=transfer_weight,
+    )
+    text = _as_text(solution_str)
+    detail = 0.0
+    if gt.question_type == "planning":
+        correct, fmt, detail = _planning(text, ctx, mode)
+    else:
+        correct, fmt = _vqa(text, gt, mode)
+    acc = 1.0 if correct else 0.0
+    fmt_value = 1.0 if fmt else 0.0
+    if mode == "paper":
+        score = weight * (CORRECT_POINTS * acc + PAPER_ALPHA * detail)
+    elif mode == "fixed":
+        score = weight * (float(format_reward) * fmt_value + CORRECT_POINTS * acc + float(alpha) * detail)
+    else:
+        score = CORRECT_POINTS * acc
+    return ScoreResult(score=float(score), acc=acc, format=fmt_value, detail=float(detail), weight=float(weight))
+
+
+__all__ = ["MODES", "SCORE_KEYS", "ScoreResult", "compute_score", "planning_format"]

@@ -1,0 +1,330 @@
+"""Benchmark metrics: line-name matching, map score, ReasonMap and ReasonMap-Plus aggregates."""
+
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+
+from reward_fns.gold import gold_response
+from reward_fns.ground_truth import GroundTruth
+from reward_fns.metrics import (
+    EvalRecord,
+    evaluate_planning,
+    evaluate_vqa,
+    match_line_name,
+    reasonmap_metrics,
+    reasonmap_plus_metrics,
+)
+from reward_fns.network import MetroNetwork
+from reward_fns.weights import question_level, reasonmap_eval_weight
+from tests.conftest import real_station_files
+from tests.reward_helpers import ONE_TRANSFER, planning_gt, route, vqa_gt
+
+A, G = "Alder Station", "Ginkgo"
+
+
+def ride(name: str, departure: str, arrival: str, via: list[str], count: int | None = None) -> dict[str, object]:
+    return {
+        "route_name": name,
+        "departure_stop": departure,
+        "arrival_stop": arrival,
+        "via_stops": via,
+        "num_via_stops": len(via) if count is None else count,
+    }
+
+
+# Reference routes in map-app style: plan 1 is the answer's route, plan 2 another one.
+ROUTES = {
+    "1": [ride("地铁1号线(Alder--Elm)", "Alder", "Cedar", ["Birch"]), ride("地铁2号线", "Cedar", "Ginkgo", ["Fir"], 4)],
+    "2": [ride("Line 4", "Alder", "Kauri", []), ride("Line 9", "Kauri", "Ginkgo", ["X"])],
+}
+
+
+# Line names -------------------------------------------------------------------------------------------------------
+
+BEIJING = ["Line 1", "Line 2", "Line 8", "房山线", "昌平线", "首都机场线"]
+KL = ["Line 1", "Line 2", "Line 3", "Line 4", "Line 5", "Line 9", "Line 12"]
+SINGAPORE = ["North South Line", "East West Line", "North East Line", "Circle Line", "Downtown Line"]
+
+
+@pytest.mark.parametrize(
+    ("name", "lines", "city", "expected"),
+    [
+        ("地铁5号线(后关--虎滩新区)", ["Line 1", "Line 5", "Line 12"], "dalian", "Line 5"),
+        ("地铁12号线", ["Line 1", "Line 2", "Line 12"], "dalian", "Line 12"),
+        ("地铁昌平线(昌平西山口--蓟门桥)", BEIJING, "beijing", "昌平线"),
+        ("地铁2号线(8号线)", BEIJING, "beijing", "Line 2"),
+        ("八通线", BEIJING, "beijing", "Line 1"),
+        ("大兴线", BEIJING, "beijing", None),  # Line 4 is not in this list
+        ("Metro A Line", ["Line A", "Line B", "Line K"], "los_angeles", "Line A"),
+        ("Metro B-Line", ["Line A", "Line B", "Line K"], "los_angeles", "Line B"),
+        ("M1-es Metróvonal", ["Line 1", "Line 2", "Line 3", "Line 4"], "budapest", "Line 1"),
+        ("M4-es metróvonal", ["Line 1", "Line 2", "Line 3", "Line 4"], "budapest", "Line 4"),
+        ("5 Train", ["1", "2", "5", "A", "Q"], "new_york", "5"),
+        ("Q Train", ["1", "2", "5", "A", "Q"], "new_york", "Q"),
+        ("K Line", ["1", "2", "5", "A", "Q"], "new_york", None),
+        ("B1", ["Line A", "Line B", "Line C"], "rome", "Line B"),
+        ("Linea C", ["Line A", "Line B", "Line C"], "rome", "Line C"),
+        ("West", ["Eastern Line", "Southern Line", "Western Line"], "auckland", "Western Line"),
+        ("Sth", ["Eastern Line", "Southern Line", "Western Line"], "auckland", "Southern Line"),
+        ("MRed2", ["Red Line", "Green Line"], "dubai", "Red Line"),
+        ("MGrn", ["Red Line", "Green Line"], "dubai", "Green Line"),
+        ("Azul", ["Azul", "Amarela", "Verde", "Vermelha"], "lisboa", "Azul"),
+        ("East West Line", SINGAPORE, "singapore", "East West Line"),
+        ("NE Line", SINGAPORE, "singapore", "North East Line"),
+        ("12", ["Line 12", "Line 14"], "geneva", "Line 12"),
+        ("M1", ["Line M1"], "sydney", "Line M1"),
+        ("MRT Kajang Line", KL, "kl", "Line 9"),
+        ("KTM Batu Caves - Pulau Sebang/Tampin", KL, "kl", "Line 1"),
+        ("LRT Kelana Jaya Line", KL, "kl", "Line 5"),
+        ("Orange Line", ["Metrorail Green Line", "Metrorail Orange Line"], "miami", "Metrorail Orange Line"),
+        ("Line 1 Yonge-University", ["Line 1", "Line 2", "Line 4"], "toronto", "Line 1"),
+        ("Purple Line", ["Red Line", "Green Line"], "dubai", None),
+        ("", ["Line 1"], "x", None),
+    ],
+)
+def test_match_line_name(name: str, lines: list[str], city: str, expected: str | None) -> None:
+    assert match_line_name(name, lines, city=city) == expected
+
+
+def app_style(line: str, country: str) -> str:
+    """A map-app rendering of a network line name, as the benchmark's reference routes write them."""
+    numbered = re.fullmatch(r"Line (\w+)", line)
+    if country == "china":
+        if numbered and numbered.group(1).isdigit():
+            return f"地铁{numbered.group(1)}号线(起点--终点)"
+        return f"地铁{line}(起点--终点)"
+    if numbered:
+        return f"Metro {numbered.group(1)} Line"
+    if re.fullmatch(r"\w{1,2}", line):
+        return f"{line} Train"
+    return line
+
+
+def test_every_real_line_is_recovered_from_its_app_style_name(reasonmap_dir: object) -> None:
+    files = real_station_files()
+    assert len(files) == 30
+    for path in files:
+        lines = list(MetroNetwork.from_json(path).lines)
+        for line in lines:
+            assert match_line_name(app_style(line, path.parent.name), lines, city=path.stem) == line, (path.stem, line)
+
+
+# Map score, hand-checked -----------------------------------------------------------------------------------------
+
+
+def test_map_score_short_correct_answer() -> None:
+    gt = planning_gt(A, G, 1, routes=ROUTES, country="china")
+    # plan 1: endpoints 1 + per block (name 2 + departure 1 + arrival 1) x 2 = 9; correct: +10.
+    assert evaluate_planning(gt, route(*ONE_TRANSFER)) == {
+        "acc": 1,
+        "map_score": 19.0,
+        "map_score_max": 20.0,
+        "weight": 1.5,
+        "template": "short",
+    }
+
+
+def test_map_score_short_incorrect_answer_gets_partial_credit() -> None:
+    gt = planning_gt(A, G, 1, routes=ROUTES)
+    answer = route(("Line 1", A, "Dogwood"), ("Line 2", "Dogwood", G))  # Dogwood is not on Line 2
+    # plan 1: 1 + (2 + 1 + 0) + (2 + 0 + 1) = 7
+    assert evaluate_planning(gt, answer)["map_score"] == 7.0
+    assert evaluate_planning(gt, answer)["acc"] == 0
+
+
+def test_map_score_needs_the_endpoints() -> None:
+    gt = planning_gt(A, G, 1, routes=ROUTES)
+    answer = route(("Line 1", "Birch", "Cedar"), ("Line 2", "Cedar", G))
+    assert evaluate_planning(gt, answer)["map_score"] == 0.0
+
+
+def test_map_score_long1_via_stop_counts() -> None:
+    gt = planning_gt(A, G, 1, template="long1", routes=ROUTES)
+    answer = (
+        "Route Name: Line 1\nDeparture Stop: Alder Station\nArrival Stop: Cedar\nNumber of Via Stops: 1\n--\n"
+        "Route Name: Line 2\nDeparture Stop: Cedar\nArrival Stop: Ginkgo\nNumber of Via Stops: 3\n"
+    )
+    # 1 + 4 + 4 + via counts (exact: 4; 3 for 4: 4 - 4 x 1/4 = 3) = 16; correct: +20.
+    assert evaluate_planning(gt, answer) == {
+        "acc": 1,
+        "map_score": 36.0,
+        "map_score_max": 40.0,
+        "weight": 1.5,
+        "template": "long1",
+    }
+
+
+def test_map_score_long2_via_stops_for_any_country() -> None:
+    gt = planning_gt(A, G, 1, template="long2", routes=ROUTES, country="italy")
+    answer = (
+        "Route Name: Line 1\nDeparture Stop: Alder Station\nArrival Stop: Cedar\nVia Stops: Birch Station\n--\n"
+        "Route Name: Line 2\nDeparture Stop: Cedar\nArrival Stop: Ginkgo\nVia Stops: Fir, Hazel\n"
+    )
+    # matched stops 2; IoU over same-line blocks {birch, fir} / {birch, fir, hazel}; (10 x 2/3 + 2) / 2.
+    expected = 1 + 8 + (10 * 2 / 3 + 2) / 2 + 20
+    assert evaluate_planning(gt, answer)["map_score"] == pytest.approx(expected)
+
+
+def test_map_score_caps_and_best_plan() -> None:
+    long_route = [ride("Line 1", "Alder", "Cedar", [])] * 5
+    gt = planning_gt(A, "Cedar", 0, routes={"short": [ride("Line 4", "Alder", "Kauri", [])], "long": long_route})
+    answer = route(*[("Line 1", A, "Cedar")] * 5)  # incorrect (Cedar -> Alder chain broken), gated
+    # against "long": 1 + 5 x 4 = 21, capped at 10
+    assert evaluate_planning(gt, answer)["map_score"] == 10.0
+
+
+def test_map_score_is_none_without_reference_routes() -> None:
+    result = evaluate_planning(planning_gt(A, G, 1), route(*ONE_TRANSFER))
+    assert result["map_score"] is None and result["acc"] == 1
+
+
+def test_reference_names_and_stops_are_normalised_not_the_answer_rewritten() -> None:
+    """Official slips: rules applied to the answer's line name; arrival replaced by the departure."""
+    network = {"Line A": ["Union Station", "Civic Center", "Pershing Square"], "Line B": ["Pershing Square", "Hill St"]}
+    routes = {
+        "1": [ride("Metro A Line", "Union", "Civic Center", []), ride("Metro B-Line", "Civic Center", "Hill St", [])]
+    }
+    gt = planning_gt(
+        "Union Station", "Hill St", 1, network=network, routes=routes, city="los_angeles", country="america"
+    )
+    wrong = route(("Line A", "Union Station", "Civic Center"), ("Line B", "Civic Center", "Hill St"))  # off line B
+    # 1 + (2 + 1 + 1) + (2 + 1 + 1): line names via the matcher, "Union" = "Union Station", arrivals kept.
+    assert evaluate_planning(gt, wrong) == {
+        "acc": 0,
+        "map_score": 9.0,
+        "map_score_max": 20.0,
+        "weight": 1.5,
+        "template": "short",
+    }
+    # A model copying the app's line name gets no name points: it is not the network's line.
+    app_named = wrong.replace("Route Name: Line A", "Route Name: Metro A Line")
+    assert evaluate_planning(gt, app_named)["map_score"] == 7.0
+
+
+def test_benchmark_parse_reads_long_answers_by_line() -> None:
+    gt = planning_gt(A, G, 1, template="long1")
+    answer = route(*ONE_TRANSFER, extra="Number of Via Stops: 1\n")
+    assert evaluate_planning(gt, answer)["acc"] == 1  # the reward's paper parse would say 0
+    markdown = answer.replace("Route Name:", "**Route Name:**")
+    assert evaluate_planning(gt, markdown)["acc"] == 0
+    assert evaluate_planning(gt, markdown, parser="tolerant")["acc"] == 1
+
+
+# Aggregates ------------------------------------------------------------------------------------------------------
+
+
+def test_weights_of_the_evaluation() -> None:
+    assert [question_level(t) for t in (0, 1, 2, 5)] == [0, 1, 2, 2]
+    assert reasonmap_eval_weight("easy", 0) == 1.0
+    assert reasonmap_eval_weight("middle", 1) == 2.0
+    assert reasonmap_eval_weight("hard", 4) == 3.0
+
+
+def test_reasonmap_metrics() -> None:
+    records = [
+        EvalRecord(planning_gt(A, "Elm", 0), route(("Line 1", A, "Elm"))),  # short, weight 1, correct
+        (planning_gt(A, "Juniper", 2, difficulty="hard").to_json(), "no idea"),  # short, weight 3, wrong
+        (
+            planning_gt(A, G, 1, difficulty="middle", template="long1", routes=ROUTES),
+            route(*ONE_TRANSFER, extra="Number of Via Stops: 1\n"),
+        ),  # long, weight 2, correct; map score 1 + 8 + 4 + 1 (1 for 4) = 14, +20
+    ]
+    report = reasonmap_metrics(records)
+    assert report["short"] == {
+        "n": 2,
+        "accuracy": 0.5,
+        "weighted_accuracy": 0.25,
+        "n_map_scored": 0,
+        "map_score": 0.0,
+        "map_score_fraction": 0.0,
+    }
+    assert report["long"] == pytest.approx(
+        {
+            "n": 1,
+            "accuracy": 1.0,
+            "weighted_accuracy": 1.0,
+            "n_map_scored": 1,
+            "map_score": 34.0,
+            "map_score_fraction": 34 / 40,
+        }
+    )
+    assert report["overall"]["accuracy"] == pytest.approx(2 / 3)
+    assert report["overall"]["weighted_accuracy"] == pytest.approx(3 / 6)
+
+
+def test_reasonmap_plus_metrics() -> None:
+    records = [
+        (vqa_gt("TorF1", 1), "\\boxed{yes}"),  # weight 1, correct
+        (vqa_gt("TorF2", 0, difficulty="hard"), "\\boxed{yes}"),  # weight 2, wrong
+        (vqa_gt("Counting1", 2, difficulty="middle"), "The answer is C."),  # weight 1.5, correct
+        (vqa_gt("Counting2", 3, difficulty="hard"), "\\boxed{3}"),  # weight 2, correct
+        (vqa_gt("Counting3", 9, difficulty="hard"), "\\boxed{9 lines}"),  # weight 2: wrong as released, right tolerant
+    ]
+    report = reasonmap_plus_metrics(records)
+    assert report["overall"] == pytest.approx({"n": 5, "accuracy": 0.6, "weighted_accuracy": 4.5 / 8.5})
+    assert report["torf"] == pytest.approx({"n": 2, "accuracy": 0.5, "weighted_accuracy": 1 / 3})
+    assert report["counting"] == pytest.approx({"n": 3, "accuracy": 2 / 3, "weighted_accuracy": 3.5 / 5.5})
+    assert report["per_type"]["Counting3"] == {"n": 1, "accuracy": 0.0, "weighted_accuracy": 0.0}
+    tolerant = reasonmap_plus_metrics(records, parser="tolerant")
+    assert tolerant["counting"]["accuracy"] == 1.0
+    assert reasonmap_plus_metrics([])["overall"] == {"n": 0, "accuracy": 0.0, "weighted_accuracy": 0.0}
+
+
+def test_evaluate_rejects_the_wrong_question_kind() -> None:
+    with pytest.raises(ValueError):
+        evaluate_planning(vqa_gt("TorF1", 1), "\\boxed{yes}")
+    with pytest.raises(ValueError):
+        evaluate_vqa(planning_gt(A, G, 1), "anything")
+
+
+@pytest.mark.parametrize("response", ["", "\x00" * 100, "Route Name: \n--\n" * 1000, "(" * 100_000])
+def test_metrics_are_total(response: str) -> None:
+    gt = planning_gt(A, G, 1, template="long2", routes=ROUTES)
+    for parser in ("paper", "tolerant"):
+        assert evaluate_planning(gt, response, parser=parser)["acc"] == 0
+        assert evaluate_vqa(vqa_gt("Counting1", 1), response, parser=parser)["acc"] == 0
+
+
+def test_gold_answers_score_full_marks_on_real_networks(reasonmap_dir: object) -> None:
+    """Gold routes, with their own rides as an app-style reference route, match it in every name and stop."""
+    rng = random.Random(2)
+    for path in real_station_files():
+        network = MetroNetwork.from_json(path)
+        for template in ("short", "long1", "long2"):
+            origin, destination = rng.sample(network.stations, 2)
+            rides = network.min_transfer_route(origin, destination)
+            if not rides or network.canonical(origin) == network.canonical(destination):
+                continue
+            reference = [
+                ride(
+                    app_style(r.line, path.parent.name),
+                    r.departure.removesuffix("站"),
+                    r.arrival,
+                    network.stops_between(r.line, r.departure, r.arrival),
+                )
+                for r in rides
+            ]
+            gt = GroundTruth(
+                question_type="planning",
+                city=path.stem,
+                map_difficulty="easy",
+                network=network.to_dict(),
+                station_1=origin,
+                station_2=destination,
+                template=template,
+                question_transfer_count=len(rides) - 1,
+                country=path.parent.name,
+                routes={"0": reference},
+            )
+            result = evaluate_planning(gt, gold_response(gt))
+            assert result["acc"] == 1, (path.stem, template)
+            n, via = len(rides), sum(len(r["via_stops"]) for r in reference)
+            expected = {  # every name and stop matches: only the caps and the via-stop totals limit the score
+                "short": min(10, 1 + 4 * n) + 10,
+                "long1": min(20, 1 + 4 * n + min(10, 4 * n)) + 20,
+                "long2": min(20, 1 + 4 * n + ((10 if via else 0) + min(10, via)) / 2) + 20,
+            }[template]
+            assert result["map_score"] == pytest.approx(expected), (path.stem, template, result)

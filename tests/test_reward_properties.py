@@ -1,0 +1,233 @@
+"""Properties of compute_score over random small networks and random or adversarial responses (hypothesis)."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from reward_fns import SCORE_KEYS, compute_score
+from reward_fns.gold import gold_response
+from reward_fns.ground_truth import GroundTruth
+from reward_fns.network import MetroNetwork
+from tests.reward_helpers import route
+
+PROPERTY_SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+STATION_POOL = [f"Stop {c}" for c in "ABCDEFGHIJKL"] + ["Xi'an Rd", "中关村", "Oak (Transfer Station)"]
+LINE_NAMES = [f"Line {i}" for i in range(1, 7)]
+ALPHA, FORMAT = 0.5, 1.0
+
+
+@dataclass(frozen=True)
+class Question:
+    gt: GroundTruth
+    network: MetroNetwork
+    gold_rides: tuple[tuple[str, str, str], ...]
+
+    @property
+    def json(self) -> str:
+        return self.gt.to_json()
+
+
+@st.composite
+def questions(draw: st.DrawFn) -> Question:
+    """A random network of 2-5 lines over a small station pool, two connected stations, the minimum transfers."""
+    n_lines = draw(st.integers(2, 5))
+    lines = {}
+    for name in LINE_NAMES[:n_lines]:
+        lines[name] = draw(st.lists(st.sampled_from(STATION_POOL), min_size=2, max_size=6, unique=True))
+    network = MetroNetwork(lines)
+    stations = network.stations
+    origin, destination = draw(st.sampled_from(stations)), draw(st.sampled_from(stations))
+    assume(network.canonical(origin) != network.canonical(destination))
+    rides = network.min_transfer_route(origin, destination)
+    assume(rides)
+    gt = GroundTruth(
+        question_type="planning",
+        city="randomville",
+        map_difficulty=draw(st.sampled_from(["easy", "middle", "hard"])),
+        network=network.to_dict(),
+        station_1=origin,
+        station_2=destination,
+        template=draw(st.sampled_from(["short", "long1", "long2"])),
+        question_transfer_count=len(rides) - 1,
+    )
+    return Question(gt, network, tuple((r.line, r.departure, r.arrival) for r in rides))
+
+
+def ride_lists(q: Question) -> st.SearchStrategy[list[tuple[str, str, str]]]:
+    """Rides over the question's own names (plus junk), often starting at the origin and ending at the destination."""
+    lines = st.sampled_from([*q.network.lines, "Line 99", "line 1", "Wrong", ""])
+    stops = st.sampled_from([*q.network.stations, "Nowhere", q.gt.station_1, q.gt.station_2])
+    return st.lists(st.tuples(lines, stops, stops), min_size=1, max_size=6).map(
+        lambda rides: (
+            [(rides[0][0], q.gt.station_1, rides[0][2]), *rides[1:-1], (rides[-1][0], rides[-1][1], q.gt.station_2)]
+            if len(rides) > 1
+            else [(rides[0][0], q.gt.station_1, q.gt.station_2)]
+        )
+    )
+
+
+def responses(q: Question) -> st.SearchStrategy[str]:
+    """Random text, route-shaped text over the network's names, and mutations of the gold answer."""
+    gold = list(q.gold_rides)
+    return st.one_of(
+        st.text(max_size=200),
+        ride_lists(q).map(lambda rides: route(*rides)),
+        st.lists(st.sampled_from(gold), min_size=1, max_size=8).map(lambda rides: route(*rides)),
+        st.just(gold_response(q.gt)),
+        st.just(route(*gold)).map(lambda text: text.replace("Route Name:", "**Route Name:**")),
+        st.tuples(st.text(max_size=50), st.text(max_size=50)).map(lambda t: t[0] + route(*gold) + t[1]),
+    )
+
+
+def check_result(result: dict[str, float], weight_max: float = 2.0) -> None:
+    assert set(result) == set(SCORE_KEYS)
+    assert all(type(v) is float and math.isfinite(v) for v in result.values())
+    assert result["acc"] in (0.0, 1.0) and result["format"] in (0.0, 1.0)
+    assert 1.0 <= result["weight"] <= weight_max
+
+
+def fixed(text: str, q: Question) -> dict[str, float]:
+    return dict(compute_score("synthetic", text, q.json, mode="fixed", alpha=ALPHA, format_reward=FORMAT))
+
+
+@PROPERTY_SETTINGS
+@given(st.data())
+def test_every_mode_gives_a_bounded_result(data: st.DataObject) -> None:
+    q = data.draw(questions())
+    text = data.draw(responses(q))
+    for mode in ("paper", "fixed", "sparse"):
+        result = dict(compute_score("synthetic", text, q.json, {"anything": [1]}, mode=mode))
+        check_result(result)
+        w = result["weight"]
+        if mode == "fixed":
+            assert 0.0 <= result["detail"] <= 10.0
+            assert 0.0 <= result["score"] <= w * (FORMAT + 10 + 10 * ALPHA)
+        elif mode == "paper":
+            assert result["detail"] <= 10.0
+            assert result["score"] <= w * 15 and result["score"] == w * (10 * result["acc"] + 0.5 * result["detail"])
+        else:
+            assert result["score"] == 10.0 * result["acc"]
+
+
+@PROPERTY_SETTINGS
+@given(st.data())
+def test_gold_is_never_beaten_and_correct_beats_incorrect_in_fixed_mode(data: st.DataObject) -> None:
+    q = data.draw(questions())
+    gold = fixed(gold_response(q.gt), q)
+    assert (gold["acc"], gold["format"]) == (1.0, 1.0)
+    w = gold["weight"]
+    for _ in range(5):
+        result = fixed(data.draw(responses(q)), q)
+        assert result["score"] <= gold["score"]
+        if result["acc"]:
+            assert result["score"] >= 10 * w
+        else:
+            assert result["score"] < 10 * w
+
+
+@PROPERTY_SETTINGS
+@given(st.data())
+def test_repeating_a_block_never_pays_in_fixed_mode(data: st.DataObject) -> None:
+    q = data.draw(questions())
+    rides = data.draw(st.one_of(ride_lists(q), st.just(list(q.gold_rides))))
+    i = data.draw(st.integers(0, len(rides) - 1))
+    repeated = rides[: i + 1] + [rides[i]] * data.draw(st.integers(1, 3)) + rides[i + 1 :]
+    before, after = fixed(route(*rides), q), fixed(route(*repeated), q)
+    assert after["score"] <= before["score"]
+    assert after["detail"] <= before["detail"]
+
+
+@PROPERTY_SETTINGS
+@given(st.data())
+def test_listing_every_station_never_pays_in_fixed_mode(data: st.DataObject) -> None:
+    """The gold route split into one block per station (still correct) scores no more (less when it is longer,
+    unless both details sit at the cap of 10)."""
+    q = data.draw(questions())
+    split = []
+    for line, departure, arrival in q.gold_rides:
+        stops = [departure, *q.network.stops_between(line, departure, arrival), arrival]
+        split += [(line, a, b) for a, b in zip(stops, stops[1:], strict=False)]
+    gold, listed = fixed(route(*q.gold_rides), q), fixed(route(*split), q)
+    assert listed["acc"] == 1.0
+    assert listed["score"] <= gold["score"]
+    if len(split) > len(q.gold_rides) and gold["detail"] < 10:  # at the cap, both may sit at 10
+        assert listed["score"] < gold["score"]
+    if len(split) == len(q.gold_rides):
+        assert listed["score"] == gold["score"]
+
+
+@PROPERTY_SETTINGS
+@given(st.data())
+def test_paper_mode_reproduces_the_off_by_one_on_every_gold_route(data: st.DataObject) -> None:
+    q = data.draw(questions().filter(lambda q: q.gt.template == "short"))
+    t = q.gt.question_transfer_count
+    paper = dict(compute_score("synthetic", route(*q.gold_rides), q.json, mode="paper"))
+    expected = 2 + 4 - 5 if t == 0 else min(10, 2 + 3 * (t + 1) + t - 5)  # the last block always loses 5
+    assert (paper["acc"], paper["detail"]) == (1.0, expected)
+
+
+@PROPERTY_SETTINGS
+@given(
+    qtype=st.sampled_from(["TorF1", "TorF2", "Counting1", "Counting2", "Counting3"]),
+    answer=st.integers(0, 3),
+    difficulty=st.sampled_from(["easy", "middle", "hard"]),
+    text=st.one_of(
+        st.text(max_size=100),
+        st.sampled_from(["yes", "no", "A", "B", "C", "D", "0", "1", "2", "3", "three"]).map(
+            lambda a: f"\\boxed{{{a}}}"
+        ),
+        st.from_regex(r"\\boxed\{[A-Da-d0-9 ,.()yesno]{0,12}\}", fullmatch=True),
+    ),
+)
+def test_vqa_results_are_bounded_and_hedging_never_pays(qtype: str, answer: int, difficulty: str, text: str) -> None:
+    if qtype.startswith("TorF"):
+        answer = answer % 2
+    gt = GroundTruth(question_type=qtype, city="c", map_difficulty=difficulty, network={"L": ["a", "b"]}, answer=answer)
+    for mode in ("paper", "fixed", "sparse"):
+        result = dict(compute_score("synthetic", text, gt.to_json(), mode=mode))
+        check_result(result, weight_max=1.5)
+        assert result["detail"] == 0.0
+    hedges = {
+        "TorF1": "\\boxed{yes or no}",
+        "TorF2": "\\boxed{yes/no}",
+        "Counting1": "\\boxed{A, B, C, D}",
+        "Counting2": "\\boxed{0, 1, 2, 3}",
+        "Counting3": "\\boxed{0 or 1 or 2 or 3}",
+    }
+    for mode in ("paper", "fixed", "sparse"):
+        assert compute_score("synthetic", hedges[qtype], gt.to_json(), mode=mode)["acc"] == 0.0
+
+
+def _best_time(text: str, gt_json: str, repeats: int = 2) -> float:
+    best = math.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for mode in ("paper", "fixed"):
+            compute_score("synthetic", text, gt_json, mode=mode)
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def test_scoring_is_linear_in_the_response_length() -> None:
+    """Adversarial megabyte responses complete, and 4x the text costs far less than the 16x of a quadratic."""
+    network = {"Line 1": ["Stop A", "Stop B", "Stop C"], "Line 2": ["Stop C", "Stop D"]}
+    planning = GroundTruth(
+        "planning", "c", "hard", network, station_1="Stop A", station_2="Stop D", question_transfer_count=1
+    )
+    vqa = GroundTruth("Counting2", "c", "hard", network, answer=2)
+    unit = (
+        "Route Name: Line 1\nDeparture Stop: Stop A (\nArrival Stop: Stop C\n--\n"
+        "**route name:** ((( \\boxed{ {{ the answer is  oxed{ Arrival Stop:(\r\n"
+    )
+    for gt in (planning, vqa):
+        small, large = unit * (1_000_000 // len(unit)), unit * (4_000_000 // len(unit))
+        for text in (small, large):
+            for mode in ("paper", "fixed", "sparse"):
+                check_result(dict(compute_score("synthetic", text, gt.to_json(), mode=mode)))
+        ratio = _best_time(large, gt.to_json()) / max(_best_time(small, gt.to_json()), 1e-6)
+        assert ratio < 10, ratio
