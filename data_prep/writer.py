@@ -1,0 +1,268 @@
+"""Write schema rows as a prepared dataset folder: curriculum stage files, eval splits and a manifest, atomically.
+
+Layout of ``out_dir`` (every prep path, ReasonMap or synthetic, writes the same one)::
+
+    torf.parquet            train rows, TorF1 + TorF2           (stage 1)
+    counting.parquet        train rows, Counting2 + Counting3   (stage 2)
+    counting_stops.parquet  train rows, Counting1               (stage 3)
+    planning.parquet        train rows, planning                (stage 4)
+    val.parquet             when rows_by_split has "val"
+    test.parquet            when rows_by_split has "test"
+    manifest.json           files (rows, bytes, sha256), counts, pixel budget, versions, caller's extras
+
+A stage (or split) without rows gets no file: an empty Parquet file makes ``datasets.load_dataset`` (and so
+verl's RLHFDataset) fail with "BatchSize must be greater than 0". ``manifest["stages"]`` lists the stage files
+actually written, in curriculum order (``data_prep.schema.STAGES``); read it rather than assuming all four.
+Rows keep their input order inside each file; ordering for training is the curriculum sampler's job.
+
+Every file uses one explicit Arrow schema (``ROW_SCHEMA``), so files from different cities or generators
+concatenate (verl loads several parquet files as one dataset) and empty files still carry the types.
+
+Atomicity: everything is written into a temporary sibling folder that is renamed onto ``out_dir`` only after
+the manifest is written; on any failure the temporary folder is removed and ``out_dir`` is untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from data_prep.schema import EXTRA_INFO_KEYS, STAGE_OF_TYPE, STAGES, RowError, validate_row
+
+SPLITS = ("train", "val", "test")
+MANIFEST_NAME = "manifest.json"
+MANIFEST_VERSION = 1
+ROW_GROUP_SIZE = 32  # rows carry megabyte images: small row groups keep readers' memory bounded
+
+_ARROW_OF_TYPE = {int: pa.int64(), str: pa.string()}
+ROW_SCHEMA = pa.schema(
+    [
+        ("data_source", pa.string()),
+        ("prompt", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+        (
+            "images",
+            pa.list_(pa.struct([("bytes", pa.binary()), ("min_pixels", pa.int64()), ("max_pixels", pa.int64())])),
+        ),
+        ("ability", pa.string()),
+        ("reward_model", pa.struct([("style", pa.string()), ("ground_truth", pa.string())])),
+        ("extra_info", pa.struct([(key, _ARROW_OF_TYPE[typ]) for key, typ in EXTRA_INFO_KEYS.items()])),
+    ]
+)
+_RESERVED_MANIFEST_KEYS = ("manifest_version", "layout", "stages", "files", "counts", "pixel_budget", "versions")
+
+
+def stage_file(stage: str) -> str:
+    """File name of a curriculum stage (``torf`` -> ``torf.parquet``)."""
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}; stages are {STAGES}")
+    return f"{stage}.parquet"
+
+
+def split_file(split: str) -> str:
+    """File name of an evaluation split (``val`` / ``test``)."""
+    if split not in ("val", "test"):
+        raise ValueError(f"split {split!r} has no single file; train is written per stage")
+    return f"{split}.parquet"
+
+
+def write_dataset(
+    out_dir: str | os.PathLike[str],
+    rows_by_split: Mapping[str, Sequence[dict[str, Any]]],
+    *,
+    manifest_extra: Mapping[str, Any],
+    overwrite: bool = False,
+) -> Path:
+    """Validate rows, write the layout above into ``out_dir`` atomically, and return ``out_dir``.
+
+    ``rows_by_split`` keys are "train", "val", "test" (any subset, at least one). ``manifest_extra`` is merged
+    into the manifest at top level (e.g. ``sources``, ``skipped``, ``generator``); it must be JSON-serialisable
+    and may not reuse the writer's own keys. An existing non-empty ``out_dir`` is replaced only with
+    ``overwrite=True``. Raises RowError on an invalid row (naming split and position), ValueError on bad
+    arguments, OSError on I/O failure; in every case nothing is left behind.
+    """
+    out = Path(out_dir)
+    unknown = set(rows_by_split) - set(SPLITS)
+    if unknown or not rows_by_split:
+        raise ValueError(f"rows_by_split keys must be a non-empty subset of {SPLITS}, got {sorted(rows_by_split)}")
+    clash = sorted(set(manifest_extra) & set(_RESERVED_MANIFEST_KEYS))
+    if clash:
+        raise ValueError(f"manifest_extra may not set the writer's keys {clash}")
+    json.dumps(dict(manifest_extra), ensure_ascii=False)  # fail before writing anything
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output {str(out)!r} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ValueError(f"output folder {str(out)!r} is not empty (pass overwrite to replace it)")
+
+    files = _plan_files(rows_by_split)
+    manifest: dict[str, Any] = {
+        "manifest_version": MANIFEST_VERSION,
+        "layout": "rewardmap-stages-v1",
+        "stages": [name for name, (_, stage, _) in files.items() if stage is not None],
+        "files": {},
+        "counts": {split: _counts(rows) for split, rows in rows_by_split.items()},
+        "pixel_budget": _pixel_budget(rows_by_split),
+        "versions": _versions(),
+    }
+    manifest.update(manifest_extra)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    try:
+        for name, (split, stage, rows) in files.items():
+            path = tmp / name
+            _write_parquet(path, rows)
+            manifest["files"][name] = {
+                "split": split,
+                "stage": stage,
+                "rows": len(rows),
+                "bytes": path.stat().st_size,
+                "sha256": _sha256(path),
+            }
+        manifest_path = tmp / MANIFEST_NAME
+        manifest_path.write_text(json.dumps(manifest, ensure_ascii=False, indent=2, sort_keys=False) + "\n")
+        _fsync_dir_files(tmp)
+        _replace_dir(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def read_manifest(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """The manifest of a prepared dataset folder."""
+    return json.loads((Path(out_dir) / MANIFEST_NAME).read_text(encoding="utf-8"))
+
+
+def _plan_files(
+    rows_by_split: Mapping[str, Sequence[dict[str, Any]]],
+) -> dict[str, tuple[str, str | None, list[dict[str, Any]]]]:
+    """File name -> (split, stage, rows), validating every row first."""
+    files: dict[str, tuple[str, str | None, list[dict[str, Any]]]] = {}
+    for split in SPLITS:
+        if split not in rows_by_split:
+            continue
+        rows = list(rows_by_split[split])
+        for i, row in enumerate(rows):
+            _check_row(row, where=f"{split} row {i}", split=split)
+        if split == "train":
+            by_stage: dict[str, list[dict[str, Any]]] = {s: [] for s in STAGES}
+            for row in rows:
+                by_stage[STAGE_OF_TYPE[row["extra_info"]["question_type"]]].append(row)
+            for stage in STAGES:
+                if by_stage[stage]:
+                    files[stage_file(stage)] = (split, stage, by_stage[stage])
+        elif rows:
+            files[split_file(split)] = (split, None, rows)
+    if not files:
+        raise ValueError("no rows to write")
+    return files
+
+
+def _check_row(row: Any, *, where: str, split: str) -> None:
+    if not isinstance(row, dict):
+        raise RowError(f"{where}: must be a dict, got {type(row).__name__}")
+    extra = set(row) - set(ROW_SCHEMA.names)
+    if extra:
+        raise RowError(f"{where}: field {sorted(extra)[0]!r}: not in the row schema {ROW_SCHEMA.names}")
+    gt = validate_row(row, where=where)
+    if row["extra_info"]["question_type"] != gt.question_type:
+        raise RowError(f"{where}: field 'extra_info.question_type': disagrees with the ground truth")
+    if row["extra_info"]["split"] != split:
+        raise RowError(f"{where}: field 'extra_info.split': {row['extra_info']['split']!r} written to {split!r}")
+
+
+def _write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
+    """One row group at a time, so memory holds one group's images, not the whole file's."""
+    with pq.ParquetWriter(path, ROW_SCHEMA, compression="zstd") as writer:
+        for start in range(0, len(rows), ROW_GROUP_SIZE):
+            chunk = rows[start : start + ROW_GROUP_SIZE]
+            writer.write_table(pa.Table.from_pylist(chunk, schema=ROW_SCHEMA), row_group_size=ROW_GROUP_SIZE)
+
+
+def _counts(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    info = [row["extra_info"] for row in rows]
+    by_type = Counter(e["question_type"] for e in info)
+    return {
+        "rows": len(rows),
+        "by_type": dict(sorted(by_type.items())),
+        "by_map_difficulty": dict(sorted(Counter(e["map_difficulty"] for e in info).items())),
+        "by_type_and_map_difficulty": {
+            t: dict(sorted(Counter(e["map_difficulty"] for e in info if e["question_type"] == t).items()))
+            for t in sorted(by_type)
+        },
+        "by_question_transfers": {
+            str(k): v
+            for k, v in sorted(
+                Counter(e["question_transfer_count"] for e in info if e["question_type"] == "planning").items()
+            )
+        },
+        "by_data_source": dict(sorted(Counter(row["data_source"] for row in rows).items())),
+        "by_stage": dict(sorted(Counter(e["stage"] for e in info).items())),
+        "cities": len({(e["country"], e["city"]) for e in info}),
+    }
+
+
+def _pixel_budget(rows_by_split: Mapping[str, Sequence[dict[str, Any]]]) -> dict[str, Any]:
+    budgets = {
+        (e["min_pixels"], e["max_pixels"]) for rows in rows_by_split.values() for e in (r["extra_info"] for r in rows)
+    }
+    if len(budgets) == 1:
+        ((lo, hi),) = budgets
+        return {"min_pixels": lo, "max_pixels": hi}
+    return {"mixed": [{"min_pixels": lo, "max_pixels": hi} for lo, hi in sorted(budgets)]}
+
+
+def _versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("rewardmap-recipe", "verl", "pyarrow", "pandas", "pillow", "datasets"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _fsync_dir_files(folder: Path) -> None:
+    for child in folder.iterdir():
+        with child.open("rb") as fh:
+            os.fsync(fh.fileno())
+
+
+def _replace_dir(tmp: Path, out: Path) -> None:
+    """Move ``tmp`` onto ``out``: a plain rename when ``out`` is absent, else swap via a backup name."""
+    if not out.exists():
+        os.replace(tmp, out)
+        return
+    if not any(out.iterdir()):
+        out.rmdir()
+        os.replace(tmp, out)
+        return
+    backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    backup.rmdir()
+    os.replace(out, backup)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        os.replace(backup, out)
+        raise
+    shutil.rmtree(backup, ignore_errors=True)
