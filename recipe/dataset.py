@@ -1,0 +1,260 @@
+"""The dataset class verl loads: the curriculum's sample order served to verl's sequential sampler.
+
+Select it with::
+
+    data.custom_cls.path=pkg://recipe.dataset  data.custom_cls.name=StagedRLHFDataset  data.shuffle=False
+
+verl builds the train AND the validation dataset with the same ``data`` config (``create_rl_dataset`` does not
+pass ``is_train`` on), so the mode is chosen from the files it is given:
+
+- ``data_files == data.train_files`` and ``data.stages`` set: TRAINING. Rows come from the stage files (which must
+  be the same set as ``data.train_files``), and item i is sample i of ``build_plan(data.stages,
+  batch_size=data.train_batch_size, seed=data.seed or 0)``. ``len()`` is the plan's length, so with verl's
+  ``SequentialSampler`` (``data.shuffle=False``) and ``drop_last`` every dataloader batch is one plan step.
+- anything else (``data.val_files``, or no ``data.stages``): a plain ``RLHFDataset`` over ``data_files``.
+
+Every sample's ``extra_info`` gains ``plan_stage`` (int, -1 in plain mode), ``plan_stage_name`` ("validation" in
+plain mode) and ``plan_index`` (position in the order): the same keys in every sample of both modes.
+
+No length filter: ``data.filter_overlong_prompts`` is ignored (a filter would drop rows silently, shifting the
+plan; stock verl drops every image row when qwen_vl_utils/torchvision is missing). The pre-flight checks prompt
+lengths; the agent loop rejects an over-long multimodal prompt loudly.
+
+Images: the rows carry pre-resized PNG bytes with ``min_pixels``/``max_pixels``. ``_process_multi_modal_info``
+(the class method the agent loop calls in every worker) decodes and fits them with PIL only, following
+qwen_vl_utils' ``fetch_image`` (RGB, ``smart_resize`` to multiples of patch x 2 inside the pixel budget, bicubic),
+so neither qwen_vl_utils nor torchvision is needed; a pre-resized image passes unchanged. Videos, which this
+recipe does not use, still go through qwen_vl_utils.
+
+Resume: the order is a pure function of the config, so verl's dataloader state (samples yielded so far) restores
+the exact position, across stage boundaries too. The dataset is also ``Stateful`` (torchdata): its state is the
+plan's record, and loading a state written under another plan raises StagePlanMismatchError ("the stage plan
+changed since this checkpoint was written: ..."). With ``num_workers=0`` the check runs when the restored
+dataloader is iterated; with workers each worker runs it and the dataloader re-raises it in the trainer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+from io import BytesIO
+from typing import Any
+
+from PIL import Image
+from verl.utils.dataset.rl_dataset import RLHFDataset
+
+from recipe.stages import StagePlan, StagePlanError, check_plan_state, plan_from_data_config
+
+logger = logging.getLogger(__name__)
+
+PLAN_EXTRA_KEYS = ("plan_stage", "plan_stage_name", "plan_index")
+VALIDATION_STAGE_NAME = "validation"
+# qwen_vl_utils' defaults when an image dict carries no budget: 4 to 16384 tokens of 28 x 28 pixels.
+DEFAULT_MIN_PIXELS = 4 * 28 * 28
+DEFAULT_MAX_PIXELS = 16384 * 28 * 28
+SPATIAL_MERGE_SIZE = 2
+
+
+class StagedRLHFDataset(RLHFDataset):
+    """verl's RLHFDataset serving the curriculum plan (training) or its own rows (validation); see module doc."""
+
+    def __init__(
+        self,
+        data_files: str | list[str],
+        tokenizer: Any,
+        config: Any,
+        processor: Any = None,
+        max_samples: int = -1,
+    ):
+        self.plan: StagePlan | None = None
+        if not _is_training_files(data_files, config):
+            super().__init__(data_files, tokenizer, config, processor, max_samples)
+            return
+        plan = plan_from_data_config(config)
+        if config.get("shuffle", False):
+            raise StagePlanError(
+                "data.shuffle=True would shuffle the stage plan across stages; set data.shuffle=False "
+                "(each stage shuffles itself with its 'shuffle' key)"
+            )
+        if max_samples is not None and max_samples > 0:
+            raise StagePlanError("data.train_max_samples does not apply to data.stages; give a stage 'steps' instead")
+        stage_files = {_norm(f.path) for f in plan.files}
+        train_files = {_norm(f) for f in _as_list(data_files)}
+        if stage_files != train_files:
+            raise StagePlanError(
+                "data.train_files must list the stage files (in any order): missing "
+                f"{sorted(stage_files - train_files)}, not in any stage {sorted(train_files - stage_files)}"
+            )
+        gen_batch_size = config.get("gen_batch_size")
+        if gen_batch_size not in (None, 1, plan.batch_size):
+            logger.warning(
+                "data.gen_batch_size=%s differs from data.train_batch_size=%s: dataloader batches will not coincide "
+                "with stage plan steps",
+                gen_batch_size,
+                plan.batch_size,
+            )
+        self.plan = plan
+        local_files = [os.path.expanduser(f.path) for f in plan.files]  # the order indexes them concatenated
+        super().__init__(local_files, tokenizer, config, processor, max_samples=-1)
+        if len(self.dataframe) != plan.num_rows:
+            raise StagePlanError(
+                f"the stage files hold {len(self.dataframe)} rows but the plan counted {plan.num_rows}: "
+                "a file changed while loading"
+            )
+        print(f"StagedRLHFDataset serves {plan.describe()}", flush=True)  # verl reports its datasets with print
+
+    def maybe_filter_out_long_prompts(self, dataframe: Any = None) -> Any:
+        """Keep every row (see module doc); note once when the config asked for filtering."""
+        if self.filter_overlong_prompts:
+            logger.warning(
+                "StagedRLHFDataset ignores data.filter_overlong_prompts: rows are never dropped silently; "
+                "the pre-flight checks prompt lengths"
+            )
+        return dataframe
+
+    def __len__(self) -> int:
+        if self.plan is None:
+            return super().__len__()
+        return self.plan.num_samples
+
+    def __getitem__(self, item: int) -> dict:
+        if self.plan is None:
+            row = super().__getitem__(item)
+            stage, name = -1, VALIDATION_STAGE_NAME
+        else:
+            row = super().__getitem__(int(self.plan.order[item]))
+            stage, name = self.plan.stage_of_sample(item)
+        extra = dict(row.get("extra_info") or {})
+        extra.update(plan_stage=int(stage), plan_stage_name=name, plan_index=int(item))
+        row["extra_info"] = extra
+        return row
+
+    # torchdata Stateful protocol: StatefulDataLoader saves this with verl's data.pt and restores it on resume.
+    def state_dict(self) -> dict[str, Any]:
+        """The plan record (fingerprint and stage table), or None for a plain dataset."""
+        return {"stage_plan": self.plan.record() if self.plan is not None else None}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Refuse a state written under another stage plan (StagePlanMismatchError lists the differences)."""
+        check_plan_state((state_dict or {}).get("stage_plan"), self.plan)
+
+    # --- images without qwen_vl_utils ---------------------------------------------------------------------------
+
+    @classmethod
+    def _process_multi_modal_info(cls, messages: list[dict], image_patch_size: int, config: Any) -> tuple:
+        """(images, videos, audios) for the agent loop; images via PIL only (see module doc)."""
+        items = [
+            item
+            for message in messages
+            if isinstance(message.get("content"), list)
+            for item in message["content"]
+            if isinstance(item, dict)
+        ]
+        if any(item.get("type") == "video" or "video" in item for item in items):
+            return super()._process_multi_modal_info(messages, image_patch_size, config)
+        images = [
+            fetch_image(item, image_patch_size)
+            for item in items
+            if item.get("type") in ("image", "image_url") or "image" in item or "image_url" in item
+        ]
+        return (images or None), None, cls._extract_audio_info(messages)
+
+    @classmethod
+    async def process_vision_info(cls, messages: list[dict], image_patch_size: int, config: Any) -> tuple:
+        """(images, videos) like RLHFDataset.process_vision_info, without qwen_vl_utils for images."""
+        loop = asyncio.get_running_loop()
+        images, videos, _ = await loop.run_in_executor(
+            None, lambda: cls._process_multi_modal_info(messages, image_patch_size=image_patch_size, config=config)
+        )
+        return images, videos
+
+
+def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """Nearest (height, width) in multiples of ``factor`` with min_pixels <= h x w <= max_pixels, aspect kept.
+
+    The rule qwen_vl_utils and the Qwen2-VL image processor apply; an image already on the grid and inside the
+    budget keeps its size.
+    """
+    if max(height, width) / min(height, width) > 200:
+        raise ValueError(f"image aspect ratio must be below 200, got {height} x {width}")
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def fetch_image(item: dict[str, Any], image_patch_size: int = 14) -> Image.Image:
+    """One image content item (PIL image, PNG bytes or path, with optional pixel budget) as a fitted RGB image."""
+    source = item.get("image")
+    if source is None:
+        source = item.get("image_url")
+    if source is None:
+        source = item.get("bytes")
+    if isinstance(source, dict):
+        source = source.get("bytes") or source.get("path")
+    if isinstance(source, Image.Image):
+        image = source
+    elif isinstance(source, bytes | bytearray):
+        image = Image.open(BytesIO(source))
+    elif isinstance(source, str | os.PathLike):
+        path = os.fspath(source)
+        if path.startswith("file://"):
+            path = path[len("file://") :]
+        if "://" in path or path.startswith("data:"):
+            raise ValueError(f"StagedRLHFDataset reads local images only, got {path[:80]!r}")
+        image = Image.open(path)
+    else:
+        raise TypeError(f"unsupported image source {type(source).__name__} in content item {sorted(item)}")
+    image = image.convert("RGB")
+    factor = image_patch_size * SPATIAL_MERGE_SIZE
+    if "resized_height" in item and "resized_width" in item:
+        height, width = smart_resize(
+            int(item["resized_height"]), int(item["resized_width"]), factor, DEFAULT_MIN_PIXELS, DEFAULT_MAX_PIXELS
+        )
+    else:
+        height, width = smart_resize(
+            image.height,
+            image.width,
+            factor,
+            int(item.get("min_pixels") or DEFAULT_MIN_PIXELS),
+            int(item.get("max_pixels") or DEFAULT_MAX_PIXELS),
+        )
+    if (width, height) != image.size:
+        image = image.resize((width, height), Image.Resampling.BICUBIC)
+    return image
+
+
+def _as_list(files: Any) -> list[str]:
+    if files is None:
+        return []
+    if isinstance(files, str | os.PathLike):
+        return [os.fspath(files)]
+    return [os.fspath(f) for f in files]
+
+
+def _norm(path: str) -> str:
+    return os.path.normpath(os.path.expanduser(os.fspath(path)))
+
+
+def _is_training_files(data_files: Any, config: Any) -> bool:
+    """True when verl is building the training dataset of a staged config (see module doc)."""
+    if not config.get("stages"):
+        return False
+    given = [_norm(f) for f in _as_list(data_files)]
+    train = [_norm(f) for f in _as_list(config.get("train_files"))]
+    val = [_norm(f) for f in _as_list(config.get("val_files"))]
+    if train and train == val:
+        raise StagePlanError(
+            "data.train_files and data.val_files are the same files, so StagedRLHFDataset cannot tell the training "
+            "dataset (served by data.stages) from the validation one; give validation its own files"
+        )
+    return given == train

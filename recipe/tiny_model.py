@@ -1,0 +1,310 @@
+"""A tiny random Qwen2.5-VL checkpoint built offline in seconds: for CPU tests and the pre-flight's ``--tiny-model``.
+
+``build_tiny_qwen(directory)`` writes a directory that ``AutoTokenizer``, ``AutoProcessor``, verl's
+``hf_tokenizer`` / ``hf_processor`` and ``Qwen2_5_VLForConditionalGeneration.from_pretrained`` load from a local
+path, with no network:
+
+- a byte-level BPE (trained here with ``tokenizers`` on a small built-in corpus, Qwen's pre-tokenizer regex) plus
+  Qwen2.5-VL's special tokens (``<|im_start|>``, ``<|im_end|>``, ``<|vision_start|>``, ``<|image_pad|>``, ...),
+  loaded as ``Qwen2Tokenizer``;
+- a Qwen-style chat template that renders an image content item as
+  ``<|vision_start|><|image_pad|><|vision_end|>`` (the processor then expands ``<|image_pad|>`` per patch group);
+- ``Qwen2VLImageProcessorPil`` (no torchvision needed);
+- ``TinyVideoProcessor``, a stand-in video processor: ``Qwen2_5_VLProcessor`` requires one and the real
+  ``Qwen2VLVideoProcessor`` needs torchvision. It cannot process videos (this recipe has none);
+- a random ``Qwen2_5_VLConfig`` model (hidden size 32, two text and two vision layers, about 0.1 M parameters).
+
+Loading the processor needs ``TinyVideoProcessor`` to be found by name: importing this module registers it with
+``AutoVideoProcessor`` (in this process). In a process that has not imported it (a Ray worker), load with
+``trust_remote_code=True`` instead: the directory carries a two-line module that imports it from here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import transformers
+from transformers import PretrainedConfig
+from transformers.video_processing_utils import BaseVideoProcessor
+
+# Qwen2.5-VL's added tokens, in its order; the first 14 are special (never split, skipped when decoding).
+SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+PLAIN_ADDED_TOKENS = (
+    "<tool_call>",
+    "</tool_call>",
+    "<|fim_prefix|>",
+    "<|fim_middle|>",
+    "<|fim_suffix|>",
+    "<|fim_pad|>",
+    "<|repo_name|>",
+    "<|file_sep|>",
+)
+
+# Same shape as Qwen2-VL's template: a default system turn, list content with image/video/text items. No
+# whitespace control ({%- -%}): it would also strip the template's own newlines.
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if loop.first and message['role'] != 'system' %}"
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
+    "{% endif %}"
+    "<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}"
+    "{{ message['content'] }}"
+    "{% else %}"
+    "{% for item in message['content'] %}"
+    "{% if item['type'] == 'image' or 'image' in item or 'image_url' in item %}"
+    "<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif item['type'] == 'video' or 'video' in item %}"
+    "<|vision_start|><|video_pad|><|vision_end|>"
+    "{% elif 'text' in item %}"
+    "{{ item['text'] }}"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% endif %}"
+    "<|im_end|>\n"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}"
+    "<|im_start|>assistant\n"
+    "{% endif %}"
+)
+
+# Qwen2's pre-tokenizer split (letters, single digits, punctuation runs, newlines, spaces).
+_PRETOKENIZE_REGEX = (
+    r"""(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"""
+    r"""| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"""
+)
+
+_CORPUS_LINES = (
+    "You are a helpful assistant.",
+    "system user assistant",
+    "Please solve the multiple-choice question about the metro map.",
+    "Are the two stations on the same line? Answer yes or no and put the answer in \\boxed{}.",
+    "How many lines pass through this station? How many lines are on the map? How many stops lie between them?",
+    "Route Name: Line 1\nDeparture Stop: Central Station\nArrival Stop: Airport\n--\n",
+    "Number of Via Stops: 3\nVia Stops: North Gate, Museum, Harbour",
+    "The answer is \\boxed{A}. The answer is \\boxed{B}. \\boxed{C} \\boxed{D} \\boxed{yes} \\boxed{no}",
+    "Metro Line Station Road Street Square Park Bridge University Technology Hospital Market Tower East West",
+    "0 1 2 3 4 5 6 7 8 9 10 11 12 20 42 100",
+    "from to via transfer change take ride get off then and the a of on in at is are",
+    "<image>\nWhich route takes you from one station to the other?",
+)
+
+
+# ProcessorMixin checks ``isinstance(video_processor, transformers.BaseVideoProcessor)``; without torchvision that
+# name is a dummy class (metaclass DummyObject) rather than the real base. The stand-in derives from both, with a
+# metaclass that lets its own attributes be read normally.
+_CHECKED_BASE: Any = transformers.BaseVideoProcessor
+if _CHECKED_BASE is BaseVideoProcessor:
+    _BASES: tuple[type, ...] = (BaseVideoProcessor,)
+    _META: type = type
+else:
+
+    class _StandInMeta(type(_CHECKED_BASE)):  # type: ignore[misc]
+        """DummyObject blocks class attribute access; the stand-in's attributes are real."""
+
+        def __getattribute__(cls, key: str) -> Any:
+            return type.__getattribute__(cls, key)
+
+    _BASES = (BaseVideoProcessor, _CHECKED_BASE)
+    _META = _StandInMeta
+
+
+class TinyVideoProcessor(*_BASES, metaclass=_META):  # type: ignore[misc]
+    """Stand-in video processor: satisfies ``Qwen2_5_VLProcessor`` without torchvision; processes no video."""
+
+    model_input_names = ["pixel_values_videos", "video_grid_thw"]
+    # Read by Qwen2_5_VLProcessor when counting video tokens; the values of Qwen2VLVideoProcessor.
+    merge_size = 2
+    patch_size = 14
+    temporal_patch_size = 2
+
+    def __call__(self, videos: Any = None, **kwargs: Any) -> Any:
+        raise NotImplementedError("TinyVideoProcessor is a test stand-in and cannot process videos")
+
+    def preprocess(self, videos: Any = None, **kwargs: Any) -> Any:
+        raise NotImplementedError("TinyVideoProcessor is a test stand-in and cannot process videos")
+
+
+class _TinyVideoStandInConfig(PretrainedConfig):
+    """Registry key only: ``AutoVideoProcessor`` finds registered classes by name through a config class."""
+
+    model_type = "rewardmap_tiny_video_stand_in"
+
+
+def register_tiny_video_processor() -> None:
+    """Make ``video_processor_type: TinyVideoProcessor`` resolvable by ``AutoVideoProcessor`` (idempotent)."""
+    from transformers.models.auto.video_processing_auto import AutoVideoProcessor
+
+    AutoVideoProcessor.register(_TinyVideoStandInConfig, TinyVideoProcessor, exist_ok=True)
+
+
+register_tiny_video_processor()
+
+
+def _train_tokenizer(vocab_size: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Train a byte-level BPE with Qwen's pre-tokenizer on the built-in corpus; returns (vocab, merges)."""
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(_PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=1,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=["<|endoftext|>"],
+    )
+    tokenizer.train_from_iterator(list(_CORPUS_LINES) * 4, trainer=trainer)
+    data = json.loads(tokenizer.to_str())
+    merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else (m[0], m[1]) for m in data["model"]["merges"]]
+    return dict(data["model"]["vocab"]), merges
+
+
+_REMOTE_MODULE = "tiny_video_processor"
+
+
+def _add_remote_code_route(out: Path) -> None:
+    """Let ``trust_remote_code=True`` find the stand-in in processes that never imported this module."""
+    (out / f"{_REMOTE_MODULE}.py").write_text(
+        '"""Stand-in video processor of the tiny test model (see recipe.tiny_model)."""\n\n'
+        "from recipe.tiny_model import TinyVideoProcessor\n\n"
+        '__all__ = ["TinyVideoProcessor"]\n'
+    )
+    config_path = out / "processor_config.json"
+    config = json.loads(config_path.read_text())
+    config["video_processor"]["auto_map"] = {"AutoVideoProcessor": f"{_REMOTE_MODULE}.TinyVideoProcessor"}
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def _mrope_section(head_dim: int) -> list[int]:
+    """Split the rotary half-dimension over (time, height, width) as Qwen2.5-VL does (1/4 time, rest halved)."""
+    half = head_dim // 2
+    t = half // 4
+    h = (half - t) // 2
+    return [t, h, half - t - h]
+
+
+def build_tiny_qwen(
+    directory: str | Path,
+    *,
+    hidden_size: int = 32,
+    vocab_size: int = 512,
+    min_pixels: int = 56 * 56,
+    max_pixels: int = 28 * 28 * 1280,
+    seed: int = 0,
+) -> Path:
+    """Write a tiny random Qwen2.5-VL checkpoint (tokenizer, processor, model) into ``directory``; return it.
+
+    ``min_pixels``/``max_pixels`` are the image processor's own bounds (Qwen2.5-VL's defaults, 56x56 to
+    1280 x 28 x 28); an image outside them is resized again by the processor.
+    """
+    import torch
+    from transformers import (
+        AddedToken,
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2Tokenizer,
+        Qwen2VLImageProcessorPil,
+    )
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+
+    vocab, merges = _train_tokenizer(vocab_size)
+    tokenizer = Qwen2Tokenizer(
+        vocab=vocab,
+        merges=merges,
+        unk_token=None,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        model_max_length=32768,
+    )
+    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS], special_tokens=True)
+    tokenizer.add_tokens([AddedToken(t, special=False, normalized=False) for t in PLAIN_ADDED_TOKENS])
+    tokenizer.chat_template = CHAT_TEMPLATE
+
+    image_processor = Qwen2VLImageProcessorPil(
+        min_pixels=min_pixels, max_pixels=max_pixels, patch_size=14, temporal_patch_size=2, merge_size=2
+    )
+    processor = Qwen2_5_VLProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=TinyVideoProcessor(),
+        chat_template=CHAT_TEMPLATE,
+    )
+    processor.save_pretrained(out)
+    _add_remote_code_route(out)
+
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    head_dim = hidden_size // 2
+    config = Qwen2_5_VLConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": hidden_size,
+            "intermediate_size": 2 * hidden_size,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 1,
+            "max_position_embeddings": 32768,
+            "max_window_layers": 2,
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 1000000.0,
+                "mrope_section": _mrope_section(head_dim),
+            },
+            "bos_token_id": ids["<|endoftext|>"],
+            "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": ids["<|endoftext|>"],
+            "tie_word_embeddings": True,
+        },
+        vision_config={
+            "depth": 2,
+            "hidden_size": hidden_size,
+            "intermediate_size": 2 * hidden_size,
+            "num_heads": 2,
+            "out_hidden_size": hidden_size,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 112,
+            "fullatt_block_indexes": [1],
+        },
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+    with torch.random.fork_rng(devices=[]):  # seed the weights without touching the caller's random state
+        torch.manual_seed(seed)
+        model = Qwen2_5_VLForConditionalGeneration(config)
+    model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
+    model.generation_config.pad_token_id = ids["<|endoftext|>"]
+    model.save_pretrained(out)
+    return out

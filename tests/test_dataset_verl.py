@@ -1,0 +1,232 @@
+"""Rows load through StagedRLHFDataset the way verl loads them, and verl's agent loop accepts the samples.
+
+The agent-loop part runs verl's own code: ``SingleTurnAgentLoop.run`` (image extraction through the dataset class,
+Continuous Token prompt building with the processor) against a fake LLM server, then the ``AgentLoopWorker``
+post-processing that builds ``pixel_values``/``image_grid_thw`` and the M-RoPE position ids, then a forward pass
+of the tiny model on the result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+from verl.protocol import DataProto
+from verl.trainer.ppo.utils import create_rl_dataset
+from verl.utils.dataset.rl_dataset import collate_fn, get_dataset_class
+
+from data_prep.schema import EXTRA_INFO_KEYS
+from recipe.dataset import PLAN_EXTRA_KEYS, StagedRLHFDataset, fetch_image, smart_resize
+from tests.fixtures.stage_data import MAX_PIXELS, MIN_PIXELS, make_row, png_bytes, write_rows, write_stage_file
+from tests.fixtures.tiny_qwen import build_tiny_qwen, load_tiny_qwen
+
+BATCH = 4
+PROMPT_LENGTH = 64
+RESPONSE_LENGTH = 16
+BIG = (300, 200)  # not pre-resized: 60000 pixels against a budget of MAX_PIXELS = 12544
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_qwen(tmp_path_factory.mktemp("tiny_qwen"))
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_dir: Path) -> tuple[Any, Any]:
+    return load_tiny_qwen(tiny_dir)
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """verl's data defaults plus the recipe's keys; length filter on with a tiny limit (must drop nothing)."""
+    import verl
+
+    directory = tmp_path_factory.mktemp("stages")
+    torf = write_stage_file(directory, "torf", 8)
+    planning = write_rows(
+        directory / "planning.parquet",
+        [make_row("planning", 100 + i, size=BIG if i % 2 else (112, 84)) for i in range(8)],
+    )
+    val = write_stage_file(directory, "counting", 3, start=900, name="val")
+    defaults = OmegaConf.load(Path(verl.__file__).parent / "trainer/config/data/legacy_data.yaml")
+    return OmegaConf.merge(
+        defaults,
+        {
+            "train_files": [str(torf), str(planning)],
+            "val_files": [str(val)],
+            "train_batch_size": BATCH,
+            "seed": 0,
+            "shuffle": False,
+            "filter_overlong_prompts": True,
+            "max_prompt_length": 8,
+            "cache_dir": str(directory / "cache"),
+            "custom_cls": {"path": "pkg://recipe.dataset", "name": "StagedRLHFDataset"},
+            "stages": [
+                {"name": "torf", "files": [str(torf)], "epochs": 1},
+                {"name": "planning", "files": [str(planning)], "epochs": 1, "shuffle": False},
+            ],
+        },
+    )
+
+
+def test_custom_cls_path_selects_the_class(config):
+    assert get_dataset_class(config) is StagedRLHFDataset
+
+
+def test_train_and_validation_datasets(config, tiny):
+    tokenizer, processor = tiny
+    train = create_rl_dataset(config.train_files, config, tokenizer, processor, is_train=True)
+    val = create_rl_dataset(config.val_files, config, tokenizer, processor, is_train=False)
+    assert isinstance(train, StagedRLHFDataset) and train.plan is not None and len(train) == 16
+    assert isinstance(val, StagedRLHFDataset) and val.plan is None
+    # filter_overlong_prompts=True with max_prompt_length=8 would drop every row; nothing is dropped
+    assert len(train.dataframe) == 16 and len(val) == 3
+    keys = {tuple(sample["extra_info"]) for ds in (train, val) for sample in (ds[i] for i in range(len(ds)))}
+    assert keys == {(*EXTRA_INFO_KEYS, *PLAN_EXTRA_KEYS)}  # verl takes the key list from sample 0
+    assert [train[i]["extra_info"]["plan_stage_name"] for i in (0, 7, 8, 15)] == ["torf"] * 2 + ["planning"] * 2
+    assert val[0]["extra_info"]["plan_stage"] == -1 and val[0]["extra_info"]["plan_stage_name"] == "validation"
+
+
+def test_mode_errors(config, tiny):
+    tokenizer, processor = tiny
+    same = OmegaConf.merge(config, {"val_files": list(config.train_files)})
+    with pytest.raises(ValueError, match="train_files and data.val_files are the same files"):
+        StagedRLHFDataset(same.train_files, tokenizer, same, processor)
+    shuffled = OmegaConf.merge(config, {"shuffle": True})
+    with pytest.raises(ValueError, match="set data.shuffle=False"):
+        StagedRLHFDataset(shuffled.train_files, tokenizer, shuffled, processor)
+    partial = OmegaConf.merge(config, {"train_files": [config.train_files[0]]})
+    with pytest.raises(ValueError, match="must list the stage files.*planning.parquet"):
+        StagedRLHFDataset(partial.train_files, tokenizer, partial, processor)
+
+
+def test_smart_resize_fits_the_budget():
+    assert smart_resize(84, 112, 28, MIN_PIXELS, MAX_PIXELS) == (84, 112)  # pre-resized: unchanged
+    h, w = smart_resize(BIG[1], BIG[0], 28, MIN_PIXELS, MAX_PIXELS)
+    assert h % 28 == 0 and w % 28 == 0 and MIN_PIXELS <= h * w <= MAX_PIXELS and (h, w) == (84, 112)
+    image = fetch_image({"type": "image", "bytes": png_bytes(*BIG), "max_pixels": MAX_PIXELS})
+    assert image.size == (112, 84) and image.mode == "RGB"
+
+
+class FakeServer:
+    """Stands in for verl's LLMServerClient: records the request, answers with fixed tokens."""
+
+    def __init__(self, token_ids: list[int]):
+        self.token_ids = token_ids
+        self.requests: list[dict] = []
+
+    async def generate(self, **request: Any) -> Any:
+        from verl.workers.rollout.replica import TokenOutput
+
+        self.requests.append(request)
+        return TokenOutput(token_ids=self.token_ids)
+
+
+def test_agent_loop_accepts_the_samples(config, tiny, tiny_dir):
+    from transformers import Qwen2_5_VLForConditionalGeneration
+    from verl.experimental.agent_loop.agent_loop import AgentLoopWorker, DictConfigWrap
+    from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
+
+    tokenizer, processor = tiny
+    dataset = create_rl_dataset(config.train_files, config, tokenizer, processor, is_train=True)
+    # steps 2 and 3 are the planning stage, unshuffled: pre-resized (112 x 84) and oversized images alternate
+    batch = DataProto.from_single_dict(collate_fn([dataset[i] for i in range(8, 16)]))
+    assert {"raw_prompt", "extra_info", "reward_model", "index"} <= set(batch.non_tensor_batch)
+    trainer_config = OmegaConf.create(
+        {"actor_rollout_ref": {"rollout": {"prompt_length": PROMPT_LENGTH, "response_length": RESPONSE_LENGTH}}}
+    )
+    answer = tokenizer.encode("Route Name: Line 1", add_special_tokens=False) + [
+        tokenizer.convert_tokens_to_ids("<|im_end|>")
+    ]
+    server = FakeServer(answer)
+    worker = AgentLoopWorker.__new__(AgentLoopWorker)  # only its post-processing methods are used
+    worker.tokenizer, worker.processor, worker.mm_processor_kwargs = tokenizer, processor, {}
+    worker.rollout_config = SimpleNamespace(prompt_length=PROMPT_LENGTH, response_length=RESPONSE_LENGTH)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_dir).eval()
+    image_token = processor.image_token_id
+
+    event_loop = asyncio.new_event_loop()  # the agent loop captures the current loop when it is built
+    asyncio.set_event_loop(event_loop)
+    try:
+        for i in range(len(batch)):
+            kwargs = {k: v[i] for k, v in batch.non_tensor_batch.items()}
+            loop = SingleTurnAgentLoop(
+                trainer_config=DictConfigWrap(trainer_config),
+                server_manager=server,
+                tokenizer=tokenizer,
+                processor=processor,
+                dataset_cls=type(dataset),
+                data_config=DictConfigWrap(config),
+                hf_model_type="qwen2_5_vl",
+            )
+            output = loop.loop.run_until_complete(loop.run({"temperature": 1.0}, **kwargs))  # the loop it captured
+            (image,) = output.multi_modal_data["images"]
+            assert image.size == (112, 84)  # both the pre-resized and the oversized map end inside the budget
+            assert output.response_ids == answer and server.requests[-1]["image_data"] == [image]
+
+            prompt = worker._pad_token_ids(
+                output.prompt_ids, max_length=PROMPT_LENGTH, padding_side="left", return_attention_mask=True
+            )
+            response = worker._pad_token_ids(
+                output.response_ids, max_length=RESPONSE_LENGTH, padding_side="right", return_attention_mask=True
+            )
+            input_ids = torch.cat([prompt["input_ids"], response["input_ids"]], dim=1)
+            attention_mask = torch.cat([prompt["attention_mask"], response["attention_mask"]], dim=1)
+            mm = worker._compute_multi_modal_inputs(output, input_ids)
+            position_ids = worker._compute_position_ids(input_ids, attention_mask, mm, output.mm_processor_kwargs)
+
+            grid = (84 // 14, 112 // 14)
+            assert mm["image_grid_thw"].tolist() == [[1, *grid]]
+            assert tuple(mm["pixel_values"].shape) == (grid[0] * grid[1], 3 * 2 * 14 * 14)
+            assert int((input_ids == image_token).sum()) == grid[0] * grid[1] // 4 == 12
+            assert tuple(position_ids.shape) == (1, 4, PROMPT_LENGTH + RESPONSE_LENGTH)
+            with torch.no_grad():
+                logits = model(
+                    input_ids=input_ids,
+                    attention_mask=attention_mask,
+                    pixel_values=mm["pixel_values"],
+                    image_grid_thw=mm["image_grid_thw"],
+                ).logits
+            assert logits.shape[:2] == input_ids.shape and torch.isfinite(logits).all()
+    finally:
+        asyncio.set_event_loop(None)
+        event_loop.close()
+
+
+def test_module_imports_light_in_a_fresh_process(tmp_path: Path):
+    """The agent loop imports the dataset class in every worker: no qwen_vl_utils, torchvision or vllm needed."""
+    image = tmp_path / "map.png"
+    image.write_bytes(png_bytes(*BIG))
+    script = f"""
+import json, sys
+from recipe.dataset import StagedRLHFDataset
+messages = [{{"role": "user", "content": [{{"type": "image", "image": {str(image)!r}, "max_pixels": {MAX_PIXELS}}},
+                                       {{"type": "text", "text": "How many lines?"}}]}}]
+images, videos, audios = StagedRLHFDataset._process_multi_modal_info(messages, 14, {{}})
+heavy = [m for m in ("qwen_vl_utils", "torchvision", "vllm", "verl.trainer", "verl.experimental") if m in sys.modules]
+print(json.dumps({{"sizes": [i.size for i in images], "videos": videos, "heavy": heavy}}))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1]
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result == {"sizes": [[112, 84]], "videos": None, "heavy": []}
+
+
+def test_every_sample_has_the_same_extra_info_types(config, tiny):
+    tokenizer, processor = tiny
+    train = create_rl_dataset(config.train_files, config, tokenizer, processor, is_train=True)
+    batch = collate_fn([train[i] for i in range(len(train))])
+    types = {tuple((k, type(v).__name__) for k, v in e.items()) for e in batch["extra_info"]}
+    assert len(types) == 1
+    assert np.array_equal([e["plan_index"] for e in batch["extra_info"]], np.arange(len(train)))
