@@ -1,0 +1,136 @@
+"""Trainer mode ``rewardmap`` (``trainer.v1.trainer_mode=rewardmap``): verl's sync v1 trainer plus three hooks.
+
+1. ``_compute_metrics`` (where verl assembles a step's metrics, just before logging them): adds
+   ``recipe.metrics.reward_metrics`` of the step's samples, read from TransferQueue like verl's own metrics,
+   and prints a line when the curriculum stage changes.
+2. ``_save_checkpoint``: writes the stage-plan record (``recipe.stages.write_plan_record``) into
+   ``global_step_N/`` before verl saves there, so it exists before ``latest_checkpointed_iteration.txt`` names
+   the step.
+3. ``_load_checkpoint``: after verl restored ``global_step_N/data.pt`` (and set ``global_steps``), checks that
+   folder's record against the plan being trained (``check_plan_record``): resuming onto another plan would
+   silently skip or repeat samples.
+
+The registry is per process and verl looks the mode up in its TaskRunner actor, so this module is imported
+there (``recipe.main_rewardmap.RewardMapTaskRunner``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import numpy as np
+import transfer_queue as tq
+from verl.trainer.ppo.v1 import PPOTrainerSync, register_trainer
+
+from recipe.metrics import reward_metrics
+from recipe.stages import check_plan_record, write_plan_record
+
+logger = logging.getLogger(__name__)
+logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "INFO"))
+
+TRAINER_MODE = "rewardmap"
+METRIC_FIELDS = ["uid", "rm_scores", "extra_fields"]
+
+
+@register_trainer(TRAINER_MODE)
+class RewardMapTrainer(PPOTrainerSync):
+    """The sync trainer with RewardMap's step metrics, stage logging and plan records on checkpoints."""
+
+    # verl's base class branches on ``self.trainer_mode == "sync"`` (replay buffer, refill, checkpoints,
+    # dispatch) and reads ``trainer.v1.<mode>``; this mode must behave as "sync" everywhere, so the
+    # attribute the base sets from the config is pinned here. The configured name stays in registered_mode.
+    @property
+    def trainer_mode(self) -> str:
+        return "sync"
+
+    @trainer_mode.setter
+    def trainer_mode(self, value: str) -> None:
+        self.registered_mode = value
+
+    # -- metrics --------------------------------------------------------------------------------------------
+    def _compute_metrics(self, batch: Any, metrics: dict, timing_raw: dict, global_steps: int, epoch: int) -> None:
+        super()._compute_metrics(batch, metrics, timing_raw, global_steps, epoch)
+        metrics.update(self.rewardmap_step_metrics(batch, global_steps))
+
+    def rewardmap_step_metrics(self, batch: Any, global_steps: int) -> dict[str, float]:
+        """RewardMap metrics of the step's (non-padding) samples; logs a stage change."""
+        data = tq.kv_batch_get(keys=batch.keys, partition_id=batch.partition_id, select_fields=METRIC_FIELDS)
+        keep = [not tag.get("is_padding", False) for tag in batch.tags]
+        uids = [uid for uid, k in zip(_as_list(data["uid"]), keep, strict=True) if k]
+        scores = [float(s.sum()) for s, k in zip(_rows(data["rm_scores"]), keep, strict=True) if k]
+        extra = [getattr(e, "data", e) for e, k in zip(_as_list(data["extra_fields"]), keep, strict=True) if k]
+        infos_per_sample = [(e.get("reward_extra_info") or {}) if isinstance(e, dict) else {} for e in extra]
+        keys = list(infos_per_sample[0]) if infos_per_sample else []
+        infos = {key: np.array([info.get(key, np.nan) for info in infos_per_sample]) for key in keys}
+
+        plan = self.stage_plan()
+        metrics = reward_metrics((infos, np.array(scores), uids), stage_names=_stage_names(plan))
+        self.log_stage_change(global_steps, metrics.get("rewardmap/stage"), plan)
+        return metrics
+
+    def log_stage_change(self, global_steps: int, batch_stage: float | None, plan: Any) -> None:
+        """Print (and log) the stage when it differs from the previous step's: the plan's, else the batch's."""
+        index = name = None
+        if plan is not None:
+            try:
+                index, name = plan.stage_at_step(global_steps - 1)  # the plan counts steps from 0, verl from 1
+            except IndexError:  # more steps than the plan (trainer.total_training_steps set larger)
+                pass
+        if index is None and batch_stage is not None:
+            index, name = int(batch_stage), str(int(batch_stage))
+        if index is not None and index != getattr(self, "_rewardmap_stage", None):
+            message = f"[rewardmap] step {global_steps}: curriculum stage {index} ({name})"
+            print(message, flush=True)
+            logger.info(message)
+            self._rewardmap_stage = index
+
+    # -- checkpoints ----------------------------------------------------------------------------------------
+    def stage_plan(self) -> Any:
+        """The training dataset's stage plan (``StagedRLHFDataset.plan``), or None for a plain dataset."""
+        return getattr(getattr(self, "train_dataset", None), "plan", None)
+
+    def _save_checkpoint(self) -> None:
+        plan = self.stage_plan()
+        if plan is not None:
+            folder = os.path.join(self.config.trainer.default_local_dir, f"global_step_{self.global_steps}")
+            write_plan_record(folder, plan)
+        super()._save_checkpoint()
+
+    def _load_checkpoint(self) -> None:
+        super()._load_checkpoint()
+        if not self.global_steps:
+            return  # nothing resumed
+        # Raises on a different plan, on a staged run resuming a checkpoint without a record, and on a plain
+        # run resuming a staged checkpoint; a plain run resuming a plain checkpoint passes.
+        plan = self.stage_plan()
+        check_plan_record(self.resumed_checkpoint_dir(), plan, missing_ok=plan is None)
+
+    def resumed_checkpoint_dir(self) -> str:
+        """The ``global_step_N`` folder verl just resumed from (same resolution as verl's loader)."""
+        trainer = self.config.trainer
+        if trainer.resume_mode == "resume_path":
+            folder = str(trainer.resume_from_path)
+        else:
+            folder = os.path.join(str(trainer.default_local_dir), f"global_step_{self.global_steps}")
+        return folder if os.path.isabs(folder) else os.path.join(os.getcwd(), folder)
+
+
+def _as_list(values: Any) -> list[Any]:
+    """A TransferQueue non-tensor field (numpy array, NonTensorStack or list) as a plain list."""
+    return values.tolist() if hasattr(values, "tolist") else list(values)
+
+
+def _rows(values: Any) -> list[Any]:
+    """Rows of a padded or jagged (nested) tensor."""
+    return list(values.unbind(0)) if hasattr(values, "unbind") else list(values)
+
+
+def _stage_names(plan: Any) -> list[str] | None:
+    """Stage names by index from a plan (``plan.stages[i].name``), or None."""
+    stages = getattr(plan, "stages", None)
+    if not stages:
+        return None
+    names = [getattr(stage, "name", None) for stage in stages]
+    return [str(name) for name in names] if all(names) else None

@@ -1,0 +1,252 @@
+"""The recipe's reward manager through verl 0.9.1's own loader and an in-process RewardLoopWorker.
+
+Both must give exactly ``reward_fns.compute_score`` of the decoded response for a batch mixing planning and VQA
+questions with gold, wrong, junk, empty and undecodable responses, and every sample must carry the same numeric
+extra-info keys (verl takes the key list from sample 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+import reward_fns
+from data_prep.schema import STAGE_OF_TYPE, STAGES
+from recipe.reward_manager import EXTRA_INFO_KEYS, RewardMapRewardManager, reward_kwargs_from_config
+from reward_fns.gold import gold_response
+from reward_fns.ground_truth import MAP_DIFFICULTIES, QUESTION_TYPES, GroundTruth
+
+NETWORK = {"Line 1": ["Alpha", "Bravo", "Charlie", "Delta"], "Line 2": ["Echo", "Charlie", "Foxtrot"]}
+
+
+def _gt(question_type: str, map_difficulty: str, **fields) -> GroundTruth:
+    return GroundTruth(question_type, "Testville", map_difficulty, NETWORK, country="Testland", **fields)
+
+
+QUESTIONS = [
+    _gt("planning", "hard", station_1="Alpha", station_2="Foxtrot", template="short", question_transfer_count=1),
+    _gt("planning", "easy", station_1="Alpha", station_2="Delta", template="long1"),
+    _gt("TorF1", "easy", station_1="Alpha", station_2="Bravo", answer=1),
+    _gt("TorF2", "middle", station_1="Echo", line="Line 1", answer=0),
+    _gt("Counting1", "middle", station_1="Alpha", station_2="Delta", answer=2, options=["0", "1", "2", "3"]),
+    _gt("Counting2", "hard", station_1="Charlie", answer=2),
+    _gt("Counting3", "easy", answer=2),
+]
+WRONG = {"planning": "Route Name: Line 9\nDeparture Stop: Nowhere\nArrival Stop: Elsewhere", "vqa": "\\boxed{7}"}
+JUNK_TEXTS = ["", "asdf qwer \x00 ✓✓ <html>", "\\boxed{", "Route Name:\n--\n--\nArrival Stop:", "yes " * 300]
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Qwen2.5-VL checkpoint (Qwen's byte-level tokenizer and special tokens), built offline."""
+    from recipe.tiny_model import build_tiny_qwen
+
+    return Path(build_tiny_qwen(tmp_path_factory.mktemp("tiny_qwen")))
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tokenizer_dir: Path):
+    from verl.utils import hf_tokenizer
+
+    return hf_tokenizer(str(tokenizer_dir))
+
+
+@pytest.fixture(scope="module")
+def base_config(tokenizer_dir: Path) -> DictConfig:
+    """verl's composed ppo_trainer config selecting the recipe's manager exactly as configs/rewardmap.yaml does."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("verl.trainer.config", version_base=None):
+        return compose(
+            "ppo_trainer",
+            overrides=[
+                f"actor_rollout_ref.model.path={tokenizer_dir}",
+                "reward.reward_manager.source=importlib",
+                "reward.reward_manager.module.path=pkg://recipe.reward_manager",
+                "reward.reward_manager.name=RewardMapRewardManager",
+                "+reward.reward_kwargs.mode=fixed",
+            ],
+        )
+
+
+def _config(base: DictConfig, **reward_kwargs) -> DictConfig:
+    config = OmegaConf.create(OmegaConf.to_container(base))
+    with open_dict(config):
+        config.reward.reward_kwargs = reward_kwargs
+    return config
+
+
+def _extra_info(gt: GroundTruth, index: int) -> dict | None:
+    if index % 5 == 4:
+        return None  # a row without extra_info: facts come from the ground truth, stage is -1
+    stage = STAGES.index(STAGE_OF_TYPE[gt.question_type])
+    return {
+        "index": index,
+        "question_type": gt.question_type,
+        "map_difficulty": gt.map_difficulty,
+        "question_transfer_count": gt.question_transfer_count,
+        "plan_stage": stage,
+        "plan_stage_name": STAGES[stage],
+    }
+
+
+def _samples(tokenizer) -> list[tuple[GroundTruth, list[int]]]:
+    """(question, response token ids): gold, wrong and junk texts for every question, plus raw-id oddities."""
+    samples = []
+    for gt in QUESTIONS:
+        wrong = WRONG["planning" if gt.question_type == "planning" else "vqa"]
+        for text in [gold_response(gt), wrong, *JUNK_TEXTS[:2]]:
+            samples.append((gt, tokenizer.encode(text, add_special_tokens=False)))
+    eos = tokenizer.eos_token_id
+    gold_ids = tokenizer.encode(gold_response(QUESTIONS[2]), add_special_tokens=False)
+    utf8_half = tokenizer.encode("北", add_special_tokens=False)[:1]  # the first byte of a 3-byte character
+    samples += [
+        (QUESTIONS[2], gold_ids + [eos]),  # eos inside the valid response: skipped when decoding
+        (QUESTIONS[0], utf8_half * 3),  # invalid UTF-8
+        (QUESTIONS[2], [len(tokenizer) + 1000, *gold_ids]),  # an id outside the vocabulary (skipped)
+        (QUESTIONS[1], tokenizer.encode(JUNK_TEXTS[4], add_special_tokens=False)),  # long repetition
+        (QUESTIONS[3], tokenizer.encode(JUNK_TEXTS[2], add_special_tokens=False)),
+        (QUESTIONS[6], tokenizer.encode(JUNK_TEXTS[3], add_special_tokens=False)),
+        (QUESTIONS[4], []),  # nothing generated
+    ]
+    return samples
+
+
+def _batch(tokenizer, samples: list[tuple[GroundTruth, list[int]]]):
+    """A DataProto laid out as verl's reward loop receives it: left-padded prompts, right-padded responses."""
+    from verl import DataProto
+
+    pad = tokenizer.pad_token_id
+    prompt = tokenizer.encode("Where is the station?", add_special_tokens=False)
+    width = max(1, max(len(ids) for _, ids in samples))
+    prompts = torch.tensor([prompt] * len(samples))
+    responses = torch.full((len(samples), width), pad)
+    response_mask = torch.zeros((len(samples), width), dtype=torch.long)
+    for row, (_, ids) in enumerate(samples):
+        responses[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        response_mask[row, : len(ids)] = 1
+    attention_mask = torch.cat([torch.ones_like(prompts), response_mask], dim=1)
+    return DataProto.from_dict(
+        tensors={"prompts": prompts, "responses": responses, "attention_mask": attention_mask},
+        non_tensors={
+            "data_source": np.array(["synthetic"] * len(samples), dtype=object),
+            "reward_model": np.array([{"style": "rule", "ground_truth": gt.to_json()} for gt, _ in samples]),
+            "extra_info": np.array([_extra_info(gt, i) for i, (gt, _) in enumerate(samples)], dtype=object),
+        },
+    )
+
+
+def _expected(tokenizer, samples, reward_kwargs: dict) -> list[dict]:
+    out = []
+    for i, (gt, ids) in enumerate(samples):
+        text = tokenizer.decode(ids, skip_special_tokens=True)
+        result = reward_fns.compute_score("synthetic", text, gt.to_json(), _extra_info(gt, i), **reward_kwargs)
+        out.append(result)
+    return out
+
+
+def _run_manager(manager: RewardMapRewardManager, batch) -> list[dict]:
+    async def run_all():
+        return await asyncio.gather(*(manager.run_single(batch[i : i + 1]) for i in range(len(batch))))
+
+    return manager.loop.run_until_complete(run_all())
+
+
+def _check(outputs: list[dict], expected: list[dict], samples) -> None:
+    assert len(outputs) == len(expected)
+    for i, (out, exp, (gt, _)) in enumerate(zip(outputs, expected, samples, strict=True)):
+        info = out["reward_extra_info"]
+        assert list(info) == list(EXTRA_INFO_KEYS), f"sample {i}: keys differ"
+        assert all(isinstance(v, float) and math.isfinite(v) for v in info.values()), f"sample {i}: {info}"
+        assert out["reward_score"] == pytest.approx(float(exp["score"]), abs=1e-9), f"sample {i}"
+        for key in ("score", "acc", "format", "detail", "weight"):
+            assert info[key] == pytest.approx(float(exp[key]), abs=1e-9), f"sample {i}: {key}"
+        extra = _extra_info(gt, i)
+        assert info["stage"] == (extra["plan_stage"] if extra else -1.0)
+        assert info["question_type_id"] == QUESTION_TYPES.index(gt.question_type)
+        assert info["map_difficulty_id"] == MAP_DIFFICULTIES.index(gt.map_difficulty)
+        assert info["question_transfer_count"] == gt.question_transfer_count
+        assert info["reward_error"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "reward_kwargs",
+    [
+        {"mode": "fixed"},
+        {"mode": "paper"},
+        {"mode": "sparse"},
+        {"mode": "fixed", "alpha": 1.0, "transfer_weight": 0.25, "format_reward": 2.0},
+        {"mode": "paper", "map_weights": {"easy": 1.0, "middle": 1.5, "hard": 2.0}},
+    ],
+)
+def test_loader_matches_compute_score(base_config, tokenizer, reward_kwargs) -> None:
+    """verl's load_reward_manager builds our manager from config; rewards equal compute_score's for every mode."""
+    from verl.trainer.ppo.reward import load_reward_manager
+
+    manager = load_reward_manager(_config(base_config, **reward_kwargs), tokenizer)
+    assert type(manager).__name__ == "RewardMapRewardManager"
+    assert manager.score_kwargs == reward_kwargs
+    samples = _samples(tokenizer)
+    expected = _expected(tokenizer, samples, reward_kwargs)
+    for question_types in (["planning"], QUESTION_TYPES[1:]):  # right and wrong answers in both kinds
+        accs = {e["acc"] for e, (gt, _) in zip(expected, samples, strict=True) if gt.question_type in question_types}
+        assert accs == {0.0, 1.0}
+    _check(_run_manager(manager, _batch(tokenizer, samples)), expected, samples)
+
+
+def test_reward_loop_worker_in_process(base_config, tokenizer) -> None:
+    """The RewardLoopWorker verl runs as a Ray actor, here in-process: same rewards, same keys, rm_scores."""
+    from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
+
+    worker = RewardLoopWorker(_config(base_config, mode="paper"))
+    assert isinstance(worker.reward_manager, RewardMapRewardManager)
+    samples = _samples(tokenizer)
+    batch = _batch(tokenizer, samples)
+    outputs = worker.loop.run_until_complete(worker.compute_score_batch(batch))
+    _check(outputs, _expected(tokenizer, samples, {"mode": "paper"}), samples)
+
+    # What verl's RewardLoopManager does next: key list from sample 0, numeric arrays, scores on the last token.
+    keys = list(outputs[0]["reward_extra_info"])
+    columns = {key: np.array([o["reward_extra_info"][key] for o in outputs]) for key in keys}
+    assert all(column.dtype == np.float64 for column in columns.values())
+    rm_scores = RewardMapRewardManager.assemble_rm_scores(batch, [o["reward_score"] for o in outputs])
+    assert rm_scores.sum(dim=-1).tolist() == pytest.approx([o["reward_score"] for o in outputs])
+
+
+def test_reward_kwargs_are_checked(base_config) -> None:
+    """A typo or an unknown mode fails when the manager is built, not silently at the first step."""
+    assert reward_kwargs_from_config(_config(base_config)) == {}
+    weights = {"easy": 1.0, "middle": 1.5, "hard": 2.0}
+    assert reward_kwargs_from_config(_config(base_config, map_weights=weights, alpha=None)) == {"map_weights": weights}
+    with pytest.raises(ValueError, match="unknown keys"):
+        reward_kwargs_from_config(_config(base_config, alpah=0.5))
+    with pytest.raises(ValueError, match="mode"):
+        reward_kwargs_from_config(_config(base_config, mode="dense"))
+    with pytest.raises(ValueError, match="map_weights"):
+        reward_kwargs_from_config(_config(base_config, map_weights={"easy": 1.0, "hard": 2.0}))
+    with pytest.raises(ValueError, match="alpha"):
+        reward_kwargs_from_config(_config(base_config, alpha="half"))
+
+
+def test_scoring_failure_is_a_zero_reward(base_config, tokenizer, monkeypatch) -> None:
+    """Should compute_score ever raise (it is total by contract), the sample gets 0 and reward_error=1."""
+    from verl.trainer.ppo.reward import load_reward_manager
+
+    manager = load_reward_manager(_config(base_config), tokenizer)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(manager, "score_fn", broken)
+    samples = _samples(tokenizer)[:2]
+    outputs = _run_manager(manager, _batch(tokenizer, samples))
+    for out in outputs:
+        assert out["reward_score"] == 0.0
+        assert list(out["reward_extra_info"]) == list(EXTRA_INFO_KEYS)
+        assert out["reward_extra_info"]["reward_error"] == 1.0
