@@ -8,22 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf, open_dict
+from omegaconf import OmegaConf
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+from tests.fixtures.configs import compose_config
+
 PRESETS = ("qwen2_5_vl_3b", "qwen2_5_vl_7b")
 CURRICULA = ("paper", "coarse", "none", "planning_only")
 REWARD_MODES = ("fixed", "paper", "sparse")
-
-
-def compose_config(*overrides: str):
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        config = compose("rewardmap", overrides=list(overrides))
-    with open_dict(config):
-        config.rewardmap.data_dir = "/data/rewardmap"
-        config.trainer.experiment_name = "test"
-    return config
 
 
 def verl_validate(config) -> None:
