@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 from io import BytesIO
 from typing import Any
@@ -45,6 +44,7 @@ from typing import Any
 from PIL import Image
 from verl.utils.dataset.rl_dataset import RLHFDataset
 
+from data_prep.images import smart_resize_dims
 from recipe.stages import StagePlan, StagePlanError, check_plan_state, plan_from_data_config
 
 logger = logging.getLogger(__name__)
@@ -171,27 +171,6 @@ class StagedRLHFDataset(RLHFDataset):
         return images, videos
 
 
-def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
-    """Nearest (height, width) in multiples of ``factor`` with min_pixels <= h x w <= max_pixels, aspect kept.
-
-    The rule qwen_vl_utils and the Qwen2-VL image processor apply; an image already on the grid and inside the
-    budget keeps its size.
-    """
-    if max(height, width) / min(height, width) > 200:
-        raise ValueError(f"image aspect ratio must be below 200, got {height} x {width}")
-    h_bar = max(factor, round(height / factor) * factor)
-    w_bar = max(factor, round(width / factor) * factor)
-    if h_bar * w_bar > max_pixels:
-        beta = math.sqrt(height * width / max_pixels)
-        h_bar = max(factor, math.floor(height / beta / factor) * factor)
-        w_bar = max(factor, math.floor(width / beta / factor) * factor)
-    elif h_bar * w_bar < min_pixels:
-        beta = math.sqrt(min_pixels / (height * width))
-        h_bar = math.ceil(height * beta / factor) * factor
-        w_bar = math.ceil(width * beta / factor) * factor
-    return h_bar, w_bar
-
-
 def fetch_image(item: dict[str, Any], image_patch_size: int = 14) -> Image.Image:
     """One image content item (PIL image, PNG bytes or path, with optional pixel budget) as a fitted RGB image."""
     source = item.get("image")
@@ -217,16 +196,20 @@ def fetch_image(item: dict[str, Any], image_patch_size: int = 14) -> Image.Image
     image = image.convert("RGB")
     factor = image_patch_size * SPATIAL_MERGE_SIZE
     if "resized_height" in item and "resized_width" in item:
-        height, width = smart_resize(
-            int(item["resized_height"]), int(item["resized_width"]), factor, DEFAULT_MIN_PIXELS, DEFAULT_MAX_PIXELS
+        width, height = smart_resize_dims(
+            int(item["resized_width"]),
+            int(item["resized_height"]),
+            min_pixels=DEFAULT_MIN_PIXELS,
+            max_pixels=DEFAULT_MAX_PIXELS,
+            factor=factor,
         )
     else:
-        height, width = smart_resize(
-            image.height,
+        width, height = smart_resize_dims(
             image.width,
-            factor,
-            int(item.get("min_pixels") or DEFAULT_MIN_PIXELS),
-            int(item.get("max_pixels") or DEFAULT_MAX_PIXELS),
+            image.height,
+            min_pixels=int(item.get("min_pixels") or DEFAULT_MIN_PIXELS),
+            max_pixels=int(item.get("max_pixels") or DEFAULT_MAX_PIXELS),
+            factor=factor,
         )
     if (width, height) != image.size:
         image = image.resize((width, height), Image.Resampling.BICUBIC)

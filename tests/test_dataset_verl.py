@@ -25,8 +25,8 @@ from verl.trainer.ppo.utils import create_rl_dataset
 from verl.utils.dataset.rl_dataset import collate_fn, get_dataset_class
 
 from data_prep.schema import EXTRA_INFO_KEYS
-from recipe.dataset import PLAN_EXTRA_KEYS, StagedRLHFDataset, fetch_image, smart_resize
-from tests.fixtures.stage_data import MAX_PIXELS, MIN_PIXELS, make_row, png_bytes, write_rows, write_stage_file
+from recipe.dataset import PLAN_EXTRA_KEYS, StagedRLHFDataset, fetch_image
+from tests.fixtures.stage_data import MAX_PIXELS, make_row, png_bytes, write_rows, write_stage_file
 from tests.fixtures.tiny_qwen import build_tiny_qwen, load_tiny_qwen
 
 BATCH = 4
@@ -109,10 +109,9 @@ def test_mode_errors(config, tiny):
         StagedRLHFDataset(partial.train_files, tokenizer, partial, processor)
 
 
-def test_smart_resize_fits_the_budget():
-    assert smart_resize(84, 112, 28, MIN_PIXELS, MAX_PIXELS) == (84, 112)  # pre-resized: unchanged
-    h, w = smart_resize(BIG[1], BIG[0], 28, MIN_PIXELS, MAX_PIXELS)
-    assert h % 28 == 0 and w % 28 == 0 and MIN_PIXELS <= h * w <= MAX_PIXELS and (h, w) == (84, 112)
+def test_fetch_image_fits_the_budget():
+    image = fetch_image({"type": "image", "bytes": png_bytes(112, 84), "max_pixels": MAX_PIXELS})
+    assert image.size == (112, 84)  # pre-resized: unchanged
     image = fetch_image({"type": "image", "bytes": png_bytes(*BIG), "max_pixels": MAX_PIXELS})
     assert image.size == (112, 84) and image.mode == "RGB"
 
