@@ -1,0 +1,362 @@
+"""One GRPO update of the tiny Qwen2.5-VL through verl's own FSDP2 training engine, on CPU, with this recipe's rewards.
+
+The batch is built the way verl 0.9.1's trainer builds it, from verl's own code wherever it runs on CPU:
+
+1. two schema rows (one pre-resized map each) load through the recipe's dataset class; verl's ``SingleTurnAgentLoop``
+   builds each prompt (against a fake LLM server that answers the gold answer or junk: 2 prompts x 2 responses), and
+   ``AgentLoopWorker``'s post-processing pads it and adds ``pixel_values``/``image_grid_thw`` and M-RoPE positions;
+2. rewards: verl's ``RewardLoopWorker`` (in-process) running ``RewardMapRewardManager``, then ``rm_scores`` as
+   verl's reward loop assembles them;
+3. advantages: verl's ``compute_advantage`` with the recipe's ``grpo_batch_scale`` estimator;
+4. in a fresh process (the platform is chosen once per process): verl's ``ActorRolloutRefWorker`` (the engine-based
+   worker the trainer runs as a Ray actor, here called in-process, world size 1, gloo) with ``actor.strategy=fsdp2``
+   computes the old log-probs and runs ``update_actor``: policy loss, backward, optimizer step. The steps between
+   mirror ``RayPPOTrainer._compute_old_log_prob`` and ``_update_actor``.
+
+verl has no CPU platform: ``tests/fixtures/cpu_platform.py`` registers one (``VERL_PLATFORM=cpu``), and
+``VERL_ENGINE_DEVICE=cuda`` picks the FSDP engine class registered for GPUs (verl's documented override of the
+engine lookup). Attention is sdpa, remove-padding is off (verl's packed path needs flash-attention's varlen
+kernels), dynamic batch size is off, and FSDP computes in fp32 instead of verl's default bf16 so that the engine's
+log-probs can be compared tightly with a plain transformers forward pass. The process group (world size 1) is made
+by the test: verl would ask torch for "cpu:gloo,cpu:gloo", which torch rejects. This is a test of the recipe's
+pieces inside verl's update, not a supported way to train on CPU.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from tests.fixtures.stage_data import make_row, write_rows
+from tests.fixtures.tiny_qwen import build_tiny_qwen, load_tiny_qwen
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+PROMPT_LENGTH = 64
+RESPONSE_LENGTH = 64  # the planning gold answer is 57 tiny-tokenizer tokens
+ROLLOUT_N = 2
+JUNK = "asdf qwer <html>"
+STAGES = ("planning", "torf")  # one planning and one VQA question
+CHILD_TIMEOUT_S = 240
+
+
+def _trainer_config(model_dir: Path, data_file: Path) -> Any:
+    """verl's composed ``ppo_trainer`` config, set for one small CPU update with the recipe's reward and estimator."""
+    from hydra import compose, initialize_config_module
+
+    overrides = [
+        f"data.train_files=[{data_file}]",
+        f"data.val_files=[{data_file}]",
+        "data.shuffle=False",
+        "data.custom_cls.path=pkg://recipe.dataset",
+        "data.custom_cls.name=StagedRLHFDataset",
+        f"actor_rollout_ref.model.path={model_dir}",
+        "actor_rollout_ref.model.trust_remote_code=True",  # the stand-in video processor, in a fresh process
+        "actor_rollout_ref.model.use_remove_padding=False",
+        "actor_rollout_ref.model.enable_gradient_checkpointing=False",
+        "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
+        # fp32 compute (verl's default is bf16) so the engine's log-probs can be checked tightly against HF's
+        "+actor_rollout_ref.actor.fsdp_config.mixed_precision.param_dtype=fp32",
+        "actor_rollout_ref.actor.strategy=fsdp2",
+        "actor_rollout_ref.actor.use_dynamic_bsz=False",
+        f"actor_rollout_ref.actor.ppo_mini_batch_size={len(STAGES)}",
+        f"actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu={len(STAGES) * ROLLOUT_N}",
+        "actor_rollout_ref.actor.use_kl_loss=False",
+        "actor_rollout_ref.actor.optim.lr=1e-3",
+        f"actor_rollout_ref.rollout.n={ROLLOUT_N}",
+        f"actor_rollout_ref.rollout.prompt_length={PROMPT_LENGTH}",
+        f"actor_rollout_ref.rollout.response_length={RESPONSE_LENGTH}",
+        "actor_rollout_ref.rollout.log_prob_use_dynamic_bsz=False",
+        f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={len(STAGES) * ROLLOUT_N}",
+        "algorithm.adv_estimator=grpo_batch_scale",
+        "trainer.device=cpu",
+        "reward.reward_manager.source=importlib",
+        "reward.reward_manager.module.path=pkg://recipe.reward_manager",
+        "reward.reward_manager.name=RewardMapRewardManager",
+        "+reward.reward_kwargs.mode=paper",
+    ]
+    with initialize_config_module("verl.trainer.config", version_base=None):
+        return compose("ppo_trainer", overrides=overrides)
+
+
+class _FakeServer:
+    """Stands in for verl's LLM server client: answers every request with the given token ids."""
+
+    def __init__(self, token_ids: list[int]):
+        self.token_ids = token_ids
+
+    async def generate(self, **request: Any) -> Any:
+        from verl.workers.rollout.replica import TokenOutput
+
+        return TokenOutput(token_ids=self.token_ids)
+
+
+def _rollout_batch(model_dir: Path, config: Any) -> Any:
+    """2 prompts x 2 responses (gold, junk) as verl's agent loop hands them to the trainer (a DataProto)."""
+    from verl import DataProto
+    from verl.experimental.agent_loop.agent_loop import AgentLoopWorker, DictConfigWrap
+    from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
+    from verl.trainer.ppo.utils import create_rl_dataset
+
+    from reward_fns.gold import gold_response
+    from reward_fns.ground_truth import GroundTruth
+
+    tokenizer, processor = load_tiny_qwen(model_dir)
+    data_config = config.data
+    dataset = create_rl_dataset(data_config.val_files, data_config, tokenizer, processor, is_train=False)
+    assert len(dataset) == len(STAGES)
+
+    worker = AgentLoopWorker.__new__(AgentLoopWorker)  # only its post-processing methods are used
+    worker.tokenizer, worker.processor, worker.mm_processor_kwargs = tokenizer, processor, {}
+    worker.rollout_config = config.actor_rollout_ref.rollout
+    eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
+
+    columns: dict[str, list[Any]] = {
+        k: [] for k in ("prompts", "responses", "input_ids", "attention_mask", "position_ids", "response_mask")
+    }
+    non_tensor: dict[str, list[Any]] = {
+        k: [] for k in ("uid", "data_source", "reward_model", "extra_info", "multi_modal_inputs")
+    }
+    event_loop = asyncio.new_event_loop()  # the agent loop captures the current loop when it is built
+    asyncio.set_event_loop(event_loop)
+    try:
+        for index in range(len(dataset)):
+            sample = dataset[index]
+            gt = GroundTruth.from_json(sample["reward_model"]["ground_truth"])
+            for text in (gold_response(gt), JUNK):
+                answer = tokenizer.encode(text, add_special_tokens=False)[: RESPONSE_LENGTH - 1] + [eos]
+                loop = SingleTurnAgentLoop(
+                    trainer_config=DictConfigWrap(config),
+                    server_manager=_FakeServer(answer),
+                    tokenizer=tokenizer,
+                    processor=processor,
+                    dataset_cls=type(dataset),
+                    data_config=DictConfigWrap(data_config),
+                    hf_model_type="qwen2_5_vl",
+                )
+                output = loop.loop.run_until_complete(loop.run({"temperature": 1.0}, **sample))
+                prompt = worker._pad_token_ids(
+                    output.prompt_ids, max_length=PROMPT_LENGTH, padding_side="left", return_attention_mask=True
+                )
+                response = worker._pad_token_ids(
+                    output.response_ids, max_length=RESPONSE_LENGTH, padding_side="right", return_attention_mask=True
+                )
+                input_ids = torch.cat([prompt["input_ids"], response["input_ids"]], dim=1)
+                attention_mask = torch.cat([prompt["attention_mask"], response["attention_mask"]], dim=1)
+                mm = worker._compute_multi_modal_inputs(output, input_ids)
+                position_ids = worker._compute_position_ids(input_ids, attention_mask, mm, output.mm_processor_kwargs)
+                for key, value in (
+                    ("prompts", prompt["input_ids"]),
+                    ("responses", response["input_ids"]),
+                    ("input_ids", input_ids),
+                    ("attention_mask", attention_mask),
+                    ("position_ids", position_ids),
+                    ("response_mask", response["attention_mask"]),
+                ):
+                    columns[key].append(value)
+                non_tensor["uid"].append(f"prompt-{index}")
+                non_tensor["data_source"].append(sample["data_source"])
+                non_tensor["reward_model"].append(sample["reward_model"])
+                non_tensor["extra_info"].append(sample["extra_info"])
+                non_tensor["multi_modal_inputs"].append(mm)
+    finally:
+        asyncio.set_event_loop(None)
+        event_loop.close()
+
+    tensors = {key: torch.cat(values, dim=0) for key, values in columns.items()}
+    arrays = {key: np.array(values, dtype=object) for key, values in non_tensor.items()}
+    return DataProto.from_dict(tensors=tensors, non_tensors=arrays, meta_info={"temperature": 1.0})
+
+
+def _add_rewards_and_advantages(batch: Any, config: Any) -> Any:
+    """Rewards as verl's reward loop computes them (RewardLoopWorker in-process), then compute_advantage."""
+    from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
+    from verl.trainer.ppo.ray_trainer import compute_advantage
+
+    import recipe.advantage  # noqa: F401  registers grpo_batch_scale in this process, as the task runner does
+    from recipe.reward_manager import RewardMapRewardManager
+
+    worker = RewardLoopWorker(config)
+    assert isinstance(worker.reward_manager, RewardMapRewardManager)
+    outputs = worker.loop.run_until_complete(worker.compute_score_batch(batch))
+    scores = [o["reward_score"] for o in outputs]
+    batch.batch["token_level_scores"] = RewardMapRewardManager.assemble_rm_scores(batch, scores)
+    batch.batch["token_level_rewards"] = batch.batch["token_level_scores"]  # use_kl_in_reward=False
+    return compute_advantage(batch, adv_estimator=config.algorithm.adv_estimator, num_repeat=ROLLOUT_N)
+
+
+def engine_step(config_path: str, batch_path: str, out_path: str) -> None:
+    """Run in a fresh process with the CPU platform: old log-probs and one actor update through verl's worker."""
+    from omegaconf import OmegaConf
+    from torch.distributed.tensor import DTensor
+    from verl import DataProto
+    from verl.plugin.platform import get_platform
+    from verl.utils import tensordict_utils as tu
+    from verl.workers.engine_workers import ActorRolloutRefWorker
+    from verl.workers.utils.padding import left_right_2_no_padding, no_padding_2_padding
+
+    assert get_platform().device_name == "cpu", "start this process with VERL_PLATFORM=cpu"
+    torch.distributed.init_process_group("gloo", rank=0, world_size=1)  # verl would ask for "cpu:gloo,cpu:gloo"
+    try:
+        config = OmegaConf.load(config_path)
+        batch = DataProto.load_from_disk(batch_path)
+        worker = ActorRolloutRefWorker(config=config.actor_rollout_ref, role="actor")
+        worker.init_model()
+        before = {name: p.detach().clone() for name, p in worker.actor.engine.module.named_parameters()}
+
+        # RayPPOTrainer._compute_old_log_prob
+        batch_td = left_right_2_no_padding(batch.to_tensordict())
+        tu.assign_non_tensor(batch_td, calculate_entropy=True, calculate_sum_pi_squared=False, compute_loss=False)
+        output = worker.compute_log_prob(batch_td)
+        log_probs = no_padding_2_padding(tu.get(output, "log_probs"), batch_td).float()
+        entropy = no_padding_2_padding(tu.get(output, "entropy"), batch_td).float()
+        batch = batch.union(DataProto.from_single_dict({"old_log_probs": log_probs, "entropys": entropy}))
+
+        # RayPPOTrainer._update_actor
+        actor = config.actor_rollout_ref.actor
+        mini_batch_size = actor.ppo_mini_batch_size * config.actor_rollout_ref.rollout.n
+        batch.meta_info.update(multi_turn=False, temperature=config.actor_rollout_ref.rollout.temperature)
+        batch_td = left_right_2_no_padding(batch.to_tensordict())
+        tu.assign_non_tensor(
+            batch_td,
+            calculate_entropy=actor.calculate_entropy or actor.entropy_coeff != 0.0,
+            distillation_use_topk=False,
+            distillation_only=False,
+            global_batch_size=mini_batch_size,
+            mini_batch_size=mini_batch_size,
+            epochs=actor.ppo_epochs,
+            seed=actor.data_loader_seed,
+            dataloader_kwargs={"shuffle": actor.shuffle},
+            compute_loss=True,
+        )
+        metrics = tu.get(worker.update_actor(batch_td), "metrics")
+
+        engine = worker.actor.engine
+        after = dict(engine.module.named_parameters())
+        changed = [name for name, p in after.items() if not torch.equal(p.detach(), before[name])]
+        result = {
+            "engine": type(engine).__name__,
+            "strategy": engine.engine_config.strategy,
+            "sharded": all(isinstance(p, DTensor) for p in after.values()),  # fully_shard (FSDP2) parameters
+            "log_probs": log_probs.tolist(),
+            "metrics": {key: _as_floats(value) for key, value in metrics.items()},
+            "parameters": sorted(after),
+            "changed": changed,
+        }
+        Path(out_path).write_text(json.dumps(result))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def _as_floats(value: Any) -> list[float]:
+    values = value if isinstance(value, list) else [value]
+    return [float(v) for v in values]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_qwen(tmp_path_factory.mktemp("tiny_qwen"))
+
+
+def test_one_grpo_update_through_verl_fsdp2_engine(model_dir: Path, tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    rows = [make_row(stage, i) for i, stage in enumerate(STAGES)]  # 112 x 84 maps, inside the pixel budget
+    config = _trainer_config(model_dir, write_rows(tmp_path / "rows.parquet", rows))
+    batch = _add_rewards_and_advantages(_rollout_batch(model_dir, config), config)
+
+    # the recipe's pieces: gold beats junk for each prompt, so advantages are non-zero and of opposite sign
+    scores = batch.batch["token_level_rewards"].sum(-1)
+    advantages = batch.batch["advantages"][:, 0]
+    assert len(batch) == len(STAGES) * ROLLOUT_N
+    for gold, junk in ((0, 1), (2, 3)):
+        assert scores[gold] > scores[junk]
+        assert advantages[gold] > 0 > advantages[junk]
+    assert torch.isfinite(batch.batch["advantages"]).all()
+
+    config_path, batch_path, out_path = (tmp_path / name for name in ("config.yaml", "batch.pkl", "out.json"))
+    OmegaConf.save(config, config_path)
+    batch.save_to_disk(str(batch_path))
+    env = {
+        **os.environ,
+        "VERL_PLATFORM": "cpu",
+        "VERL_USE_EXTERNAL_MODULES": "tests.fixtures.cpu_platform",
+        "VERL_ENGINE_DEVICE": "cuda",  # the FSDP engine class is registered for cuda/npu only
+        "RANK": "0",
+        "LOCAL_RANK": "0",
+        "WORLD_SIZE": "1",
+        "LOCAL_WORLD_SIZE": "1",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(_free_port()),
+        "CUDA_VISIBLE_DEVICES": "",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    code = (
+        "from tests.test_grpo_update_cpu import engine_step; "
+        f"engine_step({str(config_path)!r}, {str(batch_path)!r}, {str(out_path)!r})"
+    )
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=CHILD_TIMEOUT_S
+    )
+    assert done.returncode == 0, f"engine step failed:\n{done.stdout[-3000:]}\n{done.stderr[-6000:]}"
+    result = json.loads(out_path.read_text())
+    print(f"engine step: {time.monotonic() - start:.1f} s, {json.dumps(result['metrics'], sort_keys=True)}")
+
+    assert result["engine"] == "FSDPEngineWithLMHead" and result["strategy"] == "fsdp2" and result["sharded"]
+    # old log-probs: finite, and those of the same model run by plain transformers (images and M-RoPE included)
+    log_probs = torch.tensor(result["log_probs"])
+    mask = batch.batch["response_mask"].bool()
+    assert log_probs.shape == mask.shape and torch.isfinite(log_probs[mask]).all()
+    reference = _hf_log_probs(model_dir, batch)
+    torch.testing.assert_close(log_probs[mask], reference[mask], atol=1e-3, rtol=0)  # token std is ~0.1
+
+    metrics = result["metrics"]
+    for key in ("actor/pg_loss", "grad_norm"):
+        assert key in metrics, sorted(metrics)
+        assert metrics[key] and all(math.isfinite(v) for v in metrics[key]), (key, metrics[key])
+    assert any(v > 0 for v in metrics["grad_norm"])
+    changed = set(result["changed"])
+    assert changed, "the optimizer step changed no parameter"
+    # the images reached the model: the vision tower was trained too
+    assert any(".visual." in name or name.startswith("visual.") for name in changed), sorted(changed)
+    assert any("language_model" in name for name in changed), sorted(changed)
+
+
+def _hf_log_probs(model_dir: Path, batch: Any) -> torch.Tensor:
+    """Response-token log-probs of the untrained tiny model, computed by transformers on the padded batch."""
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, attn_implementation="sdpa").eval()
+    mm = list(batch.non_tensor_batch["multi_modal_inputs"])
+    responses = batch.batch["responses"]
+    with torch.no_grad():
+        logits = model(
+            input_ids=batch.batch["input_ids"],
+            attention_mask=batch.batch["attention_mask"],
+            pixel_values=torch.cat([m["pixel_values"] for m in mm]),
+            image_grid_thw=torch.cat([m["image_grid_thw"] for m in mm]),
+        ).logits.float()
+    logits = logits[:, -responses.shape[1] - 1 : -1]
+    return torch.log_softmax(logits, dim=-1).gather(-1, responses.unsqueeze(-1)).squeeze(-1)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
