@@ -1,8 +1,9 @@
-"""Shared pytest fixtures: the real ReasonMap networks beside the project, when present."""
+"""Shared pytest fixtures: the real ReasonMap networks beside the project, when present, and the tiny Qwen2.5-VL."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -20,3 +21,19 @@ def reasonmap_dir() -> Path:
     if not (REASONMAP_DIR / "stations").is_dir():
         pytest.skip(f"real ReasonMap data not found at {REASONMAP_DIR}")
     return REASONMAP_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny offline Qwen2.5-VL checkpoint (random weights), built once per session; read it, never write it."""
+    from tests.fixtures.tiny_qwen import build_tiny_qwen  # lazily: collection stays fast
+
+    return build_tiny_qwen(tmp_path_factory.mktemp("tiny_qwen"))
+
+
+@pytest.fixture(scope="session")
+def tiny(tiny_dir: Path) -> tuple[Any, Any]:
+    """(tokenizer, processor) of ``tiny_dir``, loaded the way verl loads them."""
+    from tests.fixtures.tiny_qwen import load_tiny_qwen
+
+    return load_tiny_qwen(tiny_dir)

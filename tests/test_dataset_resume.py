@@ -23,14 +23,8 @@ from verl.utils.dataset.rl_dataset import collate_fn
 from recipe.dataset import StagedRLHFDataset
 from recipe.stages import StagePlanMismatchError
 from tests.fixtures.stage_data import write_stage_file
-from tests.fixtures.tiny_qwen import build_tiny_qwen, load_tiny_qwen
 
 BATCH = 4
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, Any]:
-    return load_tiny_qwen(build_tiny_qwen(tmp_path_factory.mktemp("tiny_qwen")))
 
 
 @pytest.fixture(scope="module")

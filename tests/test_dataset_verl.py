@@ -8,12 +8,10 @@ of the tiny model on the result.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -26,23 +24,13 @@ from verl.utils.dataset.rl_dataset import collate_fn, get_dataset_class
 
 from data_prep.schema import EXTRA_INFO_KEYS
 from recipe.dataset import PLAN_EXTRA_KEYS, StagedRLHFDataset, fetch_image
+from tests.fixtures.agent_loop import FakeServer, run_agent_loop
 from tests.fixtures.stage_data import MAX_PIXELS, make_row, png_bytes, write_rows, write_stage_file
-from tests.fixtures.tiny_qwen import build_tiny_qwen, load_tiny_qwen
 
 BATCH = 4
 PROMPT_LENGTH = 64
 RESPONSE_LENGTH = 16
 BIG = (300, 200)  # not pre-resized: 60000 pixels against a budget of MAX_PIXELS = 12544
-
-
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_qwen(tmp_path_factory.mktemp("tiny_qwen"))
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_dir: Path) -> tuple[Any, Any]:
-    return load_tiny_qwen(tiny_dir)
 
 
 @pytest.fixture(scope="module")
@@ -116,89 +104,42 @@ def test_fetch_image_fits_the_budget():
     assert image.size == (112, 84) and image.mode == "RGB"
 
 
-class FakeServer:
-    """Stands in for verl's LLMServerClient: records the request, answers with fixed tokens."""
-
-    def __init__(self, token_ids: list[int]):
-        self.token_ids = token_ids
-        self.requests: list[dict] = []
-
-    async def generate(self, **request: Any) -> Any:
-        from verl.workers.rollout.replica import TokenOutput
-
-        self.requests.append(request)
-        return TokenOutput(token_ids=self.token_ids)
-
-
 def test_agent_loop_accepts_the_samples(config, tiny, tiny_dir):
     from transformers import Qwen2_5_VLForConditionalGeneration
-    from verl.experimental.agent_loop.agent_loop import AgentLoopWorker, DictConfigWrap
-    from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
 
     tokenizer, processor = tiny
     dataset = create_rl_dataset(config.train_files, config, tokenizer, processor, is_train=True)
     # steps 2 and 3 are the planning stage, unshuffled: pre-resized (112 x 84) and oversized images alternate
     batch = DataProto.from_single_dict(collate_fn([dataset[i] for i in range(8, 16)]))
     assert {"raw_prompt", "extra_info", "reward_model", "index"} <= set(batch.non_tensor_batch)
-    trainer_config = OmegaConf.create(
-        {"actor_rollout_ref": {"rollout": {"prompt_length": PROMPT_LENGTH, "response_length": RESPONSE_LENGTH}}}
-    )
     answer = tokenizer.encode("Route Name: Line 1", add_special_tokens=False) + [
         tokenizer.convert_tokens_to_ids("<|im_end|>")
     ]
     server = FakeServer(answer)
-    worker = AgentLoopWorker.__new__(AgentLoopWorker)  # only its post-processing methods are used
-    worker.tokenizer, worker.processor, worker.mm_processor_kwargs = tokenizer, processor, {}
-    worker.rollout_config = SimpleNamespace(prompt_length=PROMPT_LENGTH, response_length=RESPONSE_LENGTH)
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(tiny_dir).eval()
     image_token = processor.image_token_id
 
-    event_loop = asyncio.new_event_loop()  # the agent loop captures the current loop when it is built
-    asyncio.set_event_loop(event_loop)
-    try:
-        for i in range(len(batch)):
-            kwargs = {k: v[i] for k, v in batch.non_tensor_batch.items()}
-            loop = SingleTurnAgentLoop(
-                trainer_config=DictConfigWrap(trainer_config),
-                server_manager=server,
-                tokenizer=tokenizer,
-                processor=processor,
-                dataset_cls=type(dataset),
-                data_config=DictConfigWrap(config),
-                hf_model_type="qwen2_5_vl",
-            )
-            output = loop.loop.run_until_complete(loop.run({"temperature": 1.0}, **kwargs))  # the loop it captured
-            (image,) = output.multi_modal_data["images"]
-            assert image.size == (112, 84)  # both the pre-resized and the oversized map end inside the budget
-            assert output.response_ids == answer and server.requests[-1]["image_data"] == [image]
+    for i in range(len(batch)):
+        kwargs = {k: v[i] for k, v in batch.non_tensor_batch.items()}
+        run = run_agent_loop(kwargs, tiny, dataset, config, PROMPT_LENGTH, RESPONSE_LENGTH, server=server)
+        output, input_ids, mm, position_ids = run.output, run.input_ids, run.multi_modal_inputs, run.position_ids
+        (image,) = output.multi_modal_data["images"]
+        assert image.size == (112, 84)  # both the pre-resized and the oversized map end inside the budget
+        assert output.response_ids == answer and server.requests[-1]["image_data"] == [image]
 
-            prompt = worker._pad_token_ids(
-                output.prompt_ids, max_length=PROMPT_LENGTH, padding_side="left", return_attention_mask=True
-            )
-            response = worker._pad_token_ids(
-                output.response_ids, max_length=RESPONSE_LENGTH, padding_side="right", return_attention_mask=True
-            )
-            input_ids = torch.cat([prompt["input_ids"], response["input_ids"]], dim=1)
-            attention_mask = torch.cat([prompt["attention_mask"], response["attention_mask"]], dim=1)
-            mm = worker._compute_multi_modal_inputs(output, input_ids)
-            position_ids = worker._compute_position_ids(input_ids, attention_mask, mm, output.mm_processor_kwargs)
-
-            grid = (84 // 14, 112 // 14)
-            assert mm["image_grid_thw"].tolist() == [[1, *grid]]
-            assert tuple(mm["pixel_values"].shape) == (grid[0] * grid[1], 3 * 2 * 14 * 14)
-            assert int((input_ids == image_token).sum()) == grid[0] * grid[1] // 4 == 12
-            assert tuple(position_ids.shape) == (1, 4, PROMPT_LENGTH + RESPONSE_LENGTH)
-            with torch.no_grad():
-                logits = model(
-                    input_ids=input_ids,
-                    attention_mask=attention_mask,
-                    pixel_values=mm["pixel_values"],
-                    image_grid_thw=mm["image_grid_thw"],
-                ).logits
-            assert logits.shape[:2] == input_ids.shape and torch.isfinite(logits).all()
-    finally:
-        asyncio.set_event_loop(None)
-        event_loop.close()
+        grid = (84 // 14, 112 // 14)
+        assert mm["image_grid_thw"].tolist() == [[1, *grid]]
+        assert tuple(mm["pixel_values"].shape) == (grid[0] * grid[1], 3 * 2 * 14 * 14)
+        assert int((input_ids == image_token).sum()) == grid[0] * grid[1] // 4 == 12
+        assert tuple(position_ids.shape) == (1, 4, PROMPT_LENGTH + RESPONSE_LENGTH)
+        with torch.no_grad():
+            logits = model(
+                input_ids=input_ids,
+                attention_mask=run.attention_mask,
+                pixel_values=mm["pixel_values"],
+                image_grid_thw=mm["image_grid_thw"],
+            ).logits
+        assert logits.shape[:2] == input_ids.shape and torch.isfinite(logits).all()
 
 
 def test_module_imports_light_in_a_fresh_process(tmp_path: Path):

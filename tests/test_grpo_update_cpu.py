@@ -24,7 +24,6 @@ pieces inside verl's update, not a supported way to train on CPU.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import os
@@ -38,8 +37,8 @@ import numpy as np
 import pytest
 import torch
 
+from tests.fixtures.agent_loop import run_agent_loop
 from tests.fixtures.stage_data import make_row, write_rows
-from tests.fixtures.tiny_qwen import build_tiny_qwen, load_tiny_qwen
 
 pytestmark = pytest.mark.slow
 
@@ -91,36 +90,18 @@ def _trainer_config(model_dir: Path, data_file: Path) -> Any:
         return compose("ppo_trainer", overrides=overrides)
 
 
-class _FakeServer:
-    """Stands in for verl's LLM server client: answers every request with the given token ids."""
-
-    def __init__(self, token_ids: list[int]):
-        self.token_ids = token_ids
-
-    async def generate(self, **request: Any) -> Any:
-        from verl.workers.rollout.replica import TokenOutput
-
-        return TokenOutput(token_ids=self.token_ids)
-
-
-def _rollout_batch(model_dir: Path, config: Any) -> Any:
+def _rollout_batch(tiny: tuple[Any, Any], config: Any) -> Any:
     """2 prompts x 2 responses (gold, junk) as verl's agent loop hands them to the trainer (a DataProto)."""
     from verl import DataProto
-    from verl.experimental.agent_loop.agent_loop import AgentLoopWorker, DictConfigWrap
-    from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
     from verl.trainer.ppo.utils import create_rl_dataset
 
     from reward_fns.gold import gold_response
     from reward_fns.ground_truth import GroundTruth
 
-    tokenizer, processor = load_tiny_qwen(model_dir)
+    tokenizer, processor = tiny
     data_config = config.data
     dataset = create_rl_dataset(data_config.val_files, data_config, tokenizer, processor, is_train=False)
     assert len(dataset) == len(STAGES)
-
-    worker = AgentLoopWorker.__new__(AgentLoopWorker)  # only its post-processing methods are used
-    worker.tokenizer, worker.processor, worker.mm_processor_kwargs = tokenizer, processor, {}
-    worker.rollout_config = config.actor_rollout_ref.rollout
     eos = tokenizer.convert_tokens_to_ids("<|im_end|>")
 
     columns: dict[str, list[Any]] = {
@@ -129,51 +110,28 @@ def _rollout_batch(model_dir: Path, config: Any) -> Any:
     non_tensor: dict[str, list[Any]] = {
         k: [] for k in ("uid", "data_source", "reward_model", "extra_info", "multi_modal_inputs")
     }
-    event_loop = asyncio.new_event_loop()  # the agent loop captures the current loop when it is built
-    asyncio.set_event_loop(event_loop)
-    try:
-        for index in range(len(dataset)):
-            sample = dataset[index]
-            gt = GroundTruth.from_json(sample["reward_model"]["ground_truth"])
-            for text in (gold_response(gt), JUNK):
-                answer = tokenizer.encode(text, add_special_tokens=False)[: RESPONSE_LENGTH - 1] + [eos]
-                loop = SingleTurnAgentLoop(
-                    trainer_config=DictConfigWrap(config),
-                    server_manager=_FakeServer(answer),
-                    tokenizer=tokenizer,
-                    processor=processor,
-                    dataset_cls=type(dataset),
-                    data_config=DictConfigWrap(data_config),
-                    hf_model_type="qwen2_5_vl",
-                )
-                output = loop.loop.run_until_complete(loop.run({"temperature": 1.0}, **sample))
-                prompt = worker._pad_token_ids(
-                    output.prompt_ids, max_length=PROMPT_LENGTH, padding_side="left", return_attention_mask=True
-                )
-                response = worker._pad_token_ids(
-                    output.response_ids, max_length=RESPONSE_LENGTH, padding_side="right", return_attention_mask=True
-                )
-                input_ids = torch.cat([prompt["input_ids"], response["input_ids"]], dim=1)
-                attention_mask = torch.cat([prompt["attention_mask"], response["attention_mask"]], dim=1)
-                mm = worker._compute_multi_modal_inputs(output, input_ids)
-                position_ids = worker._compute_position_ids(input_ids, attention_mask, mm, output.mm_processor_kwargs)
-                for key, value in (
-                    ("prompts", prompt["input_ids"]),
-                    ("responses", response["input_ids"]),
-                    ("input_ids", input_ids),
-                    ("attention_mask", attention_mask),
-                    ("position_ids", position_ids),
-                    ("response_mask", response["attention_mask"]),
-                ):
-                    columns[key].append(value)
-                non_tensor["uid"].append(f"prompt-{index}")
-                non_tensor["data_source"].append(sample["data_source"])
-                non_tensor["reward_model"].append(sample["reward_model"])
-                non_tensor["extra_info"].append(sample["extra_info"])
-                non_tensor["multi_modal_inputs"].append(mm)
-    finally:
-        asyncio.set_event_loop(None)
-        event_loop.close()
+    for index in range(len(dataset)):
+        sample = dataset[index]
+        gt = GroundTruth.from_json(sample["reward_model"]["ground_truth"])
+        for text in (gold_response(gt), JUNK):
+            answer = tokenizer.encode(text, add_special_tokens=False)[: RESPONSE_LENGTH - 1] + [eos]
+            run = run_agent_loop(
+                sample,
+                tiny,
+                dataset,
+                data_config,
+                PROMPT_LENGTH,
+                RESPONSE_LENGTH,
+                answer_ids=answer,
+                trainer_config=config,
+            )
+            for key in columns:
+                columns[key].append(getattr(run, key))
+            non_tensor["uid"].append(f"prompt-{index}")
+            non_tensor["data_source"].append(sample["data_source"])
+            non_tensor["reward_model"].append(sample["reward_model"])
+            non_tensor["extra_info"].append(sample["extra_info"])
+            non_tensor["multi_modal_inputs"].append(run.multi_modal_inputs)
 
     tensors = {key: torch.cat(values, dim=0) for key, values in columns.items()}
     arrays = {key: np.array(values, dtype=object) for key, values in non_tensor.items()}
@@ -265,17 +223,12 @@ def _as_floats(value: Any) -> list[float]:
     return [float(v) for v in values]
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_qwen(tmp_path_factory.mktemp("tiny_qwen"))
-
-
-def test_one_grpo_update_through_verl_fsdp2_engine(model_dir: Path, tmp_path: Path) -> None:
+def test_one_grpo_update_through_verl_fsdp2_engine(tiny_dir: Path, tiny: tuple[Any, Any], tmp_path: Path) -> None:
     from omegaconf import OmegaConf
 
     rows = [make_row(stage, i) for i, stage in enumerate(STAGES)]  # 112 x 84 maps, inside the pixel budget
-    config = _trainer_config(model_dir, write_rows(tmp_path / "rows.parquet", rows))
-    batch = _add_rewards_and_advantages(_rollout_batch(model_dir, config), config)
+    config = _trainer_config(tiny_dir, write_rows(tmp_path / "rows.parquet", rows))
+    batch = _add_rewards_and_advantages(_rollout_batch(tiny, config), config)
 
     # the recipe's pieces: gold beats junk for each prompt, so advantages are non-zero and of opposite sign
     scores = batch.batch["token_level_rewards"].sum(-1)
@@ -321,7 +274,7 @@ def test_one_grpo_update_through_verl_fsdp2_engine(model_dir: Path, tmp_path: Pa
     log_probs = torch.tensor(result["log_probs"])
     mask = batch.batch["response_mask"].bool()
     assert log_probs.shape == mask.shape and torch.isfinite(log_probs[mask]).all()
-    reference = _hf_log_probs(model_dir, batch)
+    reference = _hf_log_probs(tiny_dir, batch)
     torch.testing.assert_close(log_probs[mask], reference[mask], atol=1e-3, rtol=0)  # token std is ~0.1
 
     metrics = result["metrics"]

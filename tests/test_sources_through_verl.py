@@ -4,22 +4,19 @@
 ReasonMap-Train schema) each write a dataset folder; for each folder the stage files go through
 ``StagedRLHFDataset`` (verl's ``data.custom_cls``), verl's ``collate_fn``, and, for one sample of every question
 type, verl's agent-loop multimodal preprocessing (``SingleTurnAgentLoop.run`` against the fake server of
-``tests/test_dataset_verl.py``, then the ``AgentLoopWorker`` post-processing into ``pixel_values``,
+``tests/fixtures/agent_loop.py``, then the ``AgentLoopWorker`` post-processing into ``pixel_values``,
 ``image_grid_thw`` and M-RoPE position ids) with the tiny offline Qwen2.5-VL.
 """
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pyarrow.parquet as pq
 import pytest
-import torch
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 from verl.protocol import DataProto
@@ -31,7 +28,7 @@ from data_prep.images import smart_resize_dims
 from data_prep.schema import EXTRA_INFO_KEYS
 from data_prep.writer import read_manifest
 from recipe.dataset import PLAN_EXTRA_KEYS, StagedRLHFDataset
-from tests.test_dataset_verl import FakeServer, tiny, tiny_dir  # noqa: F401  (module-scoped fixtures)
+from tests.fixtures.agent_loop import run_agent_loop
 from tests.test_reasonmap_prep import NETWORK, _map_png, _write_jsonl, train_records
 
 SOURCES = ("synthetic", "reasonmap")
@@ -101,7 +98,7 @@ def _stored_sizes(folder: Path) -> dict[str, tuple[int, int]]:
 
 
 @pytest.fixture(scope="module")
-def loaded(prepared: dict[str, Path], tiny: tuple[Any, Any]) -> Loaded:  # noqa: F811
+def loaded(prepared: dict[str, Path], tiny: tuple[Any, Any]) -> Loaded:
     """Per source: its config, its training StagedRLHFDataset and the collated batch of all its samples."""
     tokenizer, processor = tiny
     out: Loaded = {}
@@ -142,57 +139,12 @@ def test_extra_info_is_the_same_across_samples_and_sources(loaded: Loaded) -> No
     }
 
 
-def _run_agent_loop(
-    sample: dict[str, Any], config: DictConfig, dataset: StagedRLHFDataset, tokenizer_processor: tuple
-) -> tuple:
-    """One collated sample through SingleTurnAgentLoop.run and the AgentLoopWorker post-processing."""
-    from verl.experimental.agent_loop.agent_loop import AgentLoopWorker, DictConfigWrap
-    from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
-
-    tokenizer, processor = tokenizer_processor
-    trainer_config = OmegaConf.create(
-        {"actor_rollout_ref": {"rollout": {"prompt_length": PROMPT_LENGTH, "response_length": RESPONSE_LENGTH}}}
-    )
-    answer = tokenizer.encode("Yes", add_special_tokens=False) + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
-    worker = AgentLoopWorker.__new__(AgentLoopWorker)  # only its post-processing methods are used
-    worker.tokenizer, worker.processor, worker.mm_processor_kwargs = tokenizer, processor, {}
-    worker.rollout_config = SimpleNamespace(prompt_length=PROMPT_LENGTH, response_length=RESPONSE_LENGTH)
-    event_loop = asyncio.new_event_loop()  # the agent loop captures the current loop when it is built
-    asyncio.set_event_loop(event_loop)
-    try:
-        loop = SingleTurnAgentLoop(
-            trainer_config=DictConfigWrap(trainer_config),
-            server_manager=FakeServer(answer),
-            tokenizer=tokenizer,
-            processor=processor,
-            dataset_cls=type(dataset),
-            data_config=DictConfigWrap(config),
-            hf_model_type="qwen2_5_vl",
-        )
-        output = loop.loop.run_until_complete(loop.run({"temperature": 1.0}, **sample))
-    finally:
-        asyncio.set_event_loop(None)
-        event_loop.close()
-    assert len(output.prompt_ids) <= PROMPT_LENGTH
-    prompt = worker._pad_token_ids(
-        output.prompt_ids, max_length=PROMPT_LENGTH, padding_side="left", return_attention_mask=True
-    )
-    response = worker._pad_token_ids(
-        output.response_ids, max_length=RESPONSE_LENGTH, padding_side="right", return_attention_mask=True
-    )
-    input_ids = torch.cat([prompt["input_ids"], response["input_ids"]], dim=1)
-    attention_mask = torch.cat([prompt["attention_mask"], response["attention_mask"]], dim=1)
-    mm = worker._compute_multi_modal_inputs(output, input_ids)
-    position_ids = worker._compute_position_ids(input_ids, attention_mask, mm, output.mm_processor_kwargs)
-    return output, input_ids, mm, position_ids
-
-
 @pytest.mark.parametrize("source", SOURCES)
 def test_agent_loop_preprocesses_every_question_type(
     source: str,
     prepared: dict[str, Path],
     loaded: Loaded,
-    tiny: tuple[Any, Any],  # noqa: F811
+    tiny: tuple[Any, Any],
 ) -> None:
     config, dataset, collated = loaded[source]
     batch = DataProto.from_single_dict(collated)
@@ -201,12 +153,16 @@ def test_agent_loop_preprocesses_every_question_type(
     for i, extra in enumerate(batch.non_tensor_batch["extra_info"]):
         first_of_type.setdefault(extra["question_type"], i)
     assert set(first_of_type) == ALL_TYPES
-    image_token = tiny[1].image_token_id
+    tokenizer, processor = tiny
+    image_token = processor.image_token_id
+    answer = tokenizer.encode("Yes", add_special_tokens=False) + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
     for qtype, i in sorted(first_of_type.items()):
         sample = {k: v[i] for k, v in batch.non_tensor_batch.items()}
         width, height = stored[sample["extra_info"]["source_id"]]
         assert width % 28 == 0 and height % 28 == 0 and MIN_PIXELS <= width * height <= MAX_PIXELS
-        output, input_ids, mm, position_ids = _run_agent_loop(sample, config, dataset, tiny)
+        run = run_agent_loop(sample, tiny, dataset, config, PROMPT_LENGTH, RESPONSE_LENGTH, answer_ids=answer)
+        output, input_ids, mm, position_ids = run.output, run.input_ids, run.multi_modal_inputs, run.position_ids
+        assert len(output.prompt_ids) <= PROMPT_LENGTH
         (image,) = output.multi_modal_data["images"]
         assert image.size == (width, height), f"{source} {qtype}: the stored map was resized again"
         grid = (height // 14, width // 14)
