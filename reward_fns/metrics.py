@@ -240,30 +240,22 @@ def _answer_blocks(text: str, ctx: QuestionContext, parser: Parser) -> tuple[lis
         via = "number" if template == "long1" else "list" if template == "long2" else None
         strict = parse_route_blocks_strict(text, arrival="tail" if template == "short" else "line", via=via)
         correct = route_correct(paper_legs(strict, ctx), ctx)
-        blocks = [
-            _AnswerBlock(
-                b.route_name,
-                normalize_station(b.departure),
-                normalize_station(b.arrival),
-                None if b.num_via_stops is None else (first_integer(b.num_via_stops) or 0),
-                None if b.via_stops is None else tuple(normalize_station(v) for v in split_via_stops(b.via_stops)),
-            )
-            for b in strict
-        ]
+        blocks = [_answer_block(b, None if b.via_stops is None else split_via_stops(b.via_stops)) for b in strict]
         return blocks, correct
     tolerant = parse_route_blocks(text)
     correct = route_correct(tolerant_legs(tolerant, ctx), ctx)
-    blocks = [
-        _AnswerBlock(
-            b.route_name,
-            normalize_station(b.departure),
-            normalize_station(b.arrival),
-            None if b.num_via_stops is None else (first_integer(b.num_via_stops) or 0),
-            None if b.via_stops is None else tuple(normalize_station(v) for v in b.via_stops),
-        )
-        for b in tolerant
-    ]
-    return blocks, correct
+    return [_answer_block(b, b.via_stops) for b in tolerant], correct
+
+
+def _answer_block(block: Any, via_stops: Iterable[str] | None) -> _AnswerBlock:
+    """One parsed block (strict or tolerant) with its stations normalised for comparison."""
+    return _AnswerBlock(
+        block.route_name,
+        normalize_station(block.departure),
+        normalize_station(block.arrival),
+        None if block.num_via_stops is None else (first_integer(block.num_via_stops) or 0),
+        None if via_stops is None else tuple(normalize_station(v) for v in via_stops),
+    )
 
 
 def _as_int(value: Any) -> int | None:
