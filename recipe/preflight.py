@@ -8,7 +8,6 @@ none. Checks that need the model's processor say plainly when it cannot be loade
 
 from __future__ import annotations
 
-import asyncio
 import io
 import os
 from dataclasses import dataclass, field
@@ -254,8 +253,13 @@ def _prompt_tokens(processor: Any, row: dict[str, Any]) -> int:
 # -- reward ------------------------------------------------------------------------------------------------
 def _check_reward(config: DictConfig, samples: list[SampleRow], tokenizer: Any, report: PreflightReport) -> None:
     import reward_fns
+    from recipe.reward_manager import reward_kwargs_from_config
 
-    reward_kwargs = dict(OmegaConf.to_container(config.reward.get("reward_kwargs", {}) or {}, resolve=True))
+    try:
+        reward_kwargs = reward_kwargs_from_config(config)  # the manager's own reading and checks
+    except ValueError as err:
+        report.add("reward", False, str(err))
+        return
     problems = []
     scored = 0
     if tokenizer is not None:
@@ -302,11 +306,7 @@ def _manager_scorer(config: DictConfig, tokenizer: Any):
                 key: np.array([sample.row[key]], dtype=object) for key in ("data_source", "reward_model", "extra_info")
             },
         )
-        result = (
-            asyncio.run(manager.run_single(data))
-            if manager.loop is None
-            else manager.loop.run_until_complete(manager.run_single(data))
-        )
+        result = manager.loop.run_until_complete(manager.run_single(data))  # the loop the manager captured
         info = dict(result["reward_extra_info"])
         return {"score": float(result["reward_score"]), "acc": float(info.get("acc", 0.0))}
 

@@ -75,6 +75,11 @@ def test_verl_validation_failure_is_reported(data_dir: Path) -> None:
     assert "mini" in detail.lower()
 
 
+def test_bad_reward_option_is_named(data_dir: Path) -> None:
+    detail = failed(preflight(data_dir, "reward.reward_kwargs.mode=bogus"))["reward"]
+    assert "reward.reward_kwargs.mode" in detail and "bogus" in detail
+
+
 def test_epochs_outside_the_stages_are_refused(data_dir: Path) -> None:
     detail = failed(preflight(data_dir, "trainer.total_epochs=2"))["verl config"]
     assert "total_epochs must be 1" in detail
