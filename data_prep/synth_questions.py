@@ -76,7 +76,7 @@ def generate_questions(
 ) -> list[Question]:
     """Up to ``counts[type]`` distinct questions of each type (fewer where the network cannot supply them).
 
-    Planning questions take ``planning_templates`` in turn (all three by default; the released "paper" reward
+    Planning questions take ``planning_templates`` in turn (all three by default; the "released" reward mode
     can only credit "short", see ``reward_fns.parsing.parse_route_blocks_strict``).
     """
     unknown = [t for t in planning_templates if t not in PLANNING_TEMPLATES]

@@ -297,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--planning-templates",
         default=",".join(PLANNING_TEMPLATES),
-        help="comma-separated subset of short,long1,long2 (the 'paper' reward credits short only)",
+        help="comma-separated subset of short,long1,long2 (the 'released' reward mode credits short only)",
     )
     parser.add_argument("--contact-sheet", action="store_true", help=f"also write {CONTACT_SHEET}")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")

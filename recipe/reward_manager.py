@@ -7,9 +7,9 @@ Select it (it runs inside verl's ``RewardLoopWorker`` Ray actors, so it is loade
     reward.reward_manager.name=RewardMapRewardManager
 
 Scoring options live in ``reward.reward_kwargs`` (a free-form dict verl hands to every manager; add it with
-``+reward.reward_kwargs.mode=paper`` on a command line whose yaml lacks it). Every key is optional::
+``+reward.reward_kwargs.mode=released`` on a command line whose yaml lacks it). Every key is optional::
 
-    reward.reward_kwargs.mode             fixed | paper | sparse        (default fixed)
+    reward.reward_kwargs.mode             fixed | released | sparse       (default fixed)
     reward.reward_kwargs.alpha            detail-reward factor          (default 0.5)
     reward.reward_kwargs.map_weights      {easy: 1.0, middle: 1.2, hard: 1.5} (the default)
     reward.reward_kwargs.transfer_weight  question (transfer) weight    (default 0.5)

@@ -4,7 +4,7 @@ A GRPO group scores n responses to one question, and a batch holds many question
 ground-truth JSON and indexing the network must not happen per response: contexts are cached by the ground-truth
 string, and the network index (normalised station sets per line, line-name look-ups) by the network's content,
 shared by every question of a city. Also here: how a response's line name is resolved onto the network, in the
-released code's way (``paper_line``) and tolerantly (``tolerant_line``).
+released code's way (``released_line``) and tolerantly (``tolerant_line``).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from reward_fns.network import MetroNetwork, normalize_station
 
 # The released code's hard-coded renames (Beijing's Batong line runs through to Line 1, Daxing line to Line 4),
 # applied in this order to every route name, whatever the city.
-PAPER_RENAMES = (("八通", "Line 1"), ("大兴", "Line 4"))
+RELEASED_RENAMES = (("八通", "Line 1"), ("大兴", "Line 4"))
 # Cities where the tolerant resolver applies them (elsewhere they would map foreign names onto unrelated lines).
 RENAME_CITIES = frozenset({"beijing"})
 
@@ -86,11 +86,11 @@ class QuestionContext:
     origin: str = ""
     destination: str = ""
     direct_lines: frozenset[str] = frozenset()
-    renames: bool = False  # whether the tolerant resolver applies PAPER_RENAMES (Beijing)
+    renames: bool = False  # whether the tolerant resolver applies RELEASED_RENAMES (Beijing)
 
-    def paper_line(self, name: str) -> str | None:
+    def released_line(self, name: str) -> str | None:
         """The released code's rule: apply the renames, then the name must be a line of the city exactly."""
-        for marker, target in PAPER_RENAMES:
+        for marker, target in RELEASED_RENAMES:
             if marker in name:
                 name = target
         return name if self.index is not None and name in self.index.line_stations else None
@@ -102,7 +102,7 @@ class QuestionContext:
         if name in self.index.line_stations:
             return name
         if self.renames:
-            for marker, target in PAPER_RENAMES:
+            for marker, target in RELEASED_RENAMES:
                 if marker in name and target in self.index.line_stations:
                     return target
         return self.index.line_by_key.get(line_key(name))

@@ -6,7 +6,7 @@ city (after the released code's two hard-coded renames, "八通" -> "Line 1" and
 every block lie on that block's line; each block's arrival is the next block's departure. Stop order along the
 line, the number of transfers and optimality are not checked. Stations compare after ``normalize_station``.
 
-The rule is the same in every mode; what differs is how a response becomes legs: ``paper_legs`` from the strict
+The rule is the same in every mode; what differs is how a response becomes legs: ``released_legs`` from the strict
 parser (released semantics, stops normalised twice as the released code does), ``tolerant_legs`` from the
 tolerant parser with ``QuestionContext.tolerant_line`` names.
 
@@ -27,14 +27,15 @@ _LETTER_INDEX = {"a": 0, "b": 1, "c": 2, "d": 3}
 _MAX_INT_CHARS = 4300  # CPython's default int() digit limit: longer strings are never parsed (and never quadratic)
 
 
-def paper_legs(blocks: Sequence[StrictBlock], ctx: QuestionContext) -> list[Leg]:
+def released_legs(blocks: Sequence[StrictBlock], ctx: QuestionContext) -> list[Leg]:
     """Legs of strictly parsed blocks, as the released code compares them.
 
     Stops were normalised at parse time and are normalised again here (the released code calls ``clean_string``
     on already-cleaned stops), which differs from one pass only on odd input such as "站站" or "METRO".
     """
     return [
-        Leg(ctx.paper_line(b.route_name), normalize_station(b.departure), normalize_station(b.arrival)) for b in blocks
+        Leg(ctx.released_line(b.route_name), normalize_station(b.departure), normalize_station(b.arrival))
+        for b in blocks
     ]
 
 
@@ -75,8 +76,8 @@ def expected_vqa_answer(gt: GroundTruth) -> str | int:
     return int(gt.answer) if gt.answer is not None else -1
 
 
-def vqa_correct_paper(answer: str, gt: GroundTruth) -> bool:
-    """The released exact-match rule on an answer from ``parsing.extract_vqa_answer_paper``.
+def vqa_correct_released(answer: str, gt: GroundTruth) -> bool:
+    """The released exact-match rule on an answer from ``parsing.extract_vqa_answer_released``.
 
     TorF: ``answer.lower()`` equals "yes"/"no". Counting2/3: ``int(answer)`` (Python's int: signs, surrounding
     whitespace, underscores and non-ASCII decimal digits accepted) equals the ground truth. Counting1: the lower-case

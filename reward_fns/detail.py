@@ -4,7 +4,7 @@ Both start at 0 and pay nothing unless the first departure is the origin and the
 then, with t = the question's transfer count and blocks indexed i = 0, 1, ...:
 
 ============================  ==========================================  ========================================
-                              released (``paper_detail``)                 fixed (``fixed_detail``)
+                              released (``released_detail``)                 fixed (``fixed_detail``)
 ============================  ==========================================  ========================================
 endpoints match               +2                                          +2
 block with a line of the city +3 if t > 0; if t == 0, +4 when that line   same, but only for the first occurrence
@@ -41,7 +41,7 @@ TRANSFER_POINTS = 1.0
 OVERLENGTH_PENALTY = 5.0
 
 
-def paper_detail(legs: Sequence[Leg], ctx: QuestionContext, transfers: int) -> float:
+def released_detail(legs: Sequence[Leg], ctx: QuestionContext, transfers: int) -> float:
     """The released detail reward over legs from the lower-case-checked strict parse (see the module table)."""
     if ctx.index is None or not endpoints_match(legs, ctx):
         return 0.0

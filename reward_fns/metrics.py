@@ -46,12 +46,12 @@ from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, TypedDict
 
 from reward_fns.context import QuestionContext, line_key, question_context
-from reward_fns.correctness import paper_legs, route_correct, tolerant_legs, vqa_correct, vqa_correct_paper
+from reward_fns.correctness import released_legs, route_correct, tolerant_legs, vqa_correct, vqa_correct_released
 from reward_fns.ground_truth import QUESTION_TYPES, GroundTruth
 from reward_fns.network import drop_parenthesised, normalize_station
 from reward_fns.parsing import (
     extract_vqa_answer,
-    extract_vqa_answer_paper,
+    extract_vqa_answer_released,
     first_integer,
     normalize_vqa_answer,
     parse_route_blocks,
@@ -239,7 +239,7 @@ def _answer_blocks(text: str, ctx: QuestionContext, parser: Parser) -> tuple[lis
     if parser == "paper":
         via = "number" if template == "long1" else "list" if template == "long2" else None
         strict = parse_route_blocks_strict(text, arrival="tail" if template == "short" else "line", via=via)
-        correct = route_correct(paper_legs(strict, ctx), ctx)
+        correct = route_correct(released_legs(strict, ctx), ctx)
         blocks = [_answer_block(b, None if b.via_stops is None else split_via_stops(b.via_stops)) for b in strict]
         return blocks, correct
     tolerant = parse_route_blocks(text)
@@ -345,7 +345,7 @@ def evaluate_vqa(ground_truth: GroundTruth | str, response: str, *, parser: Pars
         raise ValueError("evaluate_vqa: a planning question")
     text = response if isinstance(response, str) else ""
     if parser == "paper":
-        correct = vqa_correct_paper(extract_vqa_answer_paper(text), gt)
+        correct = vqa_correct_released(extract_vqa_answer_released(text), gt)
     else:
         found = extract_vqa_answer(text)
         correct = found is not None and vqa_correct(normalize_vqa_answer(found.text, gt.question_type), gt)

@@ -10,7 +10,7 @@ Two families:
   ``sparse`` reward modes read. Accepts the demanded layout plus the usual deviations (markdown bold, bullets,
   blank lines, Windows newlines, full-width colons, any case, blocks not separated by ``--``) and records whether
   each block was written exactly as the prompt demands (``RouteBlock.canonical``), which the format reward uses.
-* **Strict** (``parse_route_blocks_strict``, ``extract_vqa_answer_paper``): a re-implementation of the released
+* **Strict** (``parse_route_blocks_strict``, ``extract_vqa_answer_released``): a re-implementation of the released
   RewardMap code's parsing, quirks included (see each docstring), so that ``paper`` mode reproduces the released
   reward exactly, and of the ReasonMap evaluation's parsing for the benchmark metrics.
 """
@@ -281,13 +281,13 @@ def extract_boxed(text: str) -> str | None:
     return None if last is None else text[last[0] : last[1]]
 
 
-_PAPER_FLAGS = ("the final answer is", "the answer is", "the correct answer is", "the answer should be")
+_RELEASED_ANSWER_FLAGS = ("the final answer is", "the answer is", "the correct answer is", "the answer should be")
 
 
-def extract_vqa_answer_paper(text: str) -> str:
+def extract_vqa_answer_released(text: str) -> str:
     """The answer string exactly as the released code extracts it (never raises; linear time).
 
-    Without ``oxed{`` in the response, each phrase of ``_PAPER_FLAGS`` in turn, first lower-case then with a
+    Without ``oxed{`` in the response, each phrase of ``_RELEASED_ANSWER_FLAGS`` in turn, first lower-case then with a
     capital "The", cuts the text to what follows its last occurrence and, if it occurred, to that text's first
     line and first sentence. With several ``oxed{`` the text is cut to ``\\boxed{`` + what follows the last one.
     The result goes through ``find_math_answer``, then ``.rstrip('.').lstrip(':').strip()``.
@@ -296,7 +296,7 @@ def extract_vqa_answer_paper(text: str) -> str:
         return ""
     s = text
     if "oxed{" not in s:
-        for flag in _PAPER_FLAGS:
+        for flag in _RELEASED_ANSWER_FLAGS:
             for variant in (flag, flag.replace("the", "The")):
                 found = variant in s
                 s = s.rpartition(variant)[2].strip()

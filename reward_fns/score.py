@@ -6,16 +6,16 @@ see ``reward_fns.weights``). W is the same for every response to a question.
 
 Modes (W = weight, acc / format in {0, 1}):
 
-``paper``   exactly the released reward: ``W x (10 x acc + 0.5 x paper_detail)``, no format term, detail for
-            planning only; parsing, correctness and detail reproduce the released code, quirks included (e.g. the
-            arrival is the rest of its block, so a block followed by an explanation or by the long templates'
-            via-stop line never reaches the destination). Range: at most 15 W; no lower bound (each block past
-            the transfer count costs 2.5 W). Worked examples: correct one-transfer route, hard map:
-            2.0 x (10 + 0.5 x 4) = 24.0; correct direct route, easy map: 1.0 x (10 + 0.5 x 1) = 10.5; correct
-            TorF, middle map: 1.2 x 10 = 12.0.
-``fixed``   (default) ``W x (format_reward x format + 10 x acc + alpha x fixed_detail)`` with the tolerant parser.
-            Range: [0, W x (format_reward + 10 + 10 alpha)] for non-negative alpha and format_reward.
-``sparse``  ``10 x acc`` (tolerant acc), unweighted; ``weight``, ``format`` and ``detail`` are still reported.
+``released``  exactly the released reward: ``W x (10 x acc + 0.5 x released_detail)``, no format term, detail for
+              planning only; parsing, correctness and detail reproduce the released code, quirks included (e.g. the
+              arrival is the rest of its block, so a block followed by an explanation or by the long templates'
+              via-stop line never reaches the destination). Range: at most 15 W; no lower bound (each block past
+              the transfer count costs 2.5 W). Worked examples: correct one-transfer route, hard map:
+              2.0 x (10 + 0.5 x 4) = 24.0; correct direct route, easy map: 1.0 x (10 + 0.5 x 1) = 10.5; correct
+              TorF, middle map: 1.2 x 10 = 12.0.
+``fixed``     (default) ``W x (format_reward x format + 10 x acc + alpha x fixed_detail)`` with the tolerant parser.
+              Range: [0, W x (format_reward + 10 + 10 alpha)] for non-negative alpha and format_reward.
+``sparse``    ``10 x acc`` (tolerant acc), unweighted; ``weight``, ``format`` and ``detail`` are still reported.
 
 The two flaws of the released reward that ``fixed`` corrects (``reward_fns.detail`` has the full table):
 
@@ -43,18 +43,18 @@ from typing import Any, Literal, TypedDict
 
 from reward_fns.context import QuestionContext, question_context
 from reward_fns.correctness import (
-    paper_legs,
+    released_legs,
     route_correct,
     tolerant_legs,
     vqa_correct,
-    vqa_correct_paper,
+    vqa_correct_released,
 )
-from reward_fns.detail import fixed_detail, paper_detail
+from reward_fns.detail import fixed_detail, released_detail
 from reward_fns.ground_truth import GroundTruth
 from reward_fns.parsing import (
     RouteBlock,
     extract_vqa_answer,
-    extract_vqa_answer_paper,
+    extract_vqa_answer_released,
     first_integer,
     normalize_vqa_answer,
     parse_route_blocks,
@@ -62,12 +62,12 @@ from reward_fns.parsing import (
 )
 from reward_fns.weights import DEFAULT_TRANSFER_WEIGHT, difficulty_weight
 
-MODES = ("fixed", "paper", "sparse")
+MODES = ("fixed", "released", "sparse")
 SCORE_KEYS = ("score", "acc", "format", "detail", "weight")
 CORRECT_POINTS = 10.0
-PAPER_ALPHA = 0.5
+RELEASED_ALPHA = 0.5
 
-Mode = Literal["fixed", "paper", "sparse"]
+Mode = Literal["fixed", "released", "sparse"]
 
 
 class ScoreResult(TypedDict):
@@ -108,11 +108,11 @@ def _planning(text: str, ctx: QuestionContext, mode: Mode) -> tuple[bool, bool, 
     gt = ctx.gt
     blocks = parse_route_blocks(text)
     fmt = planning_format(blocks, gt.template)
-    if mode == "paper":
+    if mode == "released":
         strict = parse_route_blocks_strict(text, lowercase_check=True)
-        legs = paper_legs(strict, ctx)
+        legs = released_legs(strict, ctx)
         exact = [leg for leg, block in zip(legs, strict, strict=True) if block.exact_labels]
-        return route_correct(exact, ctx), fmt, paper_detail(legs, ctx, gt.question_transfer_count)
+        return route_correct(exact, ctx), fmt, released_detail(legs, ctx, gt.question_transfer_count)
     legs = tolerant_legs(blocks, ctx)
     return route_correct(legs, ctx), fmt, fixed_detail(legs, ctx, gt.question_transfer_count)
 
@@ -121,8 +121,8 @@ def _vqa(text: str, gt: GroundTruth, mode: Mode) -> tuple[bool, bool]:
     found = extract_vqa_answer(text)
     answer = None if found is None else normalize_vqa_answer(found.text, gt.question_type)
     fmt = found is not None and found.source == "boxed" and answer is not None
-    if mode == "paper":
-        return vqa_correct_paper(extract_vqa_answer_paper(text), gt), fmt
+    if mode == "released":
+        return vqa_correct_released(extract_vqa_answer_released(text), gt), fmt
     return vqa_correct(answer, gt), fmt
 
 
@@ -142,7 +142,7 @@ def compute_score(
     """Score one response (verl's custom reward contract); see the module docstring for the modes.
 
     ``data_source``, ``extra_info`` and unknown keyword arguments are accepted and ignored: the ground truth
-    carries everything scoring needs. ``alpha`` and ``format_reward`` apply to ``fixed`` only (``paper`` uses the
+    carries everything scoring needs. ``alpha`` and ``format_reward`` apply to ``fixed`` only (``released`` uses the
     released 0.5 and no format term); ``map_weights`` / ``transfer_weight`` set W in every mode.
     """
     if mode not in MODES:
@@ -164,8 +164,8 @@ def compute_score(
         correct, fmt = _vqa(text, gt, mode)
     acc = 1.0 if correct else 0.0
     fmt_value = 1.0 if fmt else 0.0
-    if mode == "paper":
-        score = weight * (CORRECT_POINTS * acc + PAPER_ALPHA * detail)
+    if mode == "released":
+        score = weight * (CORRECT_POINTS * acc + RELEASED_ALPHA * detail)
     elif mode == "fixed":
         score = weight * (float(format_reward) * fmt_value + CORRECT_POINTS * acc + float(alpha) * detail)
     else:

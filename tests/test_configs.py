@@ -14,7 +14,7 @@ from tests.fixtures.configs import compose_config
 
 PRESETS = ("qwen2_5_vl_3b", "qwen2_5_vl_7b")
 CURRICULA = ("paper", "coarse", "none", "planning_only")
-REWARD_MODES = ("fixed", "paper", "sparse")
+REWARD_MODES = ("fixed", "released", "sparse")
 
 
 def verl_validate(config) -> None:
@@ -40,7 +40,7 @@ def test_every_combination_composes_and_validates(preset: str, curriculum: str, 
 
 
 def test_presets_and_curricula_say_what_the_paper_says() -> None:
-    seven = compose_config("preset=qwen2_5_vl_7b", "curriculum=paper", "reward_mode=paper")
+    seven = compose_config("preset=qwen2_5_vl_7b", "curriculum=paper", "reward_mode=released")
     assert seven.actor_rollout_ref.model.path == "Qwen/Qwen2.5-VL-7B-Instruct"
     assert seven.actor_rollout_ref.rollout.tensor_model_parallel_size == 4
     assert seven.algorithm.adv_estimator == "grpo"

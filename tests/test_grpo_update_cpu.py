@@ -84,7 +84,7 @@ def _trainer_config(model_dir: Path, data_file: Path) -> Any:
         "reward.reward_manager.source=importlib",
         "reward.reward_manager.module.path=pkg://recipe.reward_manager",
         "reward.reward_manager.name=RewardMapRewardManager",
-        "+reward.reward_kwargs.mode=paper",
+        "+reward.reward_kwargs.mode=released",
     ]
     with initialize_config_module("verl.trainer.config", version_base=None):
         return compose("ppo_trainer", overrides=overrides)

@@ -16,7 +16,7 @@ from reward_fns.parsing import (
     _line_after,
     extract_boxed,
     extract_vqa_answer,
-    extract_vqa_answer_paper,
+    extract_vqa_answer_released,
     find_math_answer,
     first_integer,
     normalize_vqa_answer,
@@ -216,8 +216,8 @@ def test_extract_boxed(text: str, expected: str | None) -> None:
         ("\\boxed{3 km}", "3"),
     ],
 )
-def test_extract_vqa_answer_paper(text: str, expected: str) -> None:
-    assert extract_vqa_answer_paper(text) == expected
+def test_extract_vqa_answer_released(text: str, expected: str) -> None:
+    assert extract_vqa_answer_released(text) == expected
 
 
 def test_find_math_answer_cuts_at_an_unopened_brace() -> None:
@@ -277,7 +277,7 @@ ALL_PARSERS = (
     lambda t: parse_route_blocks_strict(t, lowercase_check=True, arrival="line", via="list"),
     extract_boxed,
     extract_vqa_answer,
-    extract_vqa_answer_paper,
+    extract_vqa_answer_released,
     lambda t: normalize_vqa_answer(t, "Counting1"),
     lambda t: normalize_vqa_answer(t, "TorF1"),
     lambda t: normalize_vqa_answer(t, "Counting2"),

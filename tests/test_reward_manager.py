@@ -179,10 +179,10 @@ def _check(outputs: list[dict], expected: list[dict], samples) -> None:
     "reward_kwargs",
     [
         {"mode": "fixed"},
-        {"mode": "paper"},
+        {"mode": "released"},
         {"mode": "sparse"},
         {"mode": "fixed", "alpha": 1.0, "transfer_weight": 0.25, "format_reward": 2.0},
-        {"mode": "paper", "map_weights": {"easy": 1.0, "middle": 1.5, "hard": 2.0}},
+        {"mode": "released", "map_weights": {"easy": 1.0, "middle": 1.5, "hard": 2.0}},
     ],
 )
 def test_loader_matches_compute_score(base_config, tokenizer, reward_kwargs) -> None:
@@ -204,12 +204,12 @@ def test_reward_loop_worker_in_process(base_config, tokenizer) -> None:
     """The RewardLoopWorker verl runs as a Ray actor, here in-process: same rewards, same keys, rm_scores."""
     from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
 
-    worker = RewardLoopWorker(_config(base_config, mode="paper"))
+    worker = RewardLoopWorker(_config(base_config, mode="released"))
     assert isinstance(worker.reward_manager, RewardMapRewardManager)
     samples = _samples(tokenizer)
     batch = _batch(tokenizer, samples)
     outputs = worker.loop.run_until_complete(worker.compute_score_batch(batch))
-    _check(outputs, _expected(tokenizer, samples, {"mode": "paper"}), samples)
+    _check(outputs, _expected(tokenizer, samples, {"mode": "released"}), samples)
 
     # What verl's RewardLoopManager does next: key list from sample 0, numeric arrays, scores on the last token.
     keys = list(outputs[0]["reward_extra_info"])

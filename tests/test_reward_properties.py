@@ -100,14 +100,14 @@ def fixed(text: str, q: Question) -> dict[str, float]:
 def test_every_mode_gives_a_bounded_result(data: st.DataObject) -> None:
     q = data.draw(questions())
     text = data.draw(responses(q))
-    for mode in ("paper", "fixed", "sparse"):
+    for mode in ("released", "fixed", "sparse"):
         result = dict(compute_score("synthetic", text, q.json, {"anything": [1]}, mode=mode))
         check_result(result)
         w = result["weight"]
         if mode == "fixed":
             assert 0.0 <= result["detail"] <= 10.0
             assert 0.0 <= result["score"] <= w * (FORMAT + 10 + 10 * ALPHA)
-        elif mode == "paper":
+        elif mode == "released":
             assert result["detail"] <= 10.0
             assert result["score"] <= w * 15 and result["score"] == w * (10 * result["acc"] + 0.5 * result["detail"])
         else:
@@ -163,12 +163,12 @@ def test_listing_every_station_never_pays_in_fixed_mode(data: st.DataObject) -> 
 
 @PROPERTY_SETTINGS
 @given(st.data())
-def test_paper_mode_reproduces_the_off_by_one_on_every_gold_route(data: st.DataObject) -> None:
+def test_released_mode_reproduces_the_off_by_one_on_every_gold_route(data: st.DataObject) -> None:
     q = data.draw(questions().filter(lambda q: q.gt.template == "short"))
     t = q.gt.question_transfer_count
-    paper = dict(compute_score("synthetic", route(*q.gold_rides), q.json, mode="paper"))
+    released = dict(compute_score("synthetic", route(*q.gold_rides), q.json, mode="released"))
     expected = 2 + 4 - 5 if t == 0 else min(10, 2 + 3 * (t + 1) + t - 5)  # the last block always loses 5
-    assert (paper["acc"], paper["detail"]) == (1.0, expected)
+    assert (released["acc"], released["detail"]) == (1.0, expected)
 
 
 @PROPERTY_SETTINGS
@@ -188,7 +188,7 @@ def test_vqa_results_are_bounded_and_hedging_never_pays(qtype: str, answer: int,
     if qtype.startswith("TorF"):
         answer = answer % 2
     gt = GroundTruth(question_type=qtype, city="c", map_difficulty=difficulty, network={"L": ["a", "b"]}, answer=answer)
-    for mode in ("paper", "fixed", "sparse"):
+    for mode in ("released", "fixed", "sparse"):
         result = dict(compute_score("synthetic", text, gt.to_json(), mode=mode))
         check_result(result, weight_max=1.5)
         assert result["detail"] == 0.0
@@ -199,7 +199,7 @@ def test_vqa_results_are_bounded_and_hedging_never_pays(qtype: str, answer: int,
         "Counting2": "\\boxed{0, 1, 2, 3}",
         "Counting3": "\\boxed{0 or 1 or 2 or 3}",
     }
-    for mode in ("paper", "fixed", "sparse"):
+    for mode in ("released", "fixed", "sparse"):
         assert compute_score("synthetic", hedges[qtype], gt.to_json(), mode=mode)["acc"] == 0.0
 
 
@@ -207,7 +207,7 @@ def _best_time(text: str, gt_json: str, repeats: int = 2) -> float:
     best = math.inf
     for _ in range(repeats):
         started = time.perf_counter()
-        for mode in ("paper", "fixed"):
+        for mode in ("released", "fixed"):
             compute_score("synthetic", text, gt_json, mode=mode)
         best = min(best, time.perf_counter() - started)
     return best
@@ -227,7 +227,7 @@ def test_scoring_is_linear_in_the_response_length() -> None:
     for gt in (planning, vqa):
         small, large = unit * (1_000_000 // len(unit)), unit * (4_000_000 // len(unit))
         for text in (small, large):
-            for mode in ("paper", "fixed", "sparse"):
+            for mode in ("released", "fixed", "sparse"):
                 check_result(dict(compute_score("synthetic", text, gt.to_json(), mode=mode)))
         ratio = _best_time(large, gt.to_json()) / max(_best_time(small, gt.to_json()), 1e-6)
         assert ratio < 10, ratio

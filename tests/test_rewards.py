@@ -11,8 +11,8 @@ import pytest
 
 from reward_fns import SCORE_KEYS, compute_score
 from reward_fns.context import question_context
-from reward_fns.correctness import paper_legs, route_correct, tolerant_legs
-from reward_fns.detail import fixed_detail, paper_detail
+from reward_fns.correctness import released_legs, route_correct, tolerant_legs
+from reward_fns.detail import fixed_detail, released_detail
 from reward_fns.gold import gold_response
 from reward_fns.ground_truth import GroundTruth
 from reward_fns.network import MetroNetwork
@@ -31,28 +31,28 @@ def score(response: str, gt: GroundTruth, mode: str = "fixed", **kwargs: object)
 # The worked examples of the brief (released reward) ---------------------------------------------------------------
 
 
-def test_paper_correct_one_transfer_route_on_a_hard_map_is_24() -> None:
-    result = score(route(*ONE_TRANSFER), planning_gt(A, G, 1, difficulty="hard"), "paper")
+def test_released_correct_one_transfer_route_on_a_hard_map_is_24() -> None:
+    result = score(route(*ONE_TRANSFER), planning_gt(A, G, 1, difficulty="hard"), "released")
     assert result == {"score": 24.0, "acc": 1.0, "format": 1.0, "detail": 4.0, "weight": 2.0}
 
 
-def test_paper_correct_direct_route_on_an_easy_map_is_10_5() -> None:
-    result = score(route(*DIRECT), planning_gt(A, E, 0), "paper")
+def test_released_correct_direct_route_on_an_easy_map_is_10_5() -> None:
+    result = score(route(*DIRECT), planning_gt(A, E, 0), "released")
     assert result == {"score": 10.5, "acc": 1.0, "format": 1.0, "detail": 1.0, "weight": 1.0}
 
 
-def test_paper_correct_torf_on_a_middle_map_is_12() -> None:
-    result = score("The two stations share Line 1. \\boxed{yes}", vqa_gt("TorF1", 1, difficulty="middle"), "paper")
+def test_released_correct_torf_on_a_middle_map_is_12() -> None:
+    result = score("The two stations share Line 1. \\boxed{yes}", vqa_gt("TorF1", 1, difficulty="middle"), "released")
     assert result == {"score": 12.0, "acc": 1.0, "format": 1.0, "detail": 0.0, "weight": 1.2}
 
 
 # Planning, hand-checked ------------------------------------------------------------------------------------------
 
 
-def test_two_transfer_route_paper_and_fixed() -> None:
+def test_two_transfer_route_released_and_fixed() -> None:
     gt = planning_gt(A, J, 2, difficulty="middle")
-    # paper detail: 2 + (3+1) + (3+1) + (3-5) = 8; fixed: 2 + 4 + 4 + 3 = 13, clamped to 10. W = 1.2 + 0.5.
-    assert score(route(*TWO_TRANSFERS), gt, "paper") == pytest.approx(
+    # released detail: 2 + (3+1) + (3+1) + (3-5) = 8; fixed: 2 + 4 + 4 + 3 = 13, clamped to 10. W = 1.2 + 0.5.
+    assert score(route(*TWO_TRANSFERS), gt, "released") == pytest.approx(
         {"score": 1.7 * (10 + 4), "acc": 1.0, "format": 1.0, "detail": 8.0, "weight": 1.7}
     )
     assert score(route(*TWO_TRANSFERS), gt) == pytest.approx(
@@ -66,60 +66,60 @@ def test_fixed_mode_values_of_the_worked_examples() -> None:
     assert score("\\boxed{yes}", vqa_gt("TorF1", 1, difficulty="middle"))["score"] == pytest.approx(1.2 * 11)
 
 
-def test_off_by_one_flaw_in_paper_mode_is_fixed_in_fixed_mode() -> None:
-    """A wrong single-block answer to a one-transfer question outscores the correct answer on detail (paper)."""
+def test_off_by_one_flaw_in_released_mode_is_fixed_in_fixed_mode() -> None:
+    """A wrong single-block answer to a one-transfer question outscores the correct answer on detail (released)."""
     gt = planning_gt(A, G, 1, difficulty="hard")
     wrong = route(("Line 1", A, G))  # Ginkgo is not on Line 1: incorrect, yet endpoints and a real line
     correct = route(*ONE_TRANSFER)
-    paper_wrong, paper_correct = score(wrong, gt, "paper"), score(correct, gt, "paper")
-    assert (paper_wrong["acc"], paper_wrong["detail"]) == (0.0, 5.0)  # 2 + 3
-    assert paper_correct["detail"] == 4.0  # 2 + 3 + 1 + 3 - 5
-    assert paper_wrong["detail"] > paper_correct["detail"]
+    released_wrong, released_correct = score(wrong, gt, "released"), score(correct, gt, "released")
+    assert (released_wrong["acc"], released_wrong["detail"]) == (0.0, 5.0)  # 2 + 3
+    assert released_correct["detail"] == 4.0  # 2 + 3 + 1 + 3 - 5
+    assert released_wrong["detail"] > released_correct["detail"]
     fixed_wrong, fixed_correct = score(wrong, gt), score(correct, gt)
     assert (fixed_wrong["detail"], fixed_correct["detail"]) == (5.0, 9.0)
     assert fixed_correct["detail"] > fixed_wrong["detail"]
     assert fixed_correct["score"] > fixed_wrong["score"]
 
 
-def test_paper_penalises_every_correct_route_fixed_only_overlong_ones() -> None:
+def test_released_penalises_every_correct_route_fixed_only_overlong_ones() -> None:
     gt = planning_gt(A, G, 1)
     detour = route(("Line 1", A, "Cedar"), ("Line 2", "Cedar", "Fir"), ("Line 2", "Fir", G))  # correct, 3 rides
-    assert score(detour, gt, "paper")["detail"] == 2 + 3 + 1 + (3 - 5) + (3 - 5)
+    assert score(detour, gt, "released")["detail"] == 2 + 3 + 1 + (3 - 5) + (3 - 5)
     # fixed: only the third ride is over-long (-5 + 3); the second transfer is beyond the one expected.
     assert score(detour, gt)["detail"] == 2 + 3 + 1 + 3 + (3 - 5)
     assert score(detour, gt)["acc"] == 1.0 and score(detour, gt)["score"] < score(route(*ONE_TRANSFER), gt)["score"]
 
 
-def test_paper_detail_has_no_floor_fixed_detail_does() -> None:
+def test_released_detail_has_no_floor_fixed_detail_does() -> None:
     gt = planning_gt(A, E, 0)
     padded = route(*([("Line 9", A, "Birch")] + [("Line 9", "Birch", "Birch")] * 4 + [("Line 9", "Birch", E)]))
-    assert score(padded, gt, "paper")["detail"] == 2 - 5 * 6
-    assert score(padded, gt, "paper")["score"] == 0.5 * (2 - 30)
+    assert score(padded, gt, "released")["detail"] == 2 - 5 * 6
+    assert score(padded, gt, "released")["score"] == 0.5 * (2 - 30)
     assert score(padded, gt)["detail"] == 0.0
 
 
 def test_direct_question_block_points_need_a_line_holding_both_endpoints() -> None:
     gt = planning_gt(A, E, 0)
     two_rides = route(("Line 1", A, "Cedar"), ("Line 1", "Cedar", E))  # correct, but split in two
-    assert score(two_rides, gt, "paper")["detail"] == 2 + (4 - 5) + (4 - 5)
+    assert score(two_rides, gt, "released")["detail"] == 2 + (4 - 5) + (4 - 5)
     assert score(two_rides, gt)["detail"] == 2 + 4 + (4 - 5)
     wrong_line = route(("Line 4", A, E))
-    assert score(wrong_line, gt, "paper")["detail"] == 2 - 5  # Line 4 does not hold Elm: no +4
+    assert score(wrong_line, gt, "released")["detail"] == 2 - 5  # Line 4 does not hold Elm: no +4
     assert score(wrong_line, gt)["detail"] == 2
 
 
-def test_repeated_blocks_pay_in_paper_mode_not_in_fixed_mode() -> None:
+def test_repeated_blocks_pay_in_released_mode_not_in_fixed_mode() -> None:
     gt = planning_gt(A, J, 2)
     once = route(("Line 1", A, J))
     twice = route(("Line 1", A, J), ("Line 1", A, J))
-    assert score(twice, gt, "paper")["detail"] > score(once, gt, "paper")["detail"]  # 2+3+3 vs 2+3
+    assert score(twice, gt, "released")["detail"] > score(once, gt, "released")["detail"]  # 2+3+3 vs 2+3
     assert score(twice, gt)["detail"] == score(once, gt)["detail"] == 5.0
 
 
 def test_splitting_a_ride_earns_no_transfer_point_in_fixed_mode() -> None:
     gt = planning_gt(A, G, 1)
     split = route(("Line 1", A, "Birch"), ("Line 1", "Birch", "Cedar"), ("Line 2", "Cedar", G))  # correct
-    assert score(split, gt, "paper")["detail"] == 2 + 3 + 1 + (3 - 5) + (3 - 5)
+    assert score(split, gt, "released")["detail"] == 2 + 3 + 1 + (3 - 5) + (3 - 5)
     assert score(split, gt)["detail"] == 2 + 3 + 3 + (3 - 5)  # staying on Line 1 at Birch is no transfer
 
 
@@ -129,13 +129,13 @@ def test_repeating_a_standstill_ride_earns_nothing_in_fixed_mode() -> None:
     once, repeated = route(standstill, onward), route(standstill, standstill, onward)
     assert score(once, gt)["detail"] == 2 + 3 + 1 + 3
     assert score(repeated, gt)["detail"] == 2 + 3 + 0 + 0 + 1 + 3
-    assert score(repeated, gt, "paper")["detail"] == 2 + 3 + 1 + 3 + 1 + (3 - 5)
+    assert score(repeated, gt, "released")["detail"] == 2 + 3 + 1 + 3 + 1 + (3 - 5)
 
 
 def test_endpoints_gate_everything() -> None:
     gt = planning_gt(A, G, 1)
     reversed_route = route(("Line 2", G, "Cedar"), ("Line 1", "Cedar", A))
-    for mode in ("paper", "fixed"):
+    for mode in ("released", "fixed"):
         result = score(reversed_route, gt, mode)
         assert (result["acc"], result["detail"]) == (0.0, 0.0)
 
@@ -145,7 +145,7 @@ def test_stop_order_and_optimality_are_not_checked() -> None:
     assert score(route(("Line 1", "Cedar", A)), gt)["acc"] == 1.0  # against the list order
     gt = planning_gt(A, "Fir", 1)
     detour = route(("Line 1", A, "Cedar"), ("Line 2", "Cedar", "Hazel"), ("Line 2", "Hazel", "Fir"))
-    assert score(detour, gt, "paper")["acc"] == score(detour, gt)["acc"] == 1.0
+    assert score(detour, gt, "released")["acc"] == score(detour, gt)["acc"] == 1.0
 
 
 def test_broken_chain_or_foreign_stop_is_incorrect() -> None:
@@ -154,34 +154,34 @@ def test_broken_chain_or_foreign_stop_is_incorrect() -> None:
     off_line = route(("Line 1", A, "Fir"), ("Line 2", "Fir", G))
     unknown_line = route(("Line 7", A, "Cedar"), ("Line 2", "Cedar", G))
     for response in (broken, off_line, unknown_line):
-        assert score(response, gt, "paper")["acc"] == score(response, gt)["acc"] == 0.0
+        assert score(response, gt, "released")["acc"] == score(response, gt)["acc"] == 0.0
 
 
 def test_station_spellings_are_normalised() -> None:
     gt = planning_gt(A, G, 1)
     spelled = route(("Line 1", "alder", "Cedar Station (Transfer Station)"), ("Line 2", "CEDAR", "Ginkgo站"))
-    assert score(spelled, gt, "paper")["acc"] == score(spelled, gt)["acc"] == 1.0
+    assert score(spelled, gt, "released")["acc"] == score(spelled, gt)["acc"] == 1.0
 
 
-def test_paper_arrival_swallows_trailing_text_fixed_does_not() -> None:
+def test_released_arrival_swallows_trailing_text_fixed_does_not() -> None:
     gt = planning_gt(A, G, 1, difficulty="hard")
     response = route(*ONE_TRANSFER) + "\nThis route takes about 20 minutes."
-    assert score(response, gt, "paper") == {"score": 0.0, "acc": 0.0, "format": 1.0, "detail": 0.0, "weight": 2.0}
+    assert score(response, gt, "released") == {"score": 0.0, "acc": 0.0, "format": 1.0, "detail": 0.0, "weight": 2.0}
     assert score(response, gt)["acc"] == 1.0 and score(response, gt)["format"] == 1.0
 
 
-def test_paper_reward_marks_long_template_answers_wrong() -> None:
+def test_released_reward_marks_long_template_answers_wrong() -> None:
     """The via-stop line after the arrival becomes part of the arrival under the released parsing."""
     gt = planning_gt(A, G, 1, template="long1")
     response = route(*ONE_TRANSFER, extra="Number of Via Stops: 1\n")
-    assert score(response, gt, "paper")["acc"] == 0.0
+    assert score(response, gt, "released")["acc"] == 0.0
     assert score(response, gt)["acc"] == score(response, gt)["format"] == 1.0
 
 
 def test_markdown_answer_correct_in_fixed_mode_but_not_formatted() -> None:
     gt = planning_gt(A, G, 1)
     response = route(*ONE_TRANSFER).replace("Route Name:", "**Route Name:**")
-    assert score(response, gt, "paper")["acc"] == 0.0  # "Route Name: " never matches: the line is "Wrong"
+    assert score(response, gt, "released")["acc"] == 0.0  # "Route Name: " never matches: the line is "Wrong"
     assert score(response, gt) == {
         "score": 1.5 * (10 + 0.5 * 9),
         "acc": 1.0,
@@ -191,22 +191,22 @@ def test_markdown_answer_correct_in_fixed_mode_but_not_formatted() -> None:
     }
 
 
-def test_paper_detail_reads_lower_case_labels_correctness_does_not() -> None:
+def test_released_detail_reads_lower_case_labels_correctness_does_not() -> None:
     gt = planning_gt(A, E, 0)
     response = "route name: Line 1\nDeparture Stop: Alder Station\nArrival Stop: Elm"
     # detail: endpoints +2, one block over the (off-by-one) limit -5, route name "Wrong": no line points.
-    assert score(response, gt, "paper") == {"score": -1.5, "acc": 0.0, "format": 0.0, "detail": -3.0, "weight": 1.0}
+    assert score(response, gt, "released") == {"score": -1.5, "acc": 0.0, "format": 0.0, "detail": -3.0, "weight": 1.0}
     assert score(response, gt) == {"score": 10 + 0.5 * 6, "acc": 1.0, "format": 0.0, "detail": 6.0, "weight": 1.0}
 
 
 def test_line_name_renames_and_case() -> None:
     response = route(("八通线", A, E))
     elsewhere, beijing = planning_gt(A, E, 0), planning_gt(A, E, 0, city="beijing")
-    assert score(response, elsewhere, "paper")["acc"] == 1.0  # released: renamed in every city
+    assert score(response, elsewhere, "released")["acc"] == 1.0  # released: renamed in every city
     assert score(response, elsewhere)["acc"] == 0.0
     assert score(response, beijing)["acc"] == 1.0
     lower = route(("line 1", A, E))
-    assert score(lower, elsewhere, "paper")["acc"] == 0.0
+    assert score(lower, elsewhere, "released")["acc"] == 0.0
     assert score(lower, elsewhere)["acc"] == 1.0
 
 
@@ -221,7 +221,7 @@ def test_planning_format_needs_the_template_via_field() -> None:
 
 def test_junk_scores_nothing() -> None:
     gt = planning_gt(A, G, 1, difficulty="hard")
-    for mode in ("paper", "fixed", "sparse"):
+    for mode in ("released", "fixed", "sparse"):
         assert score("I am not sure. Route Name: nowhere\n\\boxed{maybe}", gt, mode)["score"] == 0.0
 
 
@@ -229,7 +229,7 @@ def test_junk_scores_nothing() -> None:
 
 
 @pytest.mark.parametrize(
-    ("qtype", "answer", "response", "paper_acc", "fixed_acc", "fmt"),
+    ("qtype", "answer", "response", "released_acc", "fixed_acc", "fmt"),
     [
         ("TorF1", 1, "\\boxed{yes}", 1, 1, 1),
         ("TorF1", 1, "\\boxed{Yes.}", 1, 1, 1),
@@ -251,10 +251,10 @@ def test_junk_scores_nothing() -> None:
         ("Counting3", 10, "", 0, 0, 0),
     ],
 )
-def test_vqa(qtype: str, answer: int, response: str, paper_acc: int, fixed_acc: int, fmt: int) -> None:
+def test_vqa(qtype: str, answer: int, response: str, released_acc: int, fixed_acc: int, fmt: int) -> None:
     gt = vqa_gt(qtype, answer, difficulty="hard")
-    paper, fixed, sparse = (score(response, gt, mode) for mode in ("paper", "fixed", "sparse"))
-    assert paper == {"score": 15.0 * paper_acc, "acc": paper_acc, "format": fmt, "detail": 0.0, "weight": 1.5}
+    released, fixed, sparse = (score(response, gt, mode) for mode in ("released", "fixed", "sparse"))
+    assert released == {"score": 15.0 * released_acc, "acc": released_acc, "format": fmt, "detail": 0.0, "weight": 1.5}
     assert fixed == {
         "score": 1.5 * (fmt + 10 * fixed_acc),
         "acc": fixed_acc,
@@ -286,8 +286,8 @@ def test_options_change_the_fixed_reward() -> None:
     assert score(response, gt, format_reward=0.0)["score"] == pytest.approx(1.7 * 14.5)
     weights = {"easy": 2.0, "middle": 3.0, "hard": 4.0}
     assert score(response, gt, map_weights=weights, transfer_weight=0.0)["weight"] == 3.0
-    assert score(response, gt, "paper", map_weights=weights)["score"] == pytest.approx(3.5 * 12)
-    assert score(response, gt, "paper", alpha=0.0, format_reward=5.0)["score"] == pytest.approx(1.7 * 12)
+    assert score(response, gt, "released", map_weights=weights)["score"] == pytest.approx(3.5 * 12)
+    assert score(response, gt, "released", alpha=0.0, format_reward=5.0)["score"] == pytest.approx(1.7 * 12)
 
 
 def test_difficulty_weight() -> None:
@@ -325,7 +325,7 @@ def test_unknown_mode_raises_value_error() -> None:
 @pytest.mark.parametrize("extra_info", [None, {}, {"index": "x", "unexpected": object()}, 7, "text"])
 def test_odd_inputs_give_a_result(solution: object, extra_info: object) -> None:
     for gt in (planning_gt(A, G, 1), vqa_gt("Counting1", 0)):
-        for mode in ("paper", "fixed", "sparse"):
+        for mode in ("released", "fixed", "sparse"):
             result = compute_score("x", solution, gt.to_json(), extra_info, mode=mode, unknown_kwarg=1)
             assert set(result) == set(SCORE_KEYS) and all(type(v) is float for v in result.values())
 
@@ -400,9 +400,9 @@ def test_gold_minimum_transfer_routes_are_correct_in_every_real_city(reasonmap_d
             rides = transfers + 1
             assert fixed["detail"] == (6.0 if transfers == 0 else min(10.0, 2 + 3 * rides + transfers))
             if template == "short":
-                paper = compute_score("reasonmap", response, gt.to_json(), mode="paper")
-                assert paper["acc"] == 1.0, (path.stem, response)
-                assert paper["detail"] == (1.0 if transfers == 0 else min(10.0, 2 + 3 * rides + transfers - 5))
+                released = compute_score("reasonmap", response, gt.to_json(), mode="released")
+                assert released["acc"] == 1.0, (path.stem, response)
+                assert released["detail"] == (1.0 if transfers == 0 else min(10.0, 2 + 3 * rides + transfers - 5))
             checked += 1
     assert checked >= 150
 
@@ -413,15 +413,15 @@ def test_every_real_line_and_station_resolves_to_itself(reasonmap_dir: object) -
         gt = planning_gt("x", "y", 0, network=lines, city=path.stem)
         ctx = question_context(gt)
         for line, stations in lines.items():
-            assert ctx.tolerant_line(line) == ctx.paper_line(line) == line
+            assert ctx.tolerant_line(line) == ctx.released_line(line) == line
             text = route(*((line, a, b) for a, b in itertools.pairwise(stations[:3])))
             legs = tolerant_legs(parse_route_blocks(text), ctx)
-            strict = paper_legs(parse_route_blocks_strict(text), ctx)
+            strict = released_legs(parse_route_blocks_strict(text), ctx)
             expected = [line] * min(2, len(stations) - 1)
             assert [leg.line for leg in legs] == [leg.line for leg in strict] == expected, (path.stem, line)
 
 
 def test_detail_functions_without_a_network_give_zero() -> None:
     ctx = question_context(vqa_gt("TorF1", 1))
-    assert paper_detail([], ctx, 0) == fixed_detail([], ctx, 0) == 0.0
+    assert released_detail([], ctx, 0) == fixed_detail([], ctx, 0) == 0.0
     assert not route_correct([], ctx)
