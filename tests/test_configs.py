@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from tests.fixtures.configs import compose_config
 
 PRESETS = ("qwen2_5_vl_3b", "qwen2_5_vl_7b")
-CURRICULA = ("paper", "coarse", "none", "planning_only")
+CURRICULA = ("fine", "coarse", "none", "planning_only")
 REWARD_MODES = ("fixed", "released", "sparse")
 
 
@@ -40,7 +40,7 @@ def test_every_combination_composes_and_validates(preset: str, curriculum: str, 
 
 
 def test_presets_and_curricula_say_what_the_paper_says() -> None:
-    seven = compose_config("preset=qwen2_5_vl_7b", "curriculum=paper", "reward_mode=released")
+    seven = compose_config("preset=qwen2_5_vl_7b", "curriculum=fine", "reward_mode=released")
     assert seven.actor_rollout_ref.model.path == "Qwen/Qwen2.5-VL-7B-Instruct"
     assert seven.actor_rollout_ref.rollout.tensor_model_parallel_size == 4
     assert seven.algorithm.adv_estimator == "grpo"
@@ -71,7 +71,16 @@ def test_unknown_key_is_refused() -> None:
 
 def test_cli_prints_the_composed_job() -> None:
     out = subprocess.run(
-        [sys.executable, "-m", "recipe.main_rewardmap", "--cfg", "job", "curriculum=coarse", "reward_mode=sparse"],
+        [
+            sys.executable,
+            "-m",
+            "recipe.main_rewardmap",
+            "--cfg",
+            "job",
+            "--resolve",
+            "curriculum=coarse",
+            "reward_mode=sparse",
+        ],
         capture_output=True,
         text=True,
         timeout=300,
@@ -81,3 +90,4 @@ def test_cli_prints_the_composed_job() -> None:
     job = OmegaConf.create(out.stdout)
     assert job.reward.reward_kwargs.mode == "sparse"
     assert [s["name"] for s in job.data.stages] == ["perception", "planning"]
+    assert job.trainer.experiment_name == "qwen2_5_vl_3b-coarse_curriculum-sparse_reward"
