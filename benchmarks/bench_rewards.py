@@ -18,10 +18,10 @@ import time
 from pathlib import Path
 
 from reward_fns import MODES, compute_score
-from reward_fns.context import _context_from_json, _network_index
 from reward_fns.gold import gold_response
 from reward_fns.ground_truth import GroundTruth, _parse_ground_truth
 from reward_fns.network import MetroNetwork, _normalize_cached
+from reward_fns.question_context import _context_from_json, _network_index
 
 REASONMAP_STATIONS = Path(__file__).resolve().parents[1].parent / "shared" / "reasonmap" / "stations"
 PREAMBLE = "Let me look at the map carefully. " * 40 + "\n\n"

@@ -6,9 +6,9 @@ city (after the released code's two hard-coded renames, "八通" -> "Line 1" and
 every block lie on that block's line; each block's arrival is the next block's departure. Stop order along the
 line, the number of transfers and optimality are not checked. Stations compare after ``normalize_station``.
 
-The rule is the same in every mode; what differs is how a response becomes legs: ``released_legs`` from the strict
-parser (released semantics, stops normalised twice as the released code does), ``tolerant_legs`` from the
-tolerant parser with ``QuestionContext.tolerant_line`` names.
+The rule is the same in every mode; what differs is how a response becomes legs: ``tolerant_legs`` here, from the
+tolerant parser with ``QuestionContext.tolerant_line`` names, and ``reward_fns.released.released_legs`` from the
+released code's parser.
 
 VQA: exact match of the extracted answer. TorF ground truth 1/0 -> "yes"/"no", Counting1 option index 0-3 <->
 letter A-D, Counting2/3 an integer.
@@ -18,25 +18,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from reward_fns.context import Leg, QuestionContext
 from reward_fns.ground_truth import GroundTruth
 from reward_fns.network import normalize_station
-from reward_fns.parsing import RouteBlock, StrictBlock
-
-_LETTER_INDEX = {"a": 0, "b": 1, "c": 2, "d": 3}
-_MAX_INT_CHARS = 4300  # CPython's default int() digit limit: longer strings are never parsed (and never quadratic)
-
-
-def released_legs(blocks: Sequence[StrictBlock], ctx: QuestionContext) -> list[Leg]:
-    """Legs of strictly parsed blocks, as the released code compares them.
-
-    Stops were normalised at parse time and are normalised again here (the released code calls ``clean_string``
-    on already-cleaned stops), which differs from one pass only on odd input such as "站站" or "METRO".
-    """
-    return [
-        Leg(ctx.released_line(b.route_name), normalize_station(b.departure), normalize_station(b.arrival))
-        for b in blocks
-    ]
+from reward_fns.question_context import Leg, QuestionContext
+from reward_fns.route_parsing import RouteBlock
 
 
 def tolerant_legs(blocks: Sequence[RouteBlock], ctx: QuestionContext) -> list[Leg]:
@@ -76,28 +61,6 @@ def expected_vqa_answer(gt: GroundTruth) -> str | int:
     return int(gt.answer) if gt.answer is not None else -1
 
 
-def vqa_correct_released(answer: str, gt: GroundTruth) -> bool:
-    """The released exact-match rule on an answer from ``parsing.extract_vqa_answer_released``.
-
-    TorF: ``answer.lower()`` equals "yes"/"no". Counting2/3: ``int(answer)`` (Python's int: signs, surrounding
-    whitespace, underscores and non-ASCII decimal digits accepted) equals the ground truth. Counting1: the lower-case
-    answer is one letter a-d whose index equals the ground truth.
-    """
-    qtype = gt.question_type
-    if qtype.startswith("TorF"):
-        return answer.lower() == expected_vqa_answer(gt)
-    if qtype in ("Counting2", "Counting3"):
-        if len(answer) > _MAX_INT_CHARS:
-            return False
-        try:
-            return int(answer) == gt.answer
-        except (ValueError, TypeError):
-            return False
-    if qtype == "Counting1":
-        return _LETTER_INDEX.get(answer.lower(), -1) == gt.answer
-    return False
-
-
 def vqa_correct(normalized: str | int | None, gt: GroundTruth) -> bool:
-    """Exact match of an answer from ``parsing.normalize_vqa_answer`` (None never matches)."""
+    """Exact match of an answer from ``vqa_answers.normalize_vqa_answer`` (None never matches)."""
     return normalized is not None and normalized == expected_vqa_answer(gt)

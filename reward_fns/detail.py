@@ -4,7 +4,7 @@ Both start at 0 and pay nothing unless the first departure is the origin and the
 then, with t = the question's transfer count and blocks indexed i = 0, 1, ...:
 
 ============================  ==========================================  ========================================
-                              released (``released_detail``)                 fixed (``fixed_detail``)
+                              released (``released.released_detail``)        fixed (``fixed_detail``)
 ============================  ==========================================  ========================================
 endpoints match               +2                                          +2
 block with a line of the city +3 if t > 0; if t == 0, +4 when that line   same, but only for the first occurrence
@@ -30,8 +30,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from reward_fns.context import Leg, QuestionContext
 from reward_fns.correctness import endpoints_match
+from reward_fns.question_context import Leg, QuestionContext
 
 DETAIL_MAX = 10.0
 ENDPOINTS_POINTS = 2.0
@@ -39,30 +39,6 @@ BLOCK_POINTS = 3.0
 DIRECT_BLOCK_POINTS = 4.0
 TRANSFER_POINTS = 1.0
 OVERLENGTH_PENALTY = 5.0
-
-
-def released_detail(legs: Sequence[Leg], ctx: QuestionContext, transfers: int) -> float:
-    """The released detail reward over legs from the lower-case-checked strict parse (see the module table)."""
-    if ctx.index is None or not endpoints_match(legs, ctx):
-        return 0.0
-    stations = ctx.index.line_stations
-    score = ENDPOINTS_POINTS
-    last = len(legs) - 1
-    for i, leg in enumerate(legs):
-        if i + 1 > transfers:
-            score -= OVERLENGTH_PENALTY
-        if leg.line is None:
-            continue
-        if transfers == 0:
-            if leg.line in ctx.direct_lines:
-                score += DIRECT_BLOCK_POINTS
-        else:
-            score += BLOCK_POINTS
-        on_line = stations[leg.line]
-        if leg.departure in on_line and leg.arrival in on_line and i < last:
-            if leg.arrival == legs[i + 1].departure and not i + 1 > transfers:
-                score += TRANSFER_POINTS
-    return min(score, DETAIL_MAX)
 
 
 def fixed_detail(legs: Sequence[Leg], ctx: QuestionContext, transfers: int) -> float:

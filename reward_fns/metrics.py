@@ -40,24 +40,23 @@ question type, and for Counting (1-3) and TorF (1-2).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, TypedDict
 
-from reward_fns.context import QuestionContext, line_key, question_context
-from reward_fns.correctness import released_legs, route_correct, tolerant_legs, vqa_correct, vqa_correct_released
+from reward_fns.correctness import route_correct, tolerant_legs, vqa_correct
 from reward_fns.ground_truth import QUESTION_TYPES, GroundTruth
-from reward_fns.network import drop_parenthesised, normalize_station
-from reward_fns.parsing import (
-    extract_vqa_answer,
+from reward_fns.line_names import line_key, match_line_name
+from reward_fns.network import normalize_station
+from reward_fns.question_context import QuestionContext, question_context
+from reward_fns.released import (
     extract_vqa_answer_released,
-    first_integer,
-    normalize_vqa_answer,
-    parse_route_blocks,
     parse_route_blocks_strict,
-    split_via_stops,
+    released_legs,
+    vqa_correct_released,
 )
+from reward_fns.route_parsing import first_integer, parse_route_blocks, split_via_stops
+from reward_fns.vqa_answers import extract_vqa_answer, normalize_vqa_answer
 from reward_fns.weights import plus_eval_weight, reasonmap_eval_weight
 
 Parser = Literal["paper", "tolerant"]
@@ -65,142 +64,6 @@ Parser = Literal["paper", "tolerant"]
 SHORT_CAP, LONG_CAP = 10.0, 20.0
 VIA_CAP = 10.0
 VIA_COUNT_POINTS = 4.0
-
-# ----------------------------------------------------------------------------------------------------------------
-# Reference line names -> network line names
-# ----------------------------------------------------------------------------------------------------------------
-
-# Names that carry no identifier or colour of their own.
-_GENERIC_WORDS = frozenset(
-    {"line", "linea", "linha", "metro", "metrorail", "subway", "rail", "mrt", "lrt", "ktm", "train", "tram"}
-)
-# Only where nothing in a name says which line it is (the released code's per-city rules, reduced to these).
-_CITY_ALIASES: Mapping[str, tuple[tuple[str, str], ...]] = {
-    "beijing": (("八通", "Line 1"), ("大兴", "Line 4")),
-    "kl": (
-        ("putrajaya", "Line 12"),
-        ("ampang", "Line 3"),
-        ("kelana jaya", "Line 5"),
-        ("tanjung malim", "Line 2"),
-        ("pelabuhan klang", "Line 2"),
-        ("port klang", "Line 2"),
-        ("sri petaling", "Line 4"),
-        ("kajang", "Line 9"),
-        ("batu caves", "Line 1"),
-        ("tampin", "Line 1"),
-        ("seremban", "Line 1"),
-    ),
-}
-_CITY_KEYS = {"kuala lumpur": "kl", "kuala_lumpur": "kl"}
-_NUMBERED_LINE = re.compile(r"(?:line\s*)?([a-z]?\d{1,3}|[a-z])", re.IGNORECASE)
-_CHINESE_NUMBER = re.compile(r"(\d{1,3})\s*号线")
-_TOKEN = re.compile(r"[A-Za-z]+\d*|\d+")
-_ASCII_WORD = re.compile(r"[a-z]+")
-_VOWELS = str.maketrans("", "", "aeiou")
-_MAX_NAME = 200
-
-
-def _identifier(token: str) -> str:
-    """Canonical line identifier: lower-case letter prefix + number without leading zeros ("M01" -> "m1")."""
-    token = token.lower()
-    letters = token.rstrip("0123456789")
-    digits = token[len(letters) :]
-    return letters + (str(int(digits)) if digits else "")
-
-
-def _identifier_candidates(name: str) -> Iterable[str]:
-    """Possible line identifiers in a reference name, most specific first ("M1" -> m1, 1, m)."""
-    chinese = _CHINESE_NUMBER.search(name)
-    if chinese:
-        yield _identifier(chinese.group(1))
-    for token in _TOKEN.findall(name):
-        letters = token.rstrip("0123456789")
-        digits = token[len(letters) :]
-        if not letters:
-            yield _identifier(digits)
-        elif len(letters) == 1:
-            if digits:
-                yield _identifier(token)
-                yield _identifier(digits)
-            yield letters.lower()
-
-
-def _words_match(words: Sequence[str], ref_words: Sequence[str], ref_joined: str) -> bool:
-    """Every distinctive word of a line name appears in the reference, whole, as a prefix of 3+ letters
-    ("West" -> western), or as its consonant skeleton ("Grn" -> green, "Sth" -> southern)."""
-    for word in words:
-        skeleton = word.translate(_VOWELS)
-        if len(word) >= 3 and word in ref_joined:
-            continue
-        if len(skeleton) >= 3 and skeleton in ref_joined:
-            continue
-        if any(len(t) >= 3 and (word.startswith(t) or skeleton.startswith(t)) for t in ref_words):
-            continue
-        return False
-    return True
-
-
-def match_line_name(name: str, lines: Iterable[str], *, city: str = "") -> str | None:
-    """The network line a reference (map-app) line name denotes, or None when no rule identifies exactly one.
-
-    In order: the exact name; equality ignoring case, spaces, punctuation, parenthesised text and "地铁"; the
-    few city aliases no name can reveal (Beijing's Batong/Daxing lines, Kuala Lumpur's named lines); a line
-    identifier (number, letter, or letter+number: "5号线", "Metro A Line", "M1-es Metróvonal", "5 Train", "B1" ->
-    Line B) against networks that name lines "Line X" or "X"; the distinctive words of colour / named lines
-    ("MRed2" -> Red Line, "MGrn" -> Green Line, "West" -> Western Line, "NS Line" -> North South Line).
-    """
-    if not isinstance(name, str):
-        return None
-    lines = [line for line in lines if isinstance(line, str)]
-    if not lines or not name.strip():
-        return None
-    if name in lines:
-        return name
-    cleaned = drop_parenthesised(name[:_MAX_NAME]).replace("地铁", "").strip()
-
-    def key(text: str) -> str:
-        return "".join(ch for ch in line_key(text) if ch.isalnum())
-
-    by_key: dict[str, list[str]] = {}
-    for line in lines:
-        by_key.setdefault(key(line), []).append(line)
-    same = by_key.get(key(cleaned), [])
-    if len(same) == 1:
-        return same[0]
-
-    folded = cleaned.casefold()
-    city_key = _CITY_KEYS.get(city.strip().lower(), city.strip().lower())
-    for marker, target in _CITY_ALIASES.get(city_key, ()):
-        if marker in folded and target in lines:
-            return target
-
-    identifiers: dict[str, list[str]] = {}
-    for line in lines:
-        numbered = _NUMBERED_LINE.fullmatch(line.strip())
-        if numbered:
-            identifiers.setdefault(_identifier(numbered.group(1)), []).append(line)
-    for candidate in _identifier_candidates(cleaned):
-        found = identifiers.get(candidate, [])
-        if len(found) == 1:
-            return found[0]
-
-    ref_words = _ASCII_WORD.findall(folded)
-    ref_joined = "".join(ref_words)
-    best: list[tuple[int, str]] = []
-    for line in lines:
-        words = [w for w in _ASCII_WORD.findall(line.casefold()) if w not in _GENERIC_WORDS]
-        if not words:
-            continue
-        initials = "".join(w[0] for w in words)
-        if _words_match(words, ref_words, ref_joined) or (len(words) >= 2 and initials in ref_words):
-            best.append((len(words), line))
-    if best:
-        top = max(size for size, _ in best)
-        winners = [line for size, line in best if size == top]
-        if len(winners) == 1:
-            return winners[0]
-    return None
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # Per response

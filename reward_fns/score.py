@@ -41,31 +41,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal, TypedDict
 
-from reward_fns.context import QuestionContext, question_context
-from reward_fns.correctness import (
-    released_legs,
-    route_correct,
-    tolerant_legs,
-    vqa_correct,
-    vqa_correct_released,
-)
-from reward_fns.detail import fixed_detail, released_detail
+from reward_fns.correctness import route_correct, tolerant_legs, vqa_correct
+from reward_fns.detail import fixed_detail
 from reward_fns.ground_truth import GroundTruth
-from reward_fns.parsing import (
-    RouteBlock,
-    extract_vqa_answer,
-    extract_vqa_answer_released,
-    first_integer,
-    normalize_vqa_answer,
-    parse_route_blocks,
-    parse_route_blocks_strict,
-)
+from reward_fns.question_context import QuestionContext, question_context
+from reward_fns.released import RELEASED_ALPHA, extract_vqa_answer_released, released_planning, vqa_correct_released
+from reward_fns.route_parsing import RouteBlock, first_integer, parse_route_blocks
+from reward_fns.vqa_answers import extract_vqa_answer, normalize_vqa_answer
 from reward_fns.weights import DEFAULT_TRANSFER_WEIGHT, difficulty_weight
 
 MODES = ("fixed", "released", "sparse")
 SCORE_KEYS = ("score", "acc", "format", "detail", "weight")
 CORRECT_POINTS = 10.0
-RELEASED_ALPHA = 0.5
 
 Mode = Literal["fixed", "released", "sparse"]
 
@@ -109,10 +96,8 @@ def _planning(text: str, ctx: QuestionContext, mode: Mode) -> tuple[bool, bool, 
     blocks = parse_route_blocks(text)
     fmt = planning_format(blocks, gt.template)
     if mode == "released":
-        strict = parse_route_blocks_strict(text, lowercase_check=True)
-        legs = released_legs(strict, ctx)
-        exact = [leg for leg, block in zip(legs, strict, strict=True) if block.exact_labels]
-        return route_correct(exact, ctx), fmt, released_detail(legs, ctx, gt.question_transfer_count)
+        correct, detail = released_planning(text, ctx)
+        return correct, fmt, detail
     legs = tolerant_legs(blocks, ctx)
     return route_correct(legs, ctx), fmt, fixed_detail(legs, ctx, gt.question_transfer_count)
 

@@ -9,11 +9,11 @@ import pytest
 
 from reward_fns.gold import gold_response
 from reward_fns.ground_truth import GroundTruth
+from reward_fns.line_names import match_line_name
 from reward_fns.metrics import (
     EvalRecord,
     evaluate_planning,
     evaluate_vqa,
-    match_line_name,
     reasonmap_metrics,
     reasonmap_plus_metrics,
 )

@@ -10,20 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reward_fns.network import _PARENTHESISED, drop_parenthesised, normalize_station
-from reward_fns.parsing import (
+from reward_fns.released import (
     WRONG,
-    RouteBlock,
     _line_after,
-    extract_boxed,
-    extract_vqa_answer,
     extract_vqa_answer_released,
     find_math_answer,
-    first_integer,
-    normalize_vqa_answer,
-    parse_route_blocks,
     parse_route_blocks_strict,
-    split_via_stops,
 )
+from reward_fns.route_parsing import RouteBlock, first_integer, parse_route_blocks, split_via_stops
+from reward_fns.vqa_answers import extract_boxed, extract_vqa_answer, normalize_vqa_answer
 
 CANONICAL = (
     "Route Name: Line 1\nDeparture Stop: Alder Station\nArrival Stop: Cedar\n"

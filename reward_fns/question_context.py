@@ -3,31 +3,21 @@
 A GRPO group scores n responses to one question, and a batch holds many questions of few cities, so parsing the
 ground-truth JSON and indexing the network must not happen per response: contexts are cached by the ground-truth
 string, and the network index (normalised station sets per line, line-name look-ups) by the network's content,
-shared by every question of a city. Also here: how a response's line name is resolved onto the network, in the
-released code's way (``released_line``) and tolerantly (``tolerant_line``).
+shared by every question of a city. Line-name rules live in ``reward_fns.line_names``.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import re
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 from reward_fns.ground_truth import GroundTruth
+from reward_fns.line_names import RENAME_CITIES, line_key, resolve_line
 from reward_fns.network import MetroNetwork, normalize_station
-
-# The released code's hard-coded renames (Beijing's Batong line runs through to Line 1, Daxing line to Line 4),
-# applied in this order to every route name, whatever the city.
-RELEASED_RENAMES = (("八通", "Line 1"), ("大兴", "Line 4"))
-# Cities where the tolerant resolver applies them (elsewhere they would map foreign names onto unrelated lines).
-RENAME_CITIES = frozenset({"beijing"})
-
-_SPACES = re.compile(r"\s+")
-_MAX_LINE_NAME = 200  # longer "line names" are junk; never build keys from megabytes
 
 
 class Leg(NamedTuple):
@@ -36,11 +26,6 @@ class Leg(NamedTuple):
     line: str | None
     departure: str
     arrival: str
-
-
-def line_key(name: str) -> str:
-    """Case- and whitespace-insensitive key of a line name ("line 1" and "Line1" match "Line 1")."""
-    return _SPACES.sub("", name[:_MAX_LINE_NAME].strip().strip("*_`.").casefold())
 
 
 @dataclass(frozen=True)
@@ -86,26 +71,13 @@ class QuestionContext:
     origin: str = ""
     destination: str = ""
     direct_lines: frozenset[str] = frozenset()
-    renames: bool = False  # whether the tolerant resolver applies RELEASED_RENAMES (Beijing)
-
-    def released_line(self, name: str) -> str | None:
-        """The released code's rule: apply the renames, then the name must be a line of the city exactly."""
-        for marker, target in RELEASED_RENAMES:
-            if marker in name:
-                name = target
-        return name if self.index is not None and name in self.index.line_stations else None
+    renames: bool = False  # whether the tolerant resolver applies the Beijing renames
 
     def tolerant_line(self, name: str) -> str | None:
         """Exact name, else (Beijing) the renames, else a unique case/space-insensitive match; None otherwise."""
         if self.index is None:
             return None
-        if name in self.index.line_stations:
-            return name
-        if self.renames:
-            for marker, target in RELEASED_RENAMES:
-                if marker in name and target in self.index.line_stations:
-                    return target
-        return self.index.line_by_key.get(line_key(name))
+        return resolve_line(name, self.index.line_stations, self.index.line_by_key, renames=self.renames)
 
 
 def _build(gt: GroundTruth) -> QuestionContext:

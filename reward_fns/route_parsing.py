@@ -1,0 +1,144 @@
+"""Tolerant, total, linear-time parsing of a planning answer into route blocks (what ``fixed`` and ``sparse`` read).
+
+Accepts the demanded layout plus the usual deviations (markdown bold, bullets, blank lines, Windows newlines,
+full-width colons, any case, blocks not separated by ``--``) and records whether each block was written exactly
+as the prompt demands (``RouteBlock.canonical``), which the format reward uses. Every function accepts any string
+and never raises; no regular expression here can backtrack super-linearly (patterns are anchored and bounded).
+The released code's own parser lives in ``reward_fns.released``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+FIELD_ROUTE = "route_name"
+FIELD_DEPARTURE = "departure"
+FIELD_ARRIVAL = "arrival"
+FIELD_NUM_VIA = "num_via_stops"
+FIELD_VIA = "via_stops"
+
+# The labels exactly as the prompts demand them (case, ASCII colon and one space).
+CANONICAL_LABELS = {
+    FIELD_ROUTE: "Route Name: ",
+    FIELD_DEPARTURE: "Departure Stop: ",
+    FIELD_ARRIVAL: "Arrival Stop: ",
+    FIELD_NUM_VIA: "Number of Via Stops: ",
+    FIELD_VIA: "Via Stops: ",
+}
+
+# Only a line's head is matched against this, so a pathological line costs O(head), never more. Leading junk
+# (bullets, quote marks, heading hashes, bold markers) is one character class; the label follows, then optional
+# bold markers, an ASCII or full-width colon, optional bold markers. Consecutive classes that share characters are
+# separated by a literal, so the split between them is unambiguous and the match is linear.
+_HEAD = 96
+_LABEL = re.compile(
+    r"[\s>*\-•·+#_]*(?:\d{1,3}[.)][\s*_]*)?"
+    r"(route[ \t]*name|departure[ \t]*(?:stop|station)|arrival[ \t]*(?:stop|station)"
+    r"|number[ \t]*of[ \t]*via[ \t]*(?:stops|stations)|via[ \t]*(?:stops|stations))"
+    r"[ \t*_]*[:：][ \t*_]*",
+    re.IGNORECASE,
+)
+_FIELD_OF_LABEL = {  # first three letters of a matched label -> field
+    "rou": FIELD_ROUTE,
+    "dep": FIELD_DEPARTURE,
+    "arr": FIELD_ARRIVAL,
+    "num": FIELD_NUM_VIA,
+    "via": FIELD_VIA,
+}
+_SEPARATOR_CHARS = frozenset("-–—")
+_VALUE_STRIP = " \t*_`\"'“”‘’"
+_VIA_SPLIT = re.compile(r"[,，、;；]")
+_NO_VIA = frozenset({"", "none", "无", "n/a", "na", "-", "--", "nil", "null"})
+
+
+@dataclass(frozen=True, slots=True)
+class RouteBlock:
+    """One ride of a planning answer, as written (values stripped of markup, not normalised).
+
+    ``num_via_stops`` / ``via_stops`` are None when the block has no such field. ``canonical`` is True when every
+    field line of the block used the exact label of the prompt at the start of its line and the block was
+    delimited by ``--`` lines (not split off implicitly by a repeated field).
+    """
+
+    route_name: str
+    departure: str
+    arrival: str
+    num_via_stops: str | None = None
+    via_stops: tuple[str, ...] | None = None
+    canonical: bool = True
+
+
+def _is_separator(stripped: str) -> bool:
+    return len(stripped) >= 2 and all(ch in _SEPARATOR_CHARS for ch in stripped)
+
+
+def _clean_value(value: str) -> str:
+    return value.strip().strip(_VALUE_STRIP).strip()
+
+
+def split_via_stops(value: str) -> tuple[str, ...]:
+    """Split a ``Via Stops:`` value on commas (either width), ideographic commas and semicolons; "None" -> ()."""
+    if value.strip().strip(".").lower() in _NO_VIA:
+        return ()
+    parts = (_clean_value(p).rstrip(".。") for p in _VIA_SPLIT.split(value))
+    return tuple(p for p in parts if p and p.lower() not in _NO_VIA)
+
+
+def parse_route_blocks(text: str) -> list[RouteBlock]:
+    """Tolerantly parse the complete route blocks of a planning answer (linear time, never raises).
+
+    A block is complete when it has a route name, a departure and an arrival; incomplete ones are dropped (as
+    the released code drops sections missing a field). Blocks end at a line of two or more dashes, or implicitly
+    when a field repeats inside the current block (``canonical`` is then False for the new block).
+    """
+    if not isinstance(text, str) or not text:
+        return []
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    blocks: list[RouteBlock] = []
+    fields: dict[str, str] = {}
+    canonical = True
+
+    def close() -> None:
+        if fields.get(FIELD_ROUTE) and fields.get(FIELD_DEPARTURE) and fields.get(FIELD_ARRIVAL):
+            via = fields.get(FIELD_VIA)
+            blocks.append(
+                RouteBlock(
+                    route_name=fields[FIELD_ROUTE],
+                    departure=fields[FIELD_DEPARTURE],
+                    arrival=fields[FIELD_ARRIVAL],
+                    num_via_stops=fields.get(FIELD_NUM_VIA),
+                    via_stops=None if via is None else split_via_stops(via),
+                    canonical=canonical,
+                )
+            )
+        fields.clear()
+
+    for line in text.split("\n"):
+        head = line[:_HEAD]
+        match = _LABEL.match(head)
+        if match is None:
+            if _is_separator(line.strip()):
+                close()
+                canonical = True
+            continue
+        field = _FIELD_OF_LABEL[match.group(1)[:3].lower()]
+        if field in fields:  # a repeated field starts the next block without a separator line
+            close()
+            canonical = False
+        line_canonical = line.lstrip(" \t").startswith(CANONICAL_LABELS[field])
+        canonical = canonical and line_canonical
+        fields[field] = _clean_value(line[match.end() :])
+    close()
+    return blocks
+
+
+def first_integer(text: str) -> int | None:
+    """The first run of ASCII digits in ``text`` as an int (at most 9 digits read), else None."""
+    if not isinstance(text, str):
+        return None
+    match = _DIGITS.search(text)
+    return None if match is None else int(match.group()[:9])
+
+
+_DIGITS = re.compile(r"\d+", re.ASCII)
