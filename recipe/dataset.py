@@ -45,7 +45,8 @@ from PIL import Image
 from verl.utils.dataset.rl_dataset import RLHFDataset
 
 from data_prep.images import smart_resize_dims
-from recipe.stages import StagePlan, StagePlanError, check_plan_state, plan_from_data_config
+from recipe.plan_record import check_plan_state
+from recipe.stages import StagePlan, StagePlanError, plan_from_data_config
 
 logger = logging.getLogger(__name__)
 

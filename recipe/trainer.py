@@ -3,7 +3,7 @@
 1. ``_compute_metrics`` (where verl assembles a step's metrics, just before logging them): adds
    ``recipe.metrics.reward_metrics`` of the step's samples, read from TransferQueue like verl's own metrics,
    and prints a line when the curriculum stage changes.
-2. ``_save_checkpoint``: writes the stage-plan record (``recipe.stages.write_plan_record``) into
+2. ``_save_checkpoint``: writes the stage-plan record (``recipe.plan_record.write_plan_record``) into
    ``global_step_N/`` before verl saves there, so it exists before ``latest_checkpointed_iteration.txt`` names
    the step.
 3. ``_load_checkpoint``: after verl restored ``global_step_N/data.pt`` (and set ``global_steps``), checks that
@@ -25,7 +25,7 @@ import transfer_queue as tq
 from verl.trainer.ppo.v1 import PPOTrainerSync, register_trainer
 
 from recipe.metrics import reward_metrics
-from recipe.stages import check_plan_record, write_plan_record
+from recipe.plan_record import check_plan_record, write_plan_record
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "INFO"))

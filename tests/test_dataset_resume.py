@@ -21,7 +21,7 @@ from verl.trainer.ppo.utils import create_rl_dataset, create_rl_sampler
 from verl.utils.dataset.rl_dataset import collate_fn
 
 from recipe.dataset import StagedRLHFDataset
-from recipe.stages import StagePlanMismatchError
+from recipe.plan_record import StagePlanMismatchError
 from tests.fixtures.stage_data import write_stage_file
 
 BATCH = 4

@@ -1,4 +1,4 @@
-"""recipe.stages: the curriculum's sample order, its errors and the checkpoint plan record."""
+"""recipe.stages and recipe.plan_record: the curriculum's sample order, its errors and the checkpoint plan record."""
 
 from __future__ import annotations
 
@@ -10,15 +10,8 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from recipe.stages import (
-    PLAN_RECORD_NAME,
-    StagePlanError,
-    StagePlanMismatchError,
-    build_plan,
-    check_plan_record,
-    plan_from_data_config,
-    write_plan_record,
-)
+from recipe.plan_record import PLAN_RECORD_NAME, StagePlanMismatchError, check_plan_record, write_plan_record
+from recipe.stages import StagePlanError, build_plan, plan_from_data_config
 from tests.fixtures.stage_data import make_row, write_rows, write_stage_file
 
 SIZES = {"torf.parquet": 10, "counting.parquet": 7, "stops.parquet": 5, "planning.parquet": 9}

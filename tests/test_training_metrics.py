@@ -19,15 +19,9 @@ from verl.trainer.ppo.v1 import PPOTrainer, PPOTrainerSync, get_trainer_cls
 
 import recipe.trainer as trainer_module
 from recipe.metrics import reward_metrics
+from recipe.plan_record import PLAN_RECORD_NAME, StagePlanMismatchError, check_plan_record
 from recipe.reward_manager import EXTRA_INFO_KEYS
-from recipe.stages import (
-    PLAN_RECORD_NAME,
-    StagePlan,
-    StagePlanError,
-    StagePlanMismatchError,
-    build_plan,
-    check_plan_record,
-)
+from recipe.stages import StagePlan, StagePlanError, build_plan
 from recipe.trainer import TRAINER_MODE, RewardMapTrainer
 
 STAGE_NAMES = ["torf", "counting", "counting_stops", "planning"]
