@@ -2,8 +2,7 @@
 
 Importing this module registers ``algorithm.adv_estimator=grpo_batch_scale`` in verl's estimator registry. The
 registry is per process, and verl computes advantages in its TaskRunner Ray actor (``TaskRunnerV1.run`` ->
-``PPOTrainer._compute_advantage`` in the v1 trainer, ``RayPPOTrainer.fit`` in the legacy one), so the import
-must happen there, not only in the driver.
+``PPOTrainer._compute_advantage``), so the import must happen there, not only in the driver.
 
 Why: plain GRPO divides each group by its own std, so a weight shared by all rollouts of one prompt (the
 paper's W_difficulty) cancels. Here every group is centred on its own mean (GRPO's baseline) and the whole

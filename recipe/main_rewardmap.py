@@ -15,7 +15,6 @@ import hydra
 import ray
 from omegaconf import DictConfig, OmegaConf, open_dict
 from verl.trainer.main_ppo import TaskRunnerV1, run_ppo
-from verl.trainer.main_ppo_v0 import TaskRunner as LegacyTaskRunner
 
 # Plain flags accepted before Hydra parses the command line.
 CLI_FLAGS = {"--preflight": "rewardmap.preflight_only=true", "--tiny-model": "rewardmap.preflight_tiny_model=true"}
@@ -29,16 +28,6 @@ class RewardMapTaskRunner(TaskRunnerV1.__ray_actor_class__):
     def run(self, config: DictConfig) -> None:
         import recipe.advantage  # noqa: F401  (advantages are computed in this process)
         import recipe.trainer  # noqa: F401  (trainer mode "rewardmap": stage records and reward metrics)
-
-        return super().run(config)
-
-
-@ray.remote(num_cpus=1)
-class RewardMapLegacyTaskRunner(LegacyTaskRunner.__ray_actor_class__):
-    """verl's legacy task runner (``trainer.use_v1=false``) with the recipe's estimator registered."""
-
-    def run(self, config: DictConfig) -> None:
-        import recipe.advantage  # noqa: F401
 
         return super().run(config)
 
@@ -92,11 +81,7 @@ def main(config: DictConfig) -> None:
     if not torch.cuda.is_available():
         print("[rewardmap] no CUDA device here: stopped after the pre-flight (launch/ has the GPU scripts)")
         return
-    if config.trainer.use_v1:
-        run_ppo(config, task_runner_class=RewardMapTaskRunner)
-    else:
-        print("[rewardmap] legacy trainer: stages and rewards apply; per-step reward metrics need trainer.use_v1")
-        run_ppo(config, task_runner_class=RewardMapLegacyTaskRunner)
+    run_ppo(config, task_runner_class=RewardMapTaskRunner)
 
 
 def cli() -> None:

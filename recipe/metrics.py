@@ -41,8 +41,8 @@ DIMENSIONS: dict[str, tuple[str, Sequence[str] | None]] = {
 RewardInputs = tuple[Mapping[str, Any], Any, Sequence[Any]]
 
 
-def reward_metrics(batch: Any, *, stage_names: Sequence[str] | None = None) -> dict[str, float]:
-    """Metrics of one training step (names in the module docstring) from a DataProto or (infos, scores, uids).
+def reward_metrics(batch: RewardInputs, *, stage_names: Sequence[str] | None = None) -> dict[str, float]:
+    """Metrics of one training step (names in the module docstring) from (infos, scores, uids).
 
     ``infos``: extra-info key -> per-sample values; ``scores``: per-sample rewards, or token-level scores
     (bs, length) summed per row, or None to use ``infos["score"]``; ``uids``: GRPO group id per sample.
@@ -99,28 +99,10 @@ def all_equal_groups(scores: Sequence[float], uids: Sequence[Any]) -> tuple[int,
     return equal, len(groups)
 
 
-def _unpack(batch: Any) -> tuple[dict[str, Any], Any, list[Any]]:
-    """(infos, scores or None, uids) from a DataProto (legacy trainer layout) or an (infos, scores, uids) tuple."""
-    if isinstance(batch, tuple):
-        infos, scores, uids = batch
-        return dict(infos), scores, list(uids)
-    non_tensor = batch.non_tensor_batch
-    keys = batch.meta_info.get("reward_extra_keys") or [key for key in _known_keys() if key in non_tensor]
-    infos = {key: non_tensor[key] for key in keys if key in non_tensor}
-    tensors = batch.batch
-    scores = None
-    for key in ("token_level_scores", "rm_scores"):
-        if tensors is not None and key in tensors.keys():
-            scores = tensors[key]
-            break
-    uids = list(non_tensor["uid"]) if "uid" in non_tensor else list(range(len(batch)))
-    return infos, scores, uids
-
-
-def _known_keys() -> tuple[str, ...]:
-    from recipe.reward_manager import EXTRA_INFO_KEYS
-
-    return EXTRA_INFO_KEYS
+def _unpack(batch: RewardInputs) -> tuple[dict[str, Any], Any, list[Any]]:
+    """(infos, scores or None, uids) from an (infos, scores, uids) tuple."""
+    infos, scores, uids = batch
+    return dict(infos), scores, list(uids)
 
 
 def _per_sample(scores: Any) -> np.ndarray:

@@ -101,6 +101,11 @@ def _check_verl_config(config: DictConfig, report: PreflightReport) -> None:
         problems.append("trainer.total_epochs must be 1: epochs are set per stage in data.stages")
     if config.data.shuffle:
         problems.append("data.shuffle must be false: the stage plan fixes the order")
+    if not config.trainer.get("use_v1", True):
+        problems.append(
+            "trainer.use_v1 must be true: verl deprecates the legacy trainer, and it has no hook for the "
+            "recipe's trainer mode (stage records, per-step reward metrics)"
+        )
     report.add("verl config", not problems, "; ".join(problems) or "composes and passes verl's validate_config")
 
 

@@ -85,6 +85,11 @@ def test_epochs_outside_the_stages_are_refused(data_dir: Path) -> None:
     assert "total_epochs must be 1" in detail
 
 
+def test_the_legacy_trainer_is_refused(data_dir: Path) -> None:
+    detail = failed(preflight(data_dir, "trainer.use_v1=false"))["verl config"]
+    assert "trainer.use_v1 must be true" in detail
+
+
 def test_main_command_runs_the_preflight_on_the_embedded_default(tmp_path: Path) -> None:
     """The README's main-job command on a machine without GPUs, offline, with the tiny local model."""
     env = dict(os.environ, REWARDMAP_CACHE=str(tmp_path), CUDA_VISIBLE_DEVICES="")

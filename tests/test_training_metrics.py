@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-from verl import DataProto
 from verl.trainer.ppo.v1 import PPOTrainer, PPOTrainerSync, get_trainer_cls
 
 import recipe.trainer as trainer_module
@@ -98,16 +97,6 @@ def _check(metrics: dict[str, float]) -> None:
 
 def test_metrics_from_arrays() -> None:
     _check(reward_metrics((_infos(), _token_level_scores(), UIDS), stage_names=STAGE_NAMES))
-
-
-def test_metrics_from_legacy_dataproto() -> None:
-    """The legacy trainer's batch: extra infos in non_tensor_batch named by meta_info['reward_extra_keys']."""
-    batch = DataProto.from_dict(
-        tensors={"token_level_scores": _token_level_scores()},
-        non_tensors={"uid": np.array(UIDS, dtype=object), **_infos()},
-        meta_info={"reward_extra_keys": list(EXTRA_INFO_KEYS)},
-    )
-    _check(reward_metrics(batch, stage_names=STAGE_NAMES))
 
 
 def test_stage_names_default_to_indices() -> None:
