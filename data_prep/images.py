@@ -36,10 +36,14 @@ from PIL import Image
 
 from data_prep.schema import RowError
 
-IMAGE_FACTOR = 28  # Qwen2.5-VL: 14-px patches merged 2x2
-DEFAULT_MIN_PIXELS = 4 * 28 * 28  # 3136, as in the released scripts and Qwen's processor
-DEFAULT_MAX_PIXELS = 16384 * 28 * 28  # 12845056, what Qwen2.5-VL-7B-Instruct's processor applies (see above)
-RELEASED_CONFIG_MAX_PIXELS = 163840 * 28 * 28  # 128450560, the released yaml's data.max_pixels (documented only)
+PATCH_SIZE = 14  # Qwen2.5-VL's vision patch side, in pixels
+MERGE_SIZE = 2  # patches merged 2 x 2 into one image token
+IMAGE_FACTOR = PATCH_SIZE * MERGE_SIZE  # 28: one image token per 28 x 28 pixels
+DEFAULT_MIN_PIXELS = 4 * IMAGE_FACTOR**2  # 3136, as in the released scripts and Qwen's processor
+DEFAULT_MAX_PIXELS = 16384 * IMAGE_FACTOR**2  # 12845056, what Qwen2.5-VL-7B-Instruct's processor applies (see above)
+RELEASED_CONFIG_MAX_PIXELS = (
+    163840 * IMAGE_FACTOR**2
+)  # 128450560, the released yaml's data.max_pixels (documented only)
 DEFAULT_MAX_SOURCE_PIXELS = 400_000_000  # largest source image accepted (real maps reach about 100 MP)
 MAX_ASPECT_RATIO = 200  # Qwen's smart_resize rejects flatter images
 

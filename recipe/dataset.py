@@ -44,7 +44,7 @@ from typing import Any
 from PIL import Image
 from verl.utils.dataset.rl_dataset import RLHFDataset
 
-from data_prep.images import smart_resize_dims
+from data_prep.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, MERGE_SIZE, smart_resize_dims
 from recipe.plan_record import check_plan_state
 from recipe.stages import StagePlan, StagePlanError, plan_from_data_config
 
@@ -52,10 +52,6 @@ logger = logging.getLogger(__name__)
 
 PLAN_EXTRA_KEYS = ("plan_stage", "plan_stage_name", "plan_index")
 VALIDATION_STAGE_NAME = "validation"
-# qwen_vl_utils' defaults when an image dict carries no budget: 4 to 16384 tokens of 28 x 28 pixels.
-DEFAULT_MIN_PIXELS = 4 * 28 * 28
-DEFAULT_MAX_PIXELS = 16384 * 28 * 28
-SPATIAL_MERGE_SIZE = 2
 
 
 class StagedRLHFDataset(RLHFDataset):
@@ -195,7 +191,7 @@ def fetch_image(item: dict[str, Any], image_patch_size: int = 14) -> Image.Image
     else:
         raise TypeError(f"unsupported image source {type(source).__name__} in content item {sorted(item)}")
     image = image.convert("RGB")
-    factor = image_patch_size * SPATIAL_MERGE_SIZE
+    factor = image_patch_size * MERGE_SIZE
     if "resized_height" in item and "resized_width" in item:
         width, height = smart_resize_dims(
             int(item["resized_width"]),

@@ -19,12 +19,11 @@ import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
 from PIL import Image
 
+from data_prep.images import IMAGE_FACTOR
 from data_prep.schema import RowError, validate_row
 from reward_fns.gold import gold_response
 from reward_fns.ground_truth import GroundTruth
 
-# Qwen2.5-VL: 14-pixel patches merged 2x2, so one prompt token per 28 x 28 pixels.
-PIXELS_PER_IMAGE_TOKEN = 28 * 28
 JUNK_RESPONSE = "I am not sure. Route Name: nowhere\n\\boxed{maybe}"
 
 
@@ -229,7 +228,7 @@ def _check_prompt_budget(config: DictConfig, samples: list[SampleRow], processor
             length = _prompt_tokens(processor, s.row)
         else:  # estimate: one token per 28x28 pixels, at most one per character of text
             text = "".join(str(m["content"]) for m in s.row["prompt"])
-            length = (width * height) // PIXELS_PER_IMAGE_TOKEN + len(text) + 32
+            length = (width * height) // IMAGE_FACTOR**2 + len(text) + 32
         if length > worst:
             worst, worst_where = length, f"{s.file} row {s.index}"
     if worst > limit:

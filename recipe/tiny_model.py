@@ -29,6 +29,8 @@ import transformers
 from transformers import PretrainedConfig
 from transformers.video_processing_utils import BaseVideoProcessor
 
+from data_prep.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, MERGE_SIZE, PATCH_SIZE
+
 # Qwen2.5-VL's added tokens, in its order; the first 14 are special (never split, skipped when decoding).
 SPECIAL_TOKENS = (
     "<|endoftext|>",
@@ -213,14 +215,15 @@ def build_tiny_qwen(
     *,
     hidden_size: int = 32,
     vocab_size: int = 512,
-    min_pixels: int = 56 * 56,
-    max_pixels: int = 28 * 28 * 1280,
+    min_pixels: int = DEFAULT_MIN_PIXELS,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
     seed: int = 0,
 ) -> Path:
     """Write a tiny random Qwen2.5-VL checkpoint (tokenizer, processor, model) into ``directory``; return it.
 
-    ``min_pixels``/``max_pixels`` are the image processor's own bounds (Qwen2.5-VL's defaults, 56x56 to
-    1280 x 28 x 28); an image outside them is resized again by the processor.
+    ``min_pixels``/``max_pixels`` are the image processor's own bounds, by default the recipe's pixel budget
+    (``data_prep.images``), so the processor measures prepared maps at the size the real model sees them; an
+    image outside them is resized again by the processor.
     """
     import torch
     from transformers import (
@@ -250,7 +253,11 @@ def build_tiny_qwen(
     tokenizer.chat_template = CHAT_TEMPLATE
 
     image_processor = Qwen2VLImageProcessorPil(
-        min_pixels=min_pixels, max_pixels=max_pixels, patch_size=14, temporal_patch_size=2, merge_size=2
+        min_pixels=min_pixels,
+        max_pixels=max_pixels,
+        patch_size=PATCH_SIZE,
+        temporal_patch_size=2,
+        merge_size=MERGE_SIZE,
     )
     processor = Qwen2_5_VLProcessor(
         image_processor=image_processor,
