@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from omegaconf import OmegaConf
 
 from tests.fixtures.configs import compose_config
@@ -91,3 +94,46 @@ def test_cli_prints_the_composed_job() -> None:
     assert job.reward.reward_kwargs.mode == "sparse"
     assert [s["name"] for s in job.data.stages] == ["perception", "planning"]
     assert job.trainer.experiment_name == "qwen2_5_vl_3b-coarse_curriculum-sparse_reward"
+
+
+def _stated_leaves(path: Path) -> list[tuple[str, str]]:
+    """(dotted key, source line) of every leaf value the recipe's yaml states (block mappings only)."""
+    stack: list[tuple[int, str]] = []
+    leaves = []
+    for line in path.read_text().splitlines():
+        match = re.match(r"^(\s*)([A-Za-z_][\w]*):(.*)$", line)
+        if not match:
+            continue
+        indent, key, rest = len(match.group(1)), match.group(2), match.group(3).split("#")[0].strip()
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        dotted = ".".join([k for _, k in stack] + [key])
+        if rest:
+            leaves.append((dotted, line))
+        else:
+            stack.append((indent, key))
+    return leaves
+
+
+def test_the_config_states_only_what_differs_from_verl_or_what_the_paper_pins() -> None:
+    """A key equal to verl's default must be labelled as pinned to the paper; ignored keys are gone."""
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("verl.trainer.config", version_base=None):
+        verl_defaults = compose("ppo_trainer")
+    recipe_yaml = Path(__file__).resolve().parents[1] / "configs" / "rewardmap.yaml"
+    stated = yaml.safe_load(recipe_yaml.read_text())
+    leaves = [
+        (key, line) for key, line in _stated_leaves(recipe_yaml) if key.split(".")[0] not in ("hydra", "rewardmap")
+    ]
+    assert len(leaves) > 30, leaves  # the walker found the config's leaves
+    unlabelled_defaults = []
+    for key, line in leaves:
+        ours = functools.reduce(lambda node, part: node[part], key.split("."), stated)
+        theirs = OmegaConf.select(verl_defaults, key, default="<absent>", throw_on_resolution_failure=False)
+        if OmegaConf.is_config(theirs):
+            theirs = OmegaConf.to_container(theirs)
+        if ours == theirs and "# [paper]" not in line:
+            unlabelled_defaults.append(key)
+    assert not unlabelled_defaults, f"equal to verl's default and not pinned to the paper: {unlabelled_defaults}"
+    assert "filter_overlong_prompts" not in recipe_yaml.read_text()  # the staged dataset ignores it
