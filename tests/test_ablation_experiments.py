@@ -7,6 +7,9 @@ share a checkpoint folder), and be a composition of group choices plus a few key
 
 from __future__ import annotations
 
+import re
+import shlex
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,6 +20,7 @@ from omegaconf import OmegaConf
 
 from recipe.reward_manager import reward_kwargs_from_config
 from reward_fns.weights import DEFAULT_TRANSFER_WEIGHT, difficulty_weight
+from tests.fixtures.cluster_stubs import calls_of, read_calls, stub_env
 from tests.fixtures.configs import CONFIG_DIR, compose_config
 
 EXPERIMENT_DIR = Path(CONFIG_DIR) / "experiment"
@@ -92,3 +96,29 @@ def test_row_is_a_composition_not_a_copy(name: str) -> None:
     assert set(body["trainer"]) == {"experiment_name"}
     assert set(body.get("reward", {"reward_kwargs": {}})) == {"reward_kwargs"}
     assert sum(1 for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")) <= 12
+
+
+def readme_ablation_commands() -> dict[str, str]:
+    """experiment -> the command of its row in the README's "Ablations" table."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("\n## Ablations\n", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        match = re.search(r"\| `([^`]*\+experiment=(\w+)[^`]*)` \|$", line)
+        if match:
+            rows[match.group(2)] = match.group(1)
+    return rows
+
+
+def test_readme_table_gives_every_row_a_command_that_submits_it(tmp_path: Path) -> None:
+    rows = readme_ablation_commands()
+    assert sorted(rows) == sorted(ROWS), "one README row per experiment, no more"
+    repo = Path(__file__).resolve().parents[1]
+    for name, command in rows.items():
+        env = stub_env(tmp_path / name, STUB_EXPERIMENT_NAME=f"qwen2_5_vl_7b-{name}")
+        result = subprocess.run(shlex.split(command), cwd=repo, env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        (submit,) = calls_of(read_calls(tmp_path / name / "calls.jsonl"), "ray", "job", "submit")
+        entrypoint = submit["argv"][submit["argv"].index("--") + 1 :]
+        assert entrypoint[-1] == f"+experiment={name}" and "preset=qwen2_5_vl_7b" in entrypoint
+        assert f"runs/qwen2_5_vl_7b-{name}/checkpoints" in " ".join(entrypoint)
