@@ -59,6 +59,10 @@ rm_model_path() {
     elif [[ $model =~ ^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$ ]]; then
         rm_say "model $model: no such folder here, so a hub name; every node reads it from its HF cache" \
             "(pre-download it to a shared HF_HOME and set HF_HUB_OFFLINE=1, README \"GPU cluster\")" >&2
+        local cache=${HF_HUB_CACHE:-${HF_HOME:-$HOME/.cache/huggingface}/hub}
+        if [ "${HF_HUB_OFFLINE:-0}" = 1 ] && [ ! -d "$cache/models--${model//\//--}" ]; then
+            rm_die "HF_HUB_OFFLINE=1 but $model is not in the cache $cache: run hf download $model first"
+        fi
         printf '%s\n' "$model"
     else
         rm_die "model $model: no such folder ($abs) and not a hub name (org/name)"

@@ -179,3 +179,15 @@ def test_gpu_smoke_runs_the_driver_once_on_one_gpu(tmp_path: Path) -> None:
     assert override(argv, "trainer.experiment_name") == "gpu_smoke", "never the checkpoints of a real run"
     assert override(argv, "trainer.resume_mode") == "disable"
     assert drive["env"]["TENSORBOARD_DIR"] == str(tmp_path / "runs" / "gpu_smoke" / "tensorboard")
+
+
+def test_offline_hub_model_must_be_in_the_cache_before_submission(tmp_path: Path) -> None:
+    hub = "Qwen/Qwen2.5-VL-7B-Instruct"
+    env = stub_env(tmp_path, STUB_EXPERIMENT_NAME=NAME, MODEL=hub, HF_HOME=str(tmp_path / "hf"), HF_HUB_OFFLINE="1")
+    missing = run(SEVEN, env)
+    assert missing.returncode != 0
+    assert f"HF_HUB_OFFLINE=1 but {hub} is not in the cache {tmp_path / 'hf' / 'hub'}" in missing.stderr
+    assert submits(tmp_path) == []
+    (tmp_path / "hf" / "hub" / "models--Qwen--Qwen2.5-VL-7B-Instruct").mkdir(parents=True)
+    assert run(SEVEN, env).returncode == 0
+    assert len(submits(tmp_path)) == 1
