@@ -10,6 +10,11 @@
 #   DATA_DIR         folder written by data_prep (has manifest.json) -> rewardmap.data_dir; unset: embedded data.
 #   MODEL            local model folder or a hub name (org/name) -> actor_rollout_ref.model.path; unset: the preset's.
 #   PYTHON           interpreter of the recipe's environment on this machine (default: python).
+# ray job submit:    RAY_ADDRESS (http://127.0.0.1:8265), NNODES (1), GPUS_PER_NODE (8).
+# SLURM:             RAY_HEAD_IP or RAY_HEAD_IFACE (default: the head's `hostname --ip-address`), RAY_PORT (6379),
+#                    RAY_CLUSTER_TIMEOUT (600 s) and RAY_POLL_INTERVAL (5 s) for the cluster wait,
+#                    REWARDMAP_REQUEUE=0 (stop at the time limit instead of requeueing), REWARDMAP_HOME (the
+#                    recipe folder, default: where sbatch ran), GPUS_PER_NODE when SLURM does not say.
 
 # A `ray job submit` job gets these of the submitter's variables (runtime_env env_vars): every name starting
 # with a prefix below, plus the exact names. Never forwarded: RAY_* (the submitter's RAY_ADDRESS is the
