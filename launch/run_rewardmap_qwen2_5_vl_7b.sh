@@ -1,18 +1,13 @@
 #!/usr/bin/env bash
-# RewardMap on Qwen2.5-VL-7B-Instruct, one 8-GPU node, submitted to a running Ray cluster.
-#   RAY_ADDRESS=http://HEAD:8265 DATA_DIR=/shared/rewardmap_data bash launch/run_rewardmap_qwen2_5_vl_7b.sh [hydra overrides]
-# DATA_DIR holds the stage files written by `python -m data_prep.reasonmap --out DATA_DIR`; unset, the job
-# trains on the embedded synthetic curriculum. Extra arguments are Hydra overrides (curriculum=coarse, ...).
+# RewardMap on Qwen2.5-VL-7B-Instruct, the paper's run (one 8-GPU node), submitted to a running Ray cluster with `ray job submit`:
+#   REWARDMAP_RUNS=/shared/rewardmap-runs RAY_ADDRESS=http://HEAD:8265 DATA_DIR=/shared/rewardmap-data \
+#       bash launch/run_rewardmap_qwen2_5_vl_7b.sh [--no-wait] [hydra overrides, e.g. +experiment=rl_baseline]
+# Checkpoints and TensorBoard logs: $REWARDMAP_RUNS/<experiment>/; the same command again resumes there.
+# Variables (DATA_DIR, MODEL, NNODES, GPUS_PER_NODE, ...) and what the job carries: launch/lib.sh.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-RAY_ADDRESS=${RAY_ADDRESS:-http://127.0.0.1:8265}
-data_override=()
-[ -n "${DATA_DIR:-}" ] && data_override=("rewardmap.data_dir=${DATA_DIR}")
-
-ray job submit --address "$RAY_ADDRESS" --working-dir . -- \
-    python -m recipe.main_rewardmap \
-    preset=qwen2_5_vl_7b \
-    trainer.nnodes="${NNODES:-1}" \
-    trainer.n_gpus_per_node="${GPUS_PER_NODE:-8}" \
-    "${data_override[@]}" \
-    "$@"
+RM_CALLER_PWD=$PWD
+RM_REPO=$(cd "$(dirname "$0")/.." && pwd)
+cd "$RM_REPO"
+# shellcheck source=launch/lib.sh
+source launch/lib.sh
+rm_submit qwen2_5_vl_7b "$@"
