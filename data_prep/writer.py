@@ -24,7 +24,6 @@ the manifest is written; on any failure the temporary folder is removed and ``ou
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -39,6 +38,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data_prep.checksums import file_sha256
 from data_prep.schema import EXTRA_INFO_KEYS, STAGE_OF_TYPE, STAGES, RowError, validate_row
 
 SPLITS = ("train", "val", "test")
@@ -128,7 +128,7 @@ def write_dataset(
                 "stage": stage,
                 "rows": len(rows),
                 "bytes": path.stat().st_size,
-                "sha256": _sha256(path),
+                "sha256": file_sha256(path),
             }
         manifest_path = tmp / MANIFEST_NAME
         manifest_path.write_text(json.dumps(manifest, ensure_ascii=False, indent=2, sort_keys=False) + "\n")
@@ -232,14 +232,6 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             continue
     return out
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _fsync_dir_files(folder: Path) -> None:
