@@ -222,6 +222,18 @@ def _unreadable(raw: bytes | Path, where: str, err: BaseException) -> ImageError
     return ImageError(f"{where}: unreadable image {what}: {err}")
 
 
+def open_image(source: Any, *, where: str, max_source_pixels: int = DEFAULT_MAX_SOURCE_PIXELS) -> Image.Image:
+    """Open any accepted image form lazily (header read, pixels not decoded), e.g. to read its size.
+
+    Use it as a context manager, or call ``.load()`` / ``.convert()`` to decode. Same errors as ``load_image``.
+    """
+    raw = source_bytes_or_path(source, where=where)
+    if isinstance(raw, Image.Image):
+        _check_size(raw.size, max_source_pixels, where)
+        return raw
+    return _open(raw, where=where, max_source_pixels=max_source_pixels)
+
+
 def load_image(
     source: Any,
     *,

@@ -8,7 +8,9 @@ Layout of ``out_dir`` (every prep path, ReasonMap or synthetic, writes the same 
     planning.parquet        train rows, planning                (stage 4)
     val.parquet             when rows_by_split has "val"
     test.parquet            when rows_by_split has "test"
-    manifest.json           files (rows, bytes, sha256), counts, pixel budget, versions, caller's extras
+    images/<sha256>.png     each distinct map once; rows name theirs by this relative path (data_prep.image_files)
+    manifest.json           files (rows, bytes, sha256), image_files (bytes, sha256, size), counts, pixel budget,
+                            versions, caller's extras
 
 A stage (or split) without rows gets no file: an empty Parquet file makes ``datasets.load_dataset`` (and so
 verl's RLHFDataset) fail with "BatchSize must be greater than 0". ``manifest["stages"]`` lists the stage files
@@ -17,6 +19,8 @@ Rows keep their input order inside each file; ordering for training is the curri
 
 Every file uses one explicit Arrow schema (``ROW_SCHEMA``), so files from different cities or generators
 concatenate (verl loads several parquet files as one dataset) and empty files still carry the types.
+Rows arrive with PNG ``bytes`` (``data_prep.schema.build_row``) and are written with ``path`` instead: the
+Parquet files hold text only, and a map shared by a hundred questions is stored once.
 
 Atomicity: everything is written into a temporary sibling folder that is renamed onto ``out_dir`` only after
 the manifest is written; on any failure the temporary folder is removed and ``out_dir`` is untouched.
@@ -39,12 +43,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data_prep.checksums import file_sha256
+from data_prep.image_files import ImageStore
 from data_prep.schema import EXTRA_INFO_KEYS, STAGE_OF_TYPE, STAGES, RowError, validate_row
 
 SPLITS = ("train", "val", "test")
 MANIFEST_NAME = "manifest.json"
-MANIFEST_VERSION = 1
-ROW_GROUP_SIZE = 32  # rows carry megabyte images: small row groups keep readers' memory bounded
+MANIFEST_VERSION = 2  # 2: images stored once under images/, rows carry their path
+LAYOUT = "rewardmap-stages-v2"
+ROW_GROUP_SIZE = 256  # rows are text (the map is a path); a row group holds a few MB of ground truths
 
 _ARROW_OF_TYPE = {int: pa.int64(), str: pa.string()}
 ROW_SCHEMA = pa.schema(
@@ -53,14 +59,32 @@ ROW_SCHEMA = pa.schema(
         ("prompt", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
         (
             "images",
-            pa.list_(pa.struct([("bytes", pa.binary()), ("min_pixels", pa.int64()), ("max_pixels", pa.int64())])),
+            pa.list_(
+                pa.struct(
+                    [
+                        ("bytes", pa.binary()),
+                        ("path", pa.string()),
+                        ("min_pixels", pa.int64()),
+                        ("max_pixels", pa.int64()),
+                    ]
+                )
+            ),
         ),
         ("ability", pa.string()),
         ("reward_model", pa.struct([("style", pa.string()), ("ground_truth", pa.string())])),
         ("extra_info", pa.struct([(key, _ARROW_OF_TYPE[typ]) for key, typ in EXTRA_INFO_KEYS.items()])),
     ]
 )
-_RESERVED_MANIFEST_KEYS = ("manifest_version", "layout", "stages", "files", "counts", "pixel_budget", "versions")
+_RESERVED_MANIFEST_KEYS = (
+    "manifest_version",
+    "layout",
+    "stages",
+    "files",
+    "image_files",
+    "counts",
+    "pixel_budget",
+    "versions",
+)
 
 
 def stage_file(stage: str) -> str:
@@ -108,9 +132,10 @@ def write_dataset(
     files = _plan_files(rows_by_split)
     manifest: dict[str, Any] = {
         "manifest_version": MANIFEST_VERSION,
-        "layout": "rewardmap-stages-v1",
+        "layout": LAYOUT,
         "stages": [name for name, (_, stage, _) in files.items() if stage is not None],
         "files": {},
+        "image_files": {},
         "counts": {split: _counts(rows) for split, rows in rows_by_split.items()},
         "pixel_budget": _pixel_budget(rows_by_split),
         "versions": _versions(),
@@ -120,9 +145,12 @@ def write_dataset(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     try:
+        store = ImageStore(tmp)
         for name, (split, stage, rows) in files.items():
             path = tmp / name
-            _write_parquet(path, rows)
+            _write_parquet(
+                path, [_with_stored_images(row, store, where=f"{split} row {i}") for i, row in enumerate(rows)]
+            )
             manifest["files"][name] = {
                 "split": split,
                 "stage": stage,
@@ -130,9 +158,10 @@ def write_dataset(
                 "bytes": path.stat().st_size,
                 "sha256": file_sha256(path),
             }
+        manifest["image_files"] = store.listing()
         manifest_path = tmp / MANIFEST_NAME
         manifest_path.write_text(json.dumps(manifest, ensure_ascii=False, indent=2, sort_keys=False) + "\n")
-        _fsync_dir_files(tmp)
+        _fsync_tree(tmp)
         _replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -177,10 +206,22 @@ def _check_row(row: Any, *, where: str, split: str) -> None:
     if extra:
         raise RowError(f"{where}: field {sorted(extra)[0]!r}: not in the row schema {ROW_SCHEMA.names}")
     gt = validate_row(row, where=where)
+    for i, image in enumerate(row["images"]):
+        if not image.get("bytes"):
+            raise RowError(f"{where}: field 'images[{i}]': the writer stores images itself; give it the PNG 'bytes'")
     if row["extra_info"]["question_type"] != gt.question_type:
         raise RowError(f"{where}: field 'extra_info.question_type': disagrees with the ground truth")
     if row["extra_info"]["split"] != split:
         raise RowError(f"{where}: field 'extra_info.split': {row['extra_info']['split']!r} written to {split!r}")
+
+
+def _with_stored_images(row: dict[str, Any], store: ImageStore, *, where: str) -> dict[str, Any]:
+    """The row as written: each image's PNG stored once in ``store``, the row keeping its relative path."""
+    images = [
+        {**image, "bytes": None, "path": store.add(image["bytes"], where=f"{where}: images[{i}]")}
+        for i, image in enumerate(row["images"])
+    ]
+    return {**row, "images": images}
 
 
 def _write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -234,10 +275,23 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def _fsync_dir_files(folder: Path) -> None:
+def _fsync_tree(folder: Path) -> None:
+    """fsync every file and folder under ``folder`` (and itself), so a crash after the rename finds whole files."""
     for child in folder.iterdir():
-        with child.open("rb") as fh:
-            os.fsync(fh.fileno())
+        if child.is_dir():
+            _fsync_tree(child)
+        else:
+            with child.open("rb") as fh:
+                os.fsync(fh.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _replace_dir(tmp: Path, out: Path) -> None:

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from data_prep import writer
+from data_prep.image_files import open_row_image
 from data_prep.images import smart_resize_dims
 from data_prep.reasonmap import RecordContext, find_line, main, parse_options, record_to_row, record_to_rows
 from data_prep.schema import RowError, validate_row
@@ -366,7 +367,17 @@ def test_cli_converts_local_copies(
     expected_files = ["torf.parquet", "counting.parquet", "counting_stops.parquet", "planning.parquet"]
     assert manifest["stages"] == expected_files
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [*expected_files, "val.parquet", "test.parquet", "manifest.json"]
+        [*expected_files, "val.parquet", "test.parquet", "manifest.json", "images"]
+    )
+    # the one map is stored once, named by its content, and listed in the manifest
+    (image_name,) = manifest["image_files"]
+    assert sorted(p.relative_to(out).as_posix() for p in (out / "images").iterdir()) == [image_name]
+    stored = (out / image_name).read_bytes()
+    assert image_name == f"images/{hashlib.sha256(stored).hexdigest()}.png"
+    assert manifest["image_files"][image_name]["sha256"] == hashlib.sha256(stored).hexdigest()
+    assert manifest["image_files"][image_name]["bytes"] == len(stored)
+    assert (manifest["image_files"][image_name]["width"], manifest["image_files"][image_name]["height"]) == (
+        smart_resize_dims(*MAP_SIZE, min_pixels=3136, max_pixels=BUDGET)
     )
     assert manifest["counts"]["train"]["by_type"] == {
         "Counting1": 1, "Counting2": 1, "Counting3": 1, "TorF1": 2, "TorF2": 1, "planning": 2,
@@ -386,7 +397,8 @@ def test_cli_converts_local_copies(
         assert len(file_rows) == manifest["files"][name]["rows"]
         for i, row in enumerate(file_rows):
             gt = validate_row(row, where=f"{name} {i}")
-            assert Image.open(io.BytesIO(row["images"][0]["bytes"])).size == target
+            assert row["images"][0]["bytes"] is None and row["images"][0]["path"] == image_name
+            assert open_row_image(row["images"][0], data_dir=out, where=name).size == target
             if name in expected_files:
                 assert row["extra_info"]["stage"] == name.removesuffix(".parquet")
                 assert row["extra_info"]["split"] == "train"
@@ -402,25 +414,28 @@ def test_cli_converts_local_copies(
     assert not list(tmp_path.glob(".prepared.*"))  # no temporary folders left
 
 
-def test_cli_output_loads_through_verl_rlhf_dataset(
+def test_cli_output_loads_through_the_recipes_rlhf_dataset(
     toy_repo: Path, local_sources: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rl_dataset = pytest.importorskip("verl.utils.dataset.rl_dataset")
     from omegaconf import OmegaConf
+
+    from recipe.dataset import StagedRLHFDataset
 
     out = tmp_path / "prepared"
     assert _run(_argv(out, local_sources, toy_repo), capsys)[0] == 0
     files = [str(out / name) for name in read_manifest(out)["stages"]]
     config = OmegaConf.create({"cache_dir": str(tmp_path / "cache"), "filter_overlong_prompts": False})
     # __getitem__ only needs *a* processor to build the multimodal message; tokenising is the agent loop's job
-    dataset = rl_dataset.RLHFDataset(files, tokenizer=None, config=config, processor=SimpleNamespace())
+    dataset = StagedRLHFDataset(files, tokenizer=None, config=config, processor=SimpleNamespace())
     assert len(dataset) == 8
     item = dataset[0]
     content = item["raw_prompt"][0]["content"]
     image_part = next(part for part in content if part["type"] == "image")
-    assert image_part["max_pixels"] == BUDGET and image_part["image"].size == smart_resize_dims(
-        *MAP_SIZE, min_pixels=3136, max_pixels=BUDGET
-    )
+    (image_name,) = read_manifest(out)["image_files"]
+    # the worker gets an absolute path and the budget, never the PNG bytes
+    assert image_part == {"type": "image", "image": str(out / image_name), "min_pixels": 3136, "max_pixels": BUDGET}
+    (image,), _, _ = StagedRLHFDataset._process_multi_modal_info(item["raw_prompt"], 14, config)
+    assert image.size == smart_resize_dims(*MAP_SIZE, min_pixels=3136, max_pixels=BUDGET)
     assert item["extra_info"]["stage"] == "torf"
 
 
@@ -584,6 +599,9 @@ def test_writer_rejects_bad_input_before_writing(toy_repo: Path, tmp_path: Path)
         write_dataset(out, {"val": rows}, manifest_extra={})
     with pytest.raises(RowError, match="field 'surprise'"):
         write_dataset(out, {"train": [{**rows[0], "surprise": 1}]}, manifest_extra={})
+    by_path = {**rows[0], "images": [{**rows[0]["images"][0], "bytes": None, "path": "images/" + "0" * 64 + ".png"}]}
+    with pytest.raises(RowError, match="the writer stores images itself; give it the PNG 'bytes'"):
+        write_dataset(out, {"train": [by_path]}, manifest_extra={})
     assert not out.exists()
 
 
@@ -594,7 +612,16 @@ def test_writer_omits_empty_stages_and_round_trips_rows(toy_repo: Path, tmp_path
     assert manifest["stages"] == ["torf.parquet", "planning.parquet"]
     assert manifest["generator"] == "test"
     back = pq.read_table(out / "torf.parquet").to_pylist() + pq.read_table(out / "planning.parquet").to_pylist()
-    assert sorted(back, key=lambda r: r["extra_info"]["index"]) == rows  # nested columns survive exactly
+    back = sorted(back, key=lambda r: r["extra_info"]["index"])
+    # nested columns survive exactly; the image is written once and the row keeps its path
+    assert [{k: v for k, v in r.items() if k != "images"} for r in back] == [
+        {k: v for k, v in r.items() if k != "images"} for r in rows
+    ]
+    for row, original in zip(back, rows, strict=True):
+        (entry,) = row["images"]
+        assert entry["bytes"] is None and (out / entry["path"]).read_bytes() == original["images"][0]["bytes"]
+        assert (entry["min_pixels"], entry["max_pixels"]) == (3136, BUDGET)
+    assert len(manifest["image_files"]) == 1 and len(list((out / "images").iterdir())) == 1
     assert pq.read_schema(out / "torf.parquet").equals(writer.ROW_SCHEMA)
 
 
@@ -657,4 +684,4 @@ def test_real_networks_and_map(reasonmap_dir: Path, tmp_path: Path, capsys: pyte
         for row in file_rows:
             gt = validate_row(row)
             assert gt.network == MetroNetwork(gt.network).to_dict()
-            assert Image.open(io.BytesIO(row["images"][0]["bytes"])).size == target
+            assert open_row_image(row["images"][0], data_dir=out, where="real").size == target
