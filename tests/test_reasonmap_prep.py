@@ -20,7 +20,15 @@ from PIL import Image
 from data_prep import writer
 from data_prep.image_files import open_row_image
 from data_prep.images import smart_resize_dims
-from data_prep.reasonmap import RecordContext, find_line, main, parse_options, record_to_row, record_to_rows
+from data_prep.reasonmap import (
+    NO_VALIDATION_WARNING,
+    RecordContext,
+    find_line,
+    main,
+    parse_options,
+    record_to_row,
+    record_to_rows,
+)
 from data_prep.schema import RowError, validate_row
 from data_prep.sources import SourceError, infer_role, parse_source
 from data_prep.writer import read_manifest, write_dataset
@@ -484,6 +492,51 @@ def test_cli_limit_and_overwrite(
     assert read_manifest(out)["counts"]["train"]["rows"] == 1  # untouched
     assert _run(_argv(out, local_sources, toy_repo, "--overwrite"), capsys)[0] == 0
     assert read_manifest(out)["counts"]["train"]["rows"] == 8
+
+
+def test_cli_planning_templates_keep_only_the_listed_ones(
+    toy_repo: Path, local_sources: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "short"
+    code, err = _run(_argv(out, local_sources, toy_repo, "--planning-templates", "short"), capsys)
+    assert code == 0, err
+    manifest, rows = read_manifest(out), _all_rows(out)
+    assert manifest["planning_templates"] == ["short"]
+    assert [r["extra_info"]["template"] for r in rows["planning.parquet"]] == ["short"]  # the long1 record is out
+    assert [r["extra_info"]["template"] for r in rows["val.parquet"]] == ["short", "short"]
+    assert [r["extra_info"]["index"] for r in rows["val.parquet"]] == [0, 1]  # positions stay contiguous
+    assert [r["extra_info"]["source_id"] for r in rows["val.parquet"]] == [
+        "reasonmap_val.jsonl:0:short",
+        "reasonmap_val.jsonl:1:short",
+    ]
+    excluded = {s["role"]: s["excluded_by_template"] for s in manifest["sources"]}
+    assert excluded == {"train": 1, "val": 2, "test": 0}
+    assert manifest["counts"]["train"]["by_type"]["TorF1"] == 2  # VQA rows are untouched
+
+    out = tmp_path / "long2"
+    code, err = _run(_argv(out, local_sources, toy_repo, "--planning-templates", "long2"), capsys)
+    assert code == 0, err
+    rows = _all_rows(out)
+    assert "planning.parquet" not in rows  # training planning records are long1 and short
+    assert [(r["extra_info"]["template"], r["extra_info"]["source_id"]) for r in rows["val.parquet"]] == [
+        ("long2", "reasonmap_val.jsonl:1:long")  # the benchmark's long form is long1 or long2 by its question
+    ]
+    code, err = _run(_argv(tmp_path / "bad", local_sources, toy_repo, "--planning-templates", "short,long3"), capsys)
+    assert code == 1 and "--planning-templates" in err and "unknown: long3" in err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_cli_with_only_a_training_source_says_no_validation_file_was_written(
+    toy_repo: Path, local_sources: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "train-only"
+    code, err = _run(_argv(out, {"train": local_sources["train"]}, toy_repo), capsys)
+    assert code == 0, err
+    assert f"data_prep.reasonmap: warning: {NO_VALIDATION_WARNING}\n" in err
+    assert "no val.parquet written" in err and "--source val=FSCCS/ReasonMap" in err
+    assert read_manifest(out)["warnings"] == [NO_VALIDATION_WARNING] and not (out / "val.parquet").exists()
+    code, err = _run(_argv(tmp_path / "with-val", local_sources, toy_repo), capsys)
+    assert code == 0 and "warning" not in err and read_manifest(tmp_path / "with-val")["warnings"] == []
 
 
 def test_cli_usage_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
