@@ -31,13 +31,16 @@ left out are counted per source in the manifest (``excluded_by_template``). The 
 credits short answers only: prepare its data with ``--planning-templates short``.
 
 Warnings (printed to stderr after writing, and listed in ``manifest["warnings"]``): no validation source, so
-no ``val.parquet`` (``NO_VALIDATION_WARNING``).
+no ``val.parquet`` (``NO_VALIDATION_WARNING``); a validation or test source that is the training source; repeated
+questions (``data_prep.duplicates``: duplicates are kept and listed under ``manifest["duplicates"]``, a question
+answered two ways is an error, validation or test rows asking a training question are counted).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -45,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from data_prep.duplicates import QuestionIndex
 from data_prep.images import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_SOURCE_PIXELS,
@@ -169,8 +173,8 @@ def record_to_row(
         question = _text(record, "question", where)
         template = planning_template(question) if qtype == "planning" else "short"
 
-    station_1 = _optional_text(record, "station_1")
-    station_2 = _optional_text(record, "station_2")
+    station_1 = _optional_text(record, "station_1", where)
+    station_2 = _optional_text(record, "station_2", where)
     for name in _STATIONS_NEEDED[qtype]:
         value = station_1 if name == "station_1" else station_2
         if not value:
@@ -313,9 +317,14 @@ def _text(record: Mapping[str, Any], name: str, where: str) -> str:
     return value.strip()
 
 
-def _optional_text(record: Mapping[str, Any], name: str) -> str:
+def _optional_text(record: Mapping[str, Any], name: str, where: str) -> str:
+    """A field that may be empty (a station some types do not need); present, it must be text."""
     value = record.get(name)
-    return strip_markers(value).strip() if isinstance(value, str) else ""
+    if value is None or (isinstance(value, float) and math.isnan(value)):  # null, or pandas' null in a column
+        return ""
+    if not isinstance(value, str):
+        raise RowError(f"{where}: field {name!r}: must be text (a station name), got {type(value).__name__} {value!r}")
+    return strip_markers(value).strip()
 
 
 def _map_difficulty(record: Mapping[str, Any], where: str) -> str:
@@ -335,8 +344,9 @@ def _question_type(record: Mapping[str, Any], where: str) -> str:
 
 
 def _as_int(value: Any) -> int | None:
+    """An integer written as an int, an integral float or digits; None otherwise (a boolean is not a count)."""
     if isinstance(value, bool):
-        return int(value)
+        return None
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
@@ -516,6 +526,8 @@ def run_prep(args: argparse.Namespace, *, argv: Sequence[str] = ()) -> Path:
     warnings: list[str] = []
     if "val" not in roles:
         warnings.append(NO_VALIDATION_WARNING)
+    warnings += same_source_warnings(specs)
+    questions = QuestionIndex()
     context = RecordContext.create(
         stations_root=args.stations_root,
         image_roots=args.image_root,
@@ -543,6 +555,13 @@ def run_prep(args: argparse.Namespace, *, argv: Sequence[str] = ()) -> Path:
                         record_index=record_index,
                         source_name=spec.name,
                         context=context,
+                    )
+                    questions.add(
+                        new_rows,
+                        split=spec.role,
+                        source=spec.location,
+                        record=record_index,
+                        where=_where(record, source_name=spec.name, record_index=record_index),
                     )
                     n_excluded += expected_rows(record) - len(new_rows)
                     rows += new_rows
@@ -575,6 +594,8 @@ def run_prep(args: argparse.Namespace, *, argv: Sequence[str] = ()) -> Path:
             f"no rows for {', '.join(empty)} ({len(skipped)} records skipped as invalid, planning templates "
             f"{','.join(templates)})"
         )
+    duplicates, duplicate_warnings = questions.report()
+    warnings += duplicate_warnings
     manifest_extra = {
         "generator": "data_prep.reasonmap",
         "command": ["python", "-m", "data_prep.reasonmap", *argv],
@@ -584,9 +605,29 @@ def run_prep(args: argparse.Namespace, *, argv: Sequence[str] = ()) -> Path:
         "images": {"distinct_maps": len(context.images), "resized": context.images.misses},
         "stations_root": str(args.stations_root) if args.stations_root else None,
         "planning_templates": templates,
+        "duplicates": duplicates,
         "warnings": warnings,
     }
     return write_dataset(args.out, rows_by_split, manifest_extra=manifest_extra, overwrite=args.overwrite)
+
+
+def same_source_warnings(specs: Sequence[Source]) -> list[str]:
+    """A warning per validation or test source that is the training source itself (same file or dataset split)."""
+    identity = {spec.role: _source_identity(spec) for spec in specs}
+    return [
+        f"the {role} source is the training source ({spec.location}, split {spec.split}): {role} scores would "
+        "measure memorisation; give the benchmark (val) or ReasonMap-Plus (test) instead"
+        for spec in specs
+        if (role := spec.role) != "train" and "train" in identity and identity[role] == identity["train"]
+    ]
+
+
+def _source_identity(spec: Source) -> tuple[str, str]:
+    """What a source reads: a local file (its split is the file), a local folder's split, or a hub split."""
+    if not spec.local:
+        return (spec.location, spec.split)
+    path = Path(spec.location).resolve()
+    return (str(path), "" if path.is_file() else spec.split)
 
 
 def _skip_entry(spec: Source, record_index: int, record: Any, err: RowError) -> dict[str, Any]:

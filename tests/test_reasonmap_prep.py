@@ -307,6 +307,74 @@ def test_bad_records_name_the_record_and_field(
 
 
 @pytest.mark.parametrize(
+    ("base", "change", "field", "message"),
+    [
+        (3, {"answer": True}, "'answer'", "True is not a positive count for Counting2"),
+        (2, {"answer": True}, "'answer'", "True is not an option index 0-3"),
+        (5, {"question_transfer_count": True}, "'question_transfer_count'", "True is not a non-negative integer"),
+        (0, {"station_1": 5}, "'station_1'", "must be text (a station name), got int 5"),
+        (1, {"station_2": 2}, "'station_2'", "must be text (a station name), got int 2"),
+        (
+            0,
+            {"json": {**NETWORK, "Line 2": "Beta Station"}},
+            "'json'",
+            "line 'Line 2' must be a list of station names, got str (a string would become one-letter stations)",
+        ),
+        (0, {"json": {**NETWORK, "Line 2": 5}}, "'json'", "line 'Line 2' must be a list of station names, got int"),
+        (0, {"json": {**NETWORK, "Line 2": ["Beta Station", 7]}}, "'json'", "line 'Line 2': station 7 must be text"),
+    ],
+)
+def test_records_that_used_to_pass_or_fail_without_a_field(
+    toy_repo: Path, base: int, change: dict[str, Any], field: str, message: str
+) -> None:
+    """True as a count, integer stations, a line given as a string or an integer: a RowError naming the field."""
+    record = {**train_records()[base], **change}
+    with pytest.raises(RowError) as info:
+        record_to_row(record, stations_root=toy_repo, record_index=17, source_name="ReasonMap-Train")
+    text = str(info.value)
+    assert "ReasonMap-Train record 17 (testland/toy)" in text and f"field {field}" in text and message in text
+
+
+def test_a_bad_line_in_a_station_file_names_the_file(toy_repo: Path) -> None:
+    path = toy_repo / "stations" / "testland" / "toy.json"
+    path.write_text(json.dumps({**NETWORK, "Line 10": "Gamma Station"}), encoding="utf-8")
+    with pytest.raises(
+        RowError, match=r"record 3 \(testland/toy\): field 'json' \(station file '.*toy.json'\): line 'Line 10'"
+    ):
+        record_to_row(train_records()[0], stations_root=toy_repo, record_index=3, source_name="S")
+
+
+def test_an_integer_line_is_no_unexpected_type_error_in_the_cli(
+    toy_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    records = train_records()
+    records[4] = {**records[4], "json": {**NETWORK, "Line 2": 5}}
+    source = _write_jsonl(tmp_path / "ReasonMap-Train.jsonl", records)
+    code, err = _run(["--out", str(tmp_path / "o"), "--source", str(source), "--stations-root", str(toy_repo)], capsys)
+    assert code == 1 and "unexpected" not in err
+    assert "ReasonMap-Train.jsonl record 4 (testland/toy): field 'json': line 'Line 2'" in err
+
+
+def test_utf8_bom_json_files_are_read(toy_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Windows editors prepend a BOM: station files, JSON arrays and JSON lines sources must still read."""
+    station_file = toy_repo / "stations" / "testland" / "toy.json"
+    station_file.write_bytes(b"\xef\xbb\xbf" + json.dumps(NETWORK).encode())
+    array = tmp_path / "ReasonMap-Train.json"
+    array.write_bytes(b"\xef\xbb\xbf" + json.dumps(train_records()).encode())
+    lines = tmp_path / "ReasonMap-Plus.jsonl"
+    lines.write_bytes(
+        b"\xef\xbb\xbf" + b"".join(json.dumps(r).encode() + b"\n" for r in plus_records("maps/testland/toy.png"))
+    )
+    out = tmp_path / "prepared"
+    argv = ["--out", str(out), "--stations-root", str(toy_repo), "--image-root", str(toy_repo)]
+    code, err = _run([*argv, "--source", f"train={array}", "--source", f"test={lines}"], capsys)
+    assert code == 0, err
+    assert read_manifest(out)["counts"]["train"]["rows"] == 8 and read_manifest(out)["counts"]["test"]["rows"] == 3
+    embedded = {**benchmark_records(base64.b64encode(_map_png()).decode())[0], "json": "\ufeff" + json.dumps(NETWORK)}
+    assert len(record_to_rows(embedded, split="val")) == 2  # network JSON text carrying a BOM
+
+
+@pytest.mark.parametrize(
     ("qtype", "answer", "ok"),
     [("Counting1", 4, False), ("Counting1", "D", True), ("Counting2", 0, False), ("Counting3", "12", True),
      ("TorF2", 2, False), ("TorF1", "yes", True), ("planning", None, True)],
@@ -536,7 +604,44 @@ def test_cli_with_only_a_training_source_says_no_validation_file_was_written(
     assert "no val.parquet written" in err and "--source val=FSCCS/ReasonMap" in err
     assert read_manifest(out)["warnings"] == [NO_VALIDATION_WARNING] and not (out / "val.parquet").exists()
     code, err = _run(_argv(tmp_path / "with-val", local_sources, toy_repo), capsys)
-    assert code == 0 and "warning" not in err and read_manifest(tmp_path / "with-val")["warnings"] == []
+    assert code == 0 and "no val.parquet" not in err
+    assert NO_VALIDATION_WARNING not in read_manifest(tmp_path / "with-val")["warnings"]
+
+
+def test_cli_reports_duplicates_and_refuses_a_question_with_two_answers(
+    toy_repo: Path, local_sources: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    records = train_records()
+    doubled = _write_jsonl(tmp_path / "train_doubled.jsonl", [*records, {**records[0], "question": " Is Alpha the "
+                           "same   line as Gamma?"}])  # fmt: skip
+    out = tmp_path / "doubled"
+    code, err = _run(_argv(out, {"train": doubled, "val": local_sources["val"]}, toy_repo), capsys)
+    assert code == 0, err
+    assert "warning: 1 duplicate rows in train" in err
+    manifest = read_manifest(out)
+    assert manifest["duplicates"]["count"] == {"train": 1}
+    assert manifest["duplicates"]["listed"] == [{"split": "train", "source": str(doubled), "record": 8, "same_as": 0}]
+    assert manifest["counts"]["train"]["rows"] == 9  # kept, as in the source
+
+    conflicting = _write_jsonl(tmp_path / "train_conflict.jsonl", [*records, {**records[3], "answer": 3}])
+    code, err = _run(_argv(tmp_path / "conflict", {"train": conflicting}, toy_repo), capsys)
+    assert code == 1 and "train_conflict.jsonl record 8 (testland/toy): field 'answer'" in err
+    assert "as record 3 of this split, with another answer" in err and not (tmp_path / "conflict").exists()
+    code, err = _run(_argv(tmp_path / "skipped", {"train": conflicting}, toy_repo, "--skip-invalid"), capsys)
+    assert code == 0 and [s["record"] for s in read_manifest(tmp_path / "skipped")["skipped"]] == [8]
+
+
+def test_cli_reports_a_test_source_equal_to_the_train_source(
+    toy_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _write_jsonl(tmp_path / "records.jsonl", train_records())
+    out = tmp_path / "prepared"
+    code, err = _run(_argv(out, {"train": source, "test": source}, toy_repo), capsys)
+    assert code == 0, err
+    assert f"warning: the test source is the training source ({source}, split test)" in err
+    assert "8 test rows ask a question the training rows ask too" in err
+    assert read_manifest(out)["duplicates"]["shared_with_train"] == {"test": 8}
+    assert sum("training source" in w for w in read_manifest(out)["warnings"]) == 1
 
 
 def test_cli_usage_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
