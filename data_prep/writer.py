@@ -22,8 +22,15 @@ concatenate (verl loads several parquet files as one dataset) and empty files st
 Rows arrive with PNG ``bytes`` (``data_prep.schema.build_row``) and are written with ``path`` instead: the
 Parquet files hold text only, and a map shared by a hundred questions is stored once.
 
-Atomicity: everything is written into a temporary sibling folder that is renamed onto ``out_dir`` only after
-the manifest is written; on any failure the temporary folder is removed and ``out_dir`` is untouched.
+Atomicity: everything is written into a staging sibling folder that is renamed onto ``out_dir`` only after the
+manifest is written and every file is fsynced; on any failure the staging folder is removed and ``out_dir`` is
+untouched. A SIGKILL cannot run that cleanup, so every write first repairs what a killed writer of the same
+output left (``data_prep.atomic_dir``): stale staging folders are removed, and an output missing because the
+kill fell between the two renames of a replacement is recovered from its complete backup.
+
+Replacing: ``overwrite`` replaces only a folder this writer wrote (its ``manifest.json`` has the writer's layout)
+holding nothing its manifest does not list; anything else is refused, so no unrelated file is ever deleted.
+Folders and files follow the umask.
 """
 
 from __future__ import annotations
@@ -32,7 +39,6 @@ import json
 import os
 import platform
 import shutil
-import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from importlib import metadata
@@ -42,9 +48,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data_prep import atomic_dir
 from data_prep.checksums import file_sha256
 from data_prep.image_files import ImageStore
-from data_prep.schema import EXTRA_INFO_KEYS, STAGE_OF_TYPE, STAGES, RowError, validate_row
+from data_prep.schema import EXTRA_INFO_KEYS, IMAGES_DIR, STAGE_OF_TYPE, STAGES, RowError, validate_row
 
 SPLITS = ("train", "val", "test")
 MANIFEST_NAME = "manifest.json"
@@ -84,7 +91,9 @@ _RESERVED_MANIFEST_KEYS = (
     "counts",
     "pixel_budget",
     "versions",
+    "extra_files",
 )
+LEGACY_UNLISTED = ("contact_sheet.png",)  # written beside a v1 manifest by data_prep.synthetic, outside it
 
 
 def stage_file(stage: str) -> str:
@@ -107,14 +116,17 @@ def write_dataset(
     *,
     manifest_extra: Mapping[str, Any],
     overwrite: bool = False,
+    extra_files: Mapping[str, bytes] | None = None,
 ) -> Path:
     """Validate rows, write the layout above into ``out_dir`` atomically, and return ``out_dir``.
 
     ``rows_by_split`` keys are "train", "val", "test" (any subset, at least one). ``manifest_extra`` is merged
     into the manifest at top level (e.g. ``sources``, ``skipped``, ``generator``); it must be JSON-serialisable
-    and may not reuse the writer's own keys. An existing non-empty ``out_dir`` is replaced only with
-    ``overwrite=True``. Raises RowError on an invalid row (naming split and position), ValueError on bad
-    arguments, OSError on I/O failure; in every case nothing is left behind.
+    and may not reuse the writer's own keys. ``extra_files`` (file name -> bytes, e.g. a contact sheet) are
+    written into the folder with the rest, atomically, and listed in the manifest. An existing non-empty
+    ``out_dir`` is replaced only with ``overwrite=True``, and only when this writer wrote it (see module doc).
+    Raises RowError on an invalid row (naming split and position), ValueError on bad arguments or a folder it
+    may not replace, OSError on I/O failure; in every case nothing is left behind.
     """
     out = Path(out_dir)
     unknown = set(rows_by_split) - set(SPLITS)
@@ -124,10 +136,17 @@ def write_dataset(
     if clash:
         raise ValueError(f"manifest_extra may not set the writer's keys {clash}")
     json.dumps(dict(manifest_extra), ensure_ascii=False)  # fail before writing anything
+    extra = dict(extra_files or {})
+    bad_names = [n for n in extra if not _is_plain_name(n) or n == MANIFEST_NAME or n.endswith(".parquet")]
+    if bad_names or any(n == IMAGES_DIR for n in extra):
+        raise ValueError(f"extra_files names must be plain file names outside the layout, got {sorted(extra)}")
+    atomic_dir.clean_stale(out, is_complete=is_complete_dataset)
     if out.exists() and not out.is_dir():
         raise ValueError(f"output {str(out)!r} exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise ValueError(f"output folder {str(out)!r} is not empty (pass overwrite to replace it)")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise ValueError(f"output folder {str(out)!r} is not empty (pass overwrite to replace it)")
+        check_replaceable(out)
 
     files = _plan_files(rows_by_split)
     manifest: dict[str, Any] = {
@@ -142,8 +161,7 @@ def write_dataset(
     }
     manifest.update(manifest_extra)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    tmp = atomic_dir.make_staging_dir(out)
     try:
         store = ImageStore(tmp)
         for name, (split, stage, rows) in files.items():
@@ -159,14 +177,74 @@ def write_dataset(
                 "sha256": file_sha256(path),
             }
         manifest["image_files"] = store.listing()
+        for name, data in extra.items():
+            (tmp / name).write_bytes(data)
+        manifest["extra_files"] = {
+            name: {"bytes": len(data), "sha256": file_sha256(tmp / name)} for name, data in extra.items()
+        }
         manifest_path = tmp / MANIFEST_NAME
         manifest_path.write_text(json.dumps(manifest, ensure_ascii=False, indent=2, sort_keys=False) + "\n")
         _fsync_tree(tmp)
-        _replace_dir(tmp, out)
+        atomic_dir.swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def is_complete_dataset(folder: str | os.PathLike[str]) -> bool:
+    """True when ``folder`` holds a manifest of this writer and every file it lists, at the listed size."""
+    folder = Path(folder)
+    manifest = _our_manifest(folder)
+    if manifest is None:
+        return False
+    listed = {**manifest.get("files", {}), **manifest.get("image_files", {}), **manifest.get("extra_files", {})}
+    return all(
+        (folder / name).is_file() and (folder / name).stat().st_size == info.get("bytes")
+        for name, info in listed.items()
+    )
+
+
+def check_replaceable(folder: str | os.PathLike[str]) -> None:
+    """Raise ValueError unless ``folder`` was written by this writer and holds only what its manifest lists."""
+    folder = Path(folder)
+    manifest = _our_manifest(folder)
+    if manifest is None:
+        raise ValueError(
+            f"output folder {str(folder)!r} was not written by data_prep (no manifest.json of this writer): "
+            "refusing to replace it, which would delete its files; choose a new or empty folder"
+        )
+    listed = {MANIFEST_NAME, *manifest.get("files", {}), *manifest.get("extra_files", {})}
+    if manifest.get("layout") == "rewardmap-stages-v1":
+        listed.update(LEGACY_UNLISTED)
+    images = set(manifest.get("image_files", {}))
+    for entry in sorted(folder.iterdir()):
+        if entry.name in listed and entry.is_file():
+            continue
+        if entry.name == IMAGES_DIR and entry.is_dir():
+            unlisted = sorted(p.name for p in entry.iterdir() if f"{IMAGES_DIR}/{p.name}" not in images)
+            if not unlisted:
+                continue
+            entry = entry / unlisted[0]
+        raise ValueError(
+            f"output folder {str(folder)!r} holds {str(entry.relative_to(folder))!r}, which its manifest does not "
+            "list: refusing to replace the folder, which would delete it (move it out first)"
+        )
+
+
+def _our_manifest(folder: Path) -> dict[str, Any] | None:
+    """The folder's manifest when this writer wrote it (any layout version), else None."""
+    try:
+        manifest = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or not str(manifest.get("layout", "")).startswith("rewardmap-stages-"):
+        return None
+    return manifest
+
+
+def _is_plain_name(name: str) -> bool:
+    return bool(name) and name == Path(name).name and not name.startswith(".")
 
 
 def read_manifest(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
@@ -283,32 +361,4 @@ def _fsync_tree(folder: Path) -> None:
         else:
             with child.open("rb") as fh:
                 os.fsync(fh.fileno())
-    _fsync_dir(folder)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _replace_dir(tmp: Path, out: Path) -> None:
-    """Move ``tmp`` onto ``out``: a plain rename when ``out`` is absent, else swap via a backup name."""
-    if not out.exists():
-        os.replace(tmp, out)
-        return
-    if not any(out.iterdir()):
-        out.rmdir()
-        os.replace(tmp, out)
-        return
-    backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-    backup.rmdir()
-    os.replace(out, backup)
-    try:
-        os.replace(tmp, out)
-    except BaseException:
-        os.replace(backup, out)
-        raise
-    shutil.rmtree(backup, ignore_errors=True)
+    atomic_dir.fsync_dir(folder)

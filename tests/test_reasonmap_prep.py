@@ -733,14 +733,15 @@ def test_writer_failure_mid_write_leaves_nothing(
     assert written == ["torf.parquet", "counting.parquet"]
     assert not out.exists() and list(tmp_path.iterdir()) == [toy_repo]
     # replacing an existing dataset: a failure keeps the old one intact
-    out.mkdir()
-    (out / "manifest.json").write_text("{}")
+    monkeypatch.setattr(writer, "_write_parquet", real)
+    write_dataset(out, {"train": rows[:1]}, manifest_extra={"generation": "old"})
+    before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    monkeypatch.setattr(writer, "_write_parquet", flaky)
     written.clear()
     with pytest.raises(OSError, match="injected"):
         write_dataset(out, {"train": rows}, manifest_extra={}, overwrite=True)
-    assert [p.name for p in out.iterdir()] == ["manifest.json"] and sorted(tmp_path.iterdir()) == sorted(
-        [toy_repo, out]
-    )
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before
+    assert read_manifest(out)["generation"] == "old" and sorted(tmp_path.iterdir()) == sorted([toy_repo, out])
 
 
 def test_writer_rejects_bad_input_before_writing(toy_repo: Path, tmp_path: Path) -> None:
