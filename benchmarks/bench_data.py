@@ -1,14 +1,15 @@
 """Data-path timings: synthetic generation, real-map conversion, and fetching one sample through verl's dataset.
 
     .venv/bin/python benchmarks/bench_data.py [--cities 6] [--questions-per-city 30] [--rows-per-map 109]
-        [--repeats 3] [--maps DIR]
+        [--repeats 3] [--maps DIR] [--storage-maps 30] [--storage-rows-per-map 100] [--storage-samples 30]
+        [--skip synthetic|official|verl|storage]
 
 1. Synthetic generation (``data_prep.synthetic.generate_dataset``, written to a temporary folder): rows per
    second with rendering and with ``--no-render`` placeholders.
 2. Official conversion of the real map images (``../shared/reasonmap/maps``; skipped with a message when
    absent): each map loaded and resized once (``data_prep.images.prepare_image``, i.e. ``load_image`` +
    ``resize_to_budget``), then ``--rows-per-map`` schema rows built on it (ReasonMap-Train has 3266 rows on 30
-   maps, about 109 per map) with the city's real network embedded in the ground truth. Also the Parquet bytes
+   maps, about 109 per map) with the city's real network embedded in the ground truth. Also the folder's bytes
    per row when one map's rows are written together.
 3. One training sample through verl 0.9.1's ``RLHFDataset``: ``__getitem__`` (reads the row, opens the image
    lazily; 0.9.1 no longer tokenises there) plus the image step the agent loop runs next on ``raw_prompt``
@@ -17,6 +18,13 @@
    as a ratio. When
    ``qwen_vl_utils`` (or the torchvision it imports) is missing, an equivalent of its ``fetch_image`` for
    images is timed instead and the output says so.
+4. Storage at ReasonMap-Train scale (``--storage-maps`` maps x ``--storage-rows-per-map`` rows; real maps from
+   ``--maps`` cycled and made byte-distinct, real networks): bytes on disk, bytes in the ``datasets`` cache
+   (each Parquet file loaded as verl loads it), and per-sample fetch time through ``StagedRLHFDataset`` as the
+   agent loop calls it, for rows embedding their map (the layout before ``images/``; written grouped by map and
+   shuffled, since Parquet's dictionary encoding dedups adjacent equal maps) and for each map stored once; the
+   ratios of one run. Also what identifying the stage files by content costs the stage plan. The embedded
+   layout at full scale needs about 15 GB of temporary disk.
 """
 
 from __future__ import annotations
@@ -109,11 +117,11 @@ def bench_official(rows_per_map: int, maps_dir: Path, tmp: Path) -> None:
             with Image.open(path) as raw, Image.open(io.BytesIO(png)) as small:
                 raw_mp, size = raw.width * raw.height / 1e6, small.size
         out = write_dataset(tmp / f"official-{path.stem}", {"train": rows}, manifest_extra={})
-        written = sum(p.stat().st_size for p in out.glob("*.parquet"))
+        written = _folder_bytes(out)  # Parquet files, the map stored once, manifest
         print(
             f"  {path.parent.name}/{path.name}: {raw_mp:.1f} MP -> {size[0]}x{size[1]} ({len(png) / 1e6:.1f} MB PNG);"
             f" resize {resized:.2f} s, {len(rows)} rows {elapsed:.2f} s = {len(rows) / elapsed:,.0f} rows/s;"
-            f" Parquet {written / len(rows) / 1e6:.2f} MB/row"
+            f" folder {written / len(rows) / 1e6:.3f} MB/row"
         )
     if total_rows:
         print(f"  all maps: {total_rows} rows in {total_time:.2f} s = {total_rows / total_time:,.0f} rows/s")
