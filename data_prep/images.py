@@ -34,6 +34,7 @@ from typing import Any
 
 from PIL import Image
 
+from data_prep.checksums import bytes_sha256, file_sha256
 from data_prep.schema import RowError
 
 PATCH_SIZE = 14  # Qwen2.5-VL's vision patch side, in pixels
@@ -164,7 +165,7 @@ def source_key(source: Any, *, where: str) -> str:
     """A stable identity for a source image (content hash, or path + size + mtime), for caching resizes."""
     raw = source_bytes_or_path(source, where=where)
     if isinstance(raw, bytes):
-        return "sha256:" + hashlib.sha256(raw).hexdigest()
+        return "sha256:" + bytes_sha256(raw)
     if isinstance(raw, Path):
         try:
             st = raw.stat()
@@ -179,14 +180,10 @@ def source_key(source: Any, *, where: str) -> str:
 
 
 def _file_sha256(path: Path, where: str) -> str:
-    digest = hashlib.sha256()
     try:
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                digest.update(chunk)
+        return "sha256:" + file_sha256(path)
     except OSError as err:
         raise ImageError(f"{where}: cannot read image file {str(path)!r} ({err.strerror or err})") from err
-    return "sha256:" + digest.hexdigest()
 
 
 def _open(raw: bytes | Path, *, where: str, max_source_pixels: int) -> Image.Image:
@@ -223,6 +220,18 @@ def _decode(image: Image.Image, raw: bytes | Path, *, where: str, draft_size: tu
 def _unreadable(raw: bytes | Path, where: str, err: BaseException) -> ImageError:
     what = f"file {str(raw)!r}" if isinstance(raw, Path) else f"{len(raw)} bytes ({_sniff(raw)})"
     return ImageError(f"{where}: unreadable image {what}: {err}")
+
+
+def open_image(source: Any, *, where: str, max_source_pixels: int = DEFAULT_MAX_SOURCE_PIXELS) -> Image.Image:
+    """Open any accepted image form lazily (header read, pixels not decoded), e.g. to read its size.
+
+    Use it as a context manager, or call ``.load()`` / ``.convert()`` to decode. Same errors as ``load_image``.
+    """
+    raw = source_bytes_or_path(source, where=where)
+    if isinstance(raw, Image.Image):
+        _check_size(raw.size, max_source_pixels, where)
+        return raw
+    return _open(raw, where=where, max_source_pixels=max_source_pixels)
 
 
 def load_image(

@@ -17,18 +17,30 @@ image roots. Station names keep the record's spelling (scoring normalises both s
 Command (no side effects on import; ``main(argv)`` returns the exit status)::
 
     python -m data_prep.reasonmap --out DIR [--source [ROLE=]NAME_OR_PATH[@SPLIT] ...] [--stations-root DIR]
-        [--image-root DIR] [--min-pixels N] [--max-pixels N] [--skip-invalid] [--limit N] [--overwrite]
+        [--image-root DIR] [--min-pixels N] [--max-pixels N] [--planning-templates short,long1,long2]
+        [--skip-invalid] [--limit N] [--overwrite]
 
 Sources default to the three hub datasets: ``FSCCS/ReasonMap-Train`` (split train) -> the four training stage
 files, ``FSCCS/ReasonMap`` (the benchmark, split validation, the split its ``main.py`` evaluates) -> ``val.parquet``
 (short and long rows), ``FSCCS/ReasonMap-Plus`` (split test) -> ``test.parquet``. See ``data_prep.sources`` for
 local copies and how a source's role is inferred.
+
+``--planning-templates`` keeps only planning rows of the listed templates (a benchmark record's long form is
+long1 or long2 by its question; a training record's template is read off its question the same way); the rows
+left out are counted per source in the manifest (``excluded_by_template``). The ``released`` reward mode
+credits short answers only: prepare its data with ``--planning-templates short``.
+
+Warnings (printed to stderr after writing, and listed in ``manifest["warnings"]``): no validation source, so
+no ``val.parquet`` (``NO_VALIDATION_WARNING``); a validation or test source that is the training source; repeated
+questions (``data_prep.duplicates``: duplicates are kept and listed under ``manifest["duplicates"]``, a question
+answered two ways is an error, validation or test rows asking a training question are counted).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import sys
 from collections.abc import Mapping, Sequence
@@ -36,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from data_prep.duplicates import QuestionIndex
 from data_prep.images import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_MAX_SOURCE_PIXELS,
@@ -47,11 +60,15 @@ from data_prep.images import (
 from data_prep.schema import RowError, build_row
 from data_prep.sources import HUB_SOURCES, Source, SourceError, iter_records, parse_source
 from data_prep.stations import StationStore
-from data_prep.writer import write_dataset
-from reward_fns.ground_truth import QUESTION_TYPES, GroundTruth
+from data_prep.writer import read_manifest, write_dataset
+from reward_fns.ground_truth import PLANNING_TEMPLATES, QUESTION_TYPES, GroundTruth
 from reward_fns.network import MetroNetwork, normalize_station, strip_markers
 
 BENCHMARK_FORMS = ("short", "long")
+NO_VALIDATION_WARNING = (
+    "no val.parquet written: no validation source was given (only train/test); add --source val=FSCCS/ReasonMap "
+    "(the ReasonMap benchmark, split validation) or a local copy of it to validate on the benchmark"
+)
 _TYPE_BY_LOWER = {t.lower(): t for t in QUESTION_TYPES}
 # difficulty_city as the datasets write it ("middle"), plus tolerated spellings and 0/1/2 levels
 _MAP_DIFFICULTY = {"easy": "easy", "middle": "middle", "medium": "middle", "hard": "hard"}
@@ -150,14 +167,14 @@ def record_to_row(
             raise ValueError(f"form must be one of {BENCHMARK_FORMS}, got {form!r}")
         qtype = "planning"
         question = _text(record, f"question_{form}", where)
-        template = "short" if form == "short" else ("long1" if planning_template(question) == "long1" else "long2")
+        template = benchmark_template(form, question)
     else:
         qtype = _question_type(record, where)
         question = _text(record, "question", where)
         template = planning_template(question) if qtype == "planning" else "short"
 
-    station_1 = _optional_text(record, "station_1")
-    station_2 = _optional_text(record, "station_2")
+    station_1 = _optional_text(record, "station_1", where)
+    station_2 = _optional_text(record, "station_2", where)
     for name in _STATIONS_NEEDED[qtype]:
         value = station_1 if name == "station_1" else station_2
         if not value:
@@ -219,12 +236,57 @@ def record_to_row(
     )
 
 
-def record_to_rows(record: Mapping[str, Any], *, index: int = 0, **options: Any) -> list[dict[str, Any]]:
-    """Every row of a record: two (short, long) for a benchmark record, else one; indices from ``index`` up."""
+def record_to_rows(
+    record: Mapping[str, Any],
+    *,
+    index: int = 0,
+    planning_templates: Sequence[str] = PLANNING_TEMPLATES,
+    **options: Any,
+) -> list[dict[str, Any]]:
+    """The rows of a record: two (short, long) for a benchmark record, else one; indices from ``index`` up.
+
+    Planning rows whose template is not in ``planning_templates`` are left out; the record is still converted
+    (and so checked) when all its rows are left out. ``expected_rows(record) - len(result)`` counts them.
+    """
     options.setdefault("record_index", index)
     if isinstance(record, Mapping) and is_benchmark_record(record):
-        return [record_to_row(record, index=index + k, form=form, **options) for k, form in enumerate(BENCHMARK_FORMS)]
-    return [record_to_row(record, index=index, **options)]
+        forms = [f for f in BENCHMARK_FORMS if _form_template(record, f) in (*planning_templates, None)]
+        if not forms:
+            record_to_row(record, index=index, form="short", **options)  # checked, then left out
+        return [record_to_row(record, index=index + k, form=form, **options) for k, form in enumerate(forms)]
+    row = record_to_row(record, index=index, **options)
+    keep = row["extra_info"]["question_type"] != "planning" or row["extra_info"]["template"] in planning_templates
+    return [row] if keep else []
+
+
+def expected_rows(record: Any) -> int:
+    """Rows a record gives before any template selection: two for a benchmark record, else one."""
+    return len(BENCHMARK_FORMS) if isinstance(record, Mapping) and is_benchmark_record(record) else 1
+
+
+def benchmark_template(form: str, question: str) -> str:
+    """Template of a benchmark row: ``short`` for the short form; the long form is long1 or long2 by its question."""
+    if form == "short":
+        return "short"
+    return "long1" if planning_template(question) == "long1" else "long2"
+
+
+def _form_template(record: Mapping[str, Any], form: str) -> str | None:
+    """A benchmark form's template, or None when its question is not text (conversion then reports it)."""
+    question = record.get(f"question_{form}")
+    return benchmark_template(form, question) if isinstance(question, str) else None
+
+
+def parse_planning_templates(text: str) -> list[str]:
+    """``short,long1`` -> ["short", "long1"]; raises ValueError naming the option on an unknown or empty list."""
+    templates = [t.strip() for t in text.split(",") if t.strip()]
+    unknown = [t for t in templates if t not in PLANNING_TEMPLATES]
+    if unknown or not templates:
+        raise ValueError(
+            f"--planning-templates {text!r}: give a comma-separated subset of {','.join(PLANNING_TEMPLATES)}"
+            + (f" (unknown: {', '.join(unknown)})" if unknown else "")
+        )
+    return list(dict.fromkeys(templates))
 
 
 def planning_template(question: str) -> str:
@@ -255,9 +317,14 @@ def _text(record: Mapping[str, Any], name: str, where: str) -> str:
     return value.strip()
 
 
-def _optional_text(record: Mapping[str, Any], name: str) -> str:
+def _optional_text(record: Mapping[str, Any], name: str, where: str) -> str:
+    """A field that may be empty (a station some types do not need); present, it must be text."""
     value = record.get(name)
-    return strip_markers(value).strip() if isinstance(value, str) else ""
+    if value is None or (isinstance(value, float) and math.isnan(value)):  # null, or pandas' null in a column
+        return ""
+    if not isinstance(value, str):
+        raise RowError(f"{where}: field {name!r}: must be text (a station name), got {type(value).__name__} {value!r}")
+    return strip_markers(value).strip()
 
 
 def _map_difficulty(record: Mapping[str, Any], where: str) -> str:
@@ -277,8 +344,9 @@ def _question_type(record: Mapping[str, Any], where: str) -> str:
 
 
 def _as_int(value: Any) -> int | None:
+    """An integer written as an int, an integral float or digits; None otherwise (a boolean is not a count)."""
     if isinstance(value, bool):
-        return int(value)
+        return None
     if isinstance(value, int):
         return value
     if isinstance(value, float) and value.is_integer():
@@ -433,6 +501,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--min-pixels", type=int, default=DEFAULT_MIN_PIXELS)
     parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
     parser.add_argument("--max-source-pixels", type=int, default=DEFAULT_MAX_SOURCE_PIXELS)
+    parser.add_argument(
+        "--planning-templates",
+        default=",".join(PLANNING_TEMPLATES),
+        help="planning templates to write, a comma-separated subset of short,long1,long2 (the 'released' reward "
+        "mode credits short only); a benchmark record's long form is long1 or long2 by its question",
+    )
     parser.add_argument("--skip-invalid", action="store_true", help="skip bad records (listed in the manifest)")
     parser.add_argument("--limit", type=int, help="convert at most N records per source")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out folder")
@@ -448,6 +522,12 @@ def run_prep(args: argparse.Namespace, *, argv: Sequence[str] = ()) -> Path:
         raise SourceError(f"one source per role (train, val, test), got roles {roles}")
     if args.limit is not None and args.limit < 1:
         raise SourceError("--limit must be at least 1")
+    templates = parse_planning_templates(args.planning_templates)
+    warnings: list[str] = []
+    if "val" not in roles:
+        warnings.append(NO_VALIDATION_WARNING)
+    warnings += same_source_warnings(specs)
+    questions = QuestionIndex()
     context = RecordContext.create(
         stations_root=args.stations_root,
         image_roots=args.image_root,
@@ -462,19 +542,29 @@ def run_prep(args: argparse.Namespace, *, argv: Sequence[str] = ()) -> Path:
         rows: list[dict[str, Any]] = rows_by_split.setdefault(spec.role, [])
         roots = context.image_roots
         context.image_roots = [*roots, *spec.image_roots()]
-        n_records = n_skipped = 0
+        n_records = n_skipped = n_excluded = 0
         try:
             for record_index, record in enumerate(iter_records(spec, limit=args.limit)):
                 n_records += 1
                 try:
-                    rows += record_to_rows(
+                    new_rows = record_to_rows(
                         record,
                         index=len(rows),
+                        planning_templates=templates,
                         split=spec.role,
                         record_index=record_index,
                         source_name=spec.name,
                         context=context,
                     )
+                    questions.add(
+                        new_rows,
+                        split=spec.role,
+                        source=spec.location,
+                        record=record_index,
+                        where=_where(record, source_name=spec.name, record_index=record_index),
+                    )
+                    n_excluded += expected_rows(record) - len(new_rows)
+                    rows += new_rows
                 except (RowError, TypeError, KeyError, AttributeError) as err:
                     if not isinstance(err, RowError):  # a record shaped unlike any official one
                         err = RowError(f"{spec.name} record {record_index}: unexpected {type(err).__name__}: {err}")
@@ -493,13 +583,19 @@ def run_prep(args: argparse.Namespace, *, argv: Sequence[str] = ()) -> Path:
                 "split": spec.split,
                 "records": n_records,
                 "skipped": n_skipped,
+                "excluded_by_template": n_excluded,
                 "rows": len(rows),
                 **spec.info,
             }
         )
     empty = [role for role, rows in rows_by_split.items() if not rows]
     if empty:
-        raise SourceError(f"no valid records for {', '.join(empty)} ({len(skipped)} skipped)")
+        raise SourceError(
+            f"no rows for {', '.join(empty)} ({len(skipped)} records skipped as invalid, planning templates "
+            f"{','.join(templates)})"
+        )
+    duplicates, duplicate_warnings = questions.report()
+    warnings += duplicate_warnings
     manifest_extra = {
         "generator": "data_prep.reasonmap",
         "command": ["python", "-m", "data_prep.reasonmap", *argv],
@@ -508,8 +604,30 @@ def run_prep(args: argparse.Namespace, *, argv: Sequence[str] = ()) -> Path:
         "skipped_count": len(skipped),
         "images": {"distinct_maps": len(context.images), "resized": context.images.misses},
         "stations_root": str(args.stations_root) if args.stations_root else None,
+        "planning_templates": templates,
+        "duplicates": duplicates,
+        "warnings": warnings,
     }
     return write_dataset(args.out, rows_by_split, manifest_extra=manifest_extra, overwrite=args.overwrite)
+
+
+def same_source_warnings(specs: Sequence[Source]) -> list[str]:
+    """A warning per validation or test source that is the training source itself (same file or dataset split)."""
+    identity = {spec.role: _source_identity(spec) for spec in specs}
+    return [
+        f"the {role} source is the training source ({spec.location}, split {spec.split}): {role} scores would "
+        "measure memorisation; give the benchmark (val) or ReasonMap-Plus (test) instead"
+        for spec in specs
+        if (role := spec.role) != "train" and "train" in identity and identity[role] == identity["train"]
+    ]
+
+
+def _source_identity(spec: Source) -> tuple[str, str]:
+    """What a source reads: a local file (its split is the file), a local folder's split, or a hub split."""
+    if not spec.local:
+        return (spec.location, spec.split)
+    path = Path(spec.location).resolve()
+    return (str(path), "" if path.is_file() else spec.split)
 
 
 def _skip_entry(spec: Source, record_index: int, record: Any, err: RowError) -> dict[str, Any]:
@@ -536,6 +654,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("data_prep.reasonmap: interrupted; nothing written", file=sys.stderr)
         return 130
+    for warning in read_manifest(out).get("warnings", []):
+        print(f"data_prep.reasonmap: warning: {warning}", file=sys.stderr)
     print(f"data_prep.reasonmap: wrote {out}")
     return 0
 

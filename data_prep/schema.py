@@ -4,17 +4,26 @@ A row (one question, one map image)::
 
     data_source   "reasonmap" | "reasonmap_plus" | "reasonmap_train" | "synthetic"
     prompt        [{"role": "user", "content": "<image>\\n" + question}]   (one <image> per image)
-    images        [{"bytes": PNG bytes, "min_pixels": int, "max_pixels": int}]   (pre-resized to the budget)
+    images        [{"bytes": PNG bytes | None, "path": str | None, "min_pixels": int, "max_pixels": int}]
+                  (pre-resized to the budget; see "Images" below)
     ability       "perception" (TorF*, Counting*) | "planning"
     reward_model  {"style": "rule", "ground_truth": GroundTruth.to_json()}   (see reward_fns.ground_truth)
     extra_info    flat dict, the same keys in every row (EXTRA_INFO_KEYS), for metrics, stages and filtering
 
 ``ground_truth`` carries everything scoring needs (the metro network included), so reward workers never open a
 file; ``extra_info`` repeats the scalar facts so verl's batch and the metrics can group without parsing JSON.
+
+Images. A row built in memory (``build_row``) carries its PNG ``bytes``. A row written to disk
+(``data_prep.writer``) carries ``path`` instead: ``images/<sha256 of the PNG>.png``, relative to the folder
+holding the Parquet file, so each map is stored once however many questions use it, and the folder can be
+copied anywhere. The name is the content's hash, so a row still says exactly which image it means. Readers
+resolve it with ``data_prep.image_files`` (``open_row_image``, ``resolve_row_images``); folders written before
+this layout (``bytes`` in every row) still read.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from reward_fns.ground_truth import GroundTruth
@@ -51,6 +60,23 @@ EXTRA_INFO_KEYS: dict[str, type] = {
 }
 
 
+IMAGES_DIR = "images"  # the folder, beside the Parquet files, that holds each prepared map once
+_STORED_IMAGE_PATH = re.compile(rf"^{IMAGES_DIR}/[0-9a-f]{{64}}\.png$")
+
+
+def stored_image_path(sha256_hex: str) -> str:
+    """The relative path a written row uses for the PNG whose sha256 is ``sha256_hex``."""
+    path = f"{IMAGES_DIR}/{sha256_hex}.png"
+    if not _STORED_IMAGE_PATH.match(path):
+        raise ValueError(f"not a sha256 hex digest: {sha256_hex!r}")
+    return path
+
+
+def is_stored_image_path(path: Any) -> bool:
+    """True for ``images/<64 hex digits>.png`` (relative, no other form: rows never point outside their folder)."""
+    return isinstance(path, str) and bool(_STORED_IMAGE_PATH.match(path))
+
+
 class RowError(ValueError):
     """A row or record that cannot be used; the message names the record and the field."""
 
@@ -72,7 +98,7 @@ def build_row(
     row = {
         "data_source": data_source,
         "prompt": [{"role": "user", "content": "<image>\n" + question}],
-        "images": [{"bytes": image_png, "min_pixels": int(min_pixels), "max_pixels": int(max_pixels)}],
+        "images": [{"bytes": image_png, "path": None, "min_pixels": int(min_pixels), "max_pixels": int(max_pixels)}],
         "ability": "planning" if gt.question_type == "planning" else "perception",
         "reward_model": {"style": "rule", "ground_truth": gt.to_json()},
         "extra_info": {
@@ -115,8 +141,17 @@ def validate_row(row: dict[str, Any], *, where: str = "row") -> GroundTruth:
     if n_tags != len(images):
         raise fail("prompt", f"has {n_tags} <image> tags for {len(images)} images")
     for i, image in enumerate(images):
-        if not isinstance(image, dict) or not image.get("bytes"):
-            raise fail(f"images[{i}]", "must be a dict with PNG 'bytes'")
+        if not isinstance(image, dict):
+            raise fail(
+                f"images[{i}]", f"must be a dict with PNG 'bytes' or a stored 'path', got {type(image).__name__}"
+            )
+        data, path = image.get("bytes"), image.get("path")
+        if data and path:
+            raise fail(f"images[{i}]", "has both 'bytes' and 'path'; a row stores its image one way")
+        if path is not None and not is_stored_image_path(path):
+            raise fail(f"images[{i}].path", f"{path!r} is not {IMAGES_DIR}/<sha256>.png (relative to the data folder)")
+        if not data and not path:
+            raise fail(f"images[{i}]", "has neither PNG 'bytes' nor a stored 'path'")
     reward_model = row["reward_model"]
     if not isinstance(reward_model, dict) or reward_model.get("style") != "rule":
         raise fail("reward_model.style", "must be 'rule'")

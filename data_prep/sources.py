@@ -196,7 +196,7 @@ def _iter_parquet(files: list[Path], source: Source) -> Iterator[dict[str, Any]]
 def _iter_json(path: Path, source: Source) -> Iterator[dict[str, Any]]:
     source.info.update(kind="json", files=[_file_info(path)])
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")  # a leading BOM (Windows editors) is not part of the JSON
     except (OSError, UnicodeDecodeError) as err:
         raise SourceError(f"source {str(path)!r}: cannot read: {err}") from err
     stripped = text.lstrip()

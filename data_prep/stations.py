@@ -60,7 +60,7 @@ class StationStore:
         name = f"{country}/{city}"
         if isinstance(value, Mapping):
             return _embedded(value, name=name, where=where)
-        text = "" if value is None else str(value)
+        text = "" if value is None else str(value).lstrip("\ufeff")  # a BOM copied along with the JSON text
         if text.lstrip().startswith("{"):
             try:
                 data = json.loads(text)
@@ -81,10 +81,10 @@ class StationStore:
         if cached is not None:
             return cached
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(path.read_text(encoding="utf-8-sig"))  # editors on Windows prepend a BOM
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise RowError(f"{where}: field 'json': cannot read station file {str(path)!r}: {err}") from err
-        network = _embedded(data, name=name, where=where)
+        network = _embedded(data, name=name, where=where, source=f" (station file {str(path)!r})")
         self._by_path[key] = network
         return network
 
@@ -92,12 +92,32 @@ class StationStore:
         return len(self._by_path)
 
 
-def _embedded(data: Any, *, name: str, where: str) -> MetroNetwork:
-    """A network object; lines whose value is null are dropped (Arrow gives every city the union of keys)."""
+def _embedded(data: Any, *, name: str, where: str, source: str = "") -> MetroNetwork:
+    """A network object of line -> list of station names; lines whose value is null are dropped (Arrow gives every
+    city the union of keys). ``source`` names the station file in errors."""
+    field = f"field 'json'{source}"
     if not isinstance(data, Mapping):
-        raise RowError(f"{where}: field 'json': network must be an object of line -> stations")
-    lines = {str(line): list(stations) for line, stations in data.items() if stations is not None}
+        raise RowError(f"{where}: {field}: network must be an object of line -> stations")
+    lines: dict[str, list[str]] = {}
+    for line, stations in data.items():
+        if stations is None:
+            continue
+        if hasattr(stations, "tolist") and not isinstance(stations, (str, bytes)):  # a numpy array from pandas
+            stations = stations.tolist()
+        if not isinstance(stations, (list, tuple)):
+            hint = " (a string would become one-letter stations)" if isinstance(stations, (str, bytes)) else ""
+            raise RowError(
+                f"{where}: {field}: line {str(line)!r} must be a list of station names, "
+                f"got {type(stations).__name__}{hint}"
+            )
+        for station in stations:
+            if not isinstance(station, str):
+                raise RowError(
+                    f"{where}: {field}: line {str(line)!r}: station {station!r} must be text, "
+                    f"got {type(station).__name__}"
+                )
+        lines[str(line)] = list(stations)
     try:
         return MetroNetwork(lines, name=name)
     except (TypeError, ValueError) as err:
-        raise RowError(f"{where}: field 'json': {err}") from err
+        raise RowError(f"{where}: {field}: {err}") from err

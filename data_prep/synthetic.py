@@ -167,7 +167,7 @@ def generate_dataset(
     ``cities`` generated cities (difficulty per ``difficulty``; "mixed" cycles easy, middle, hard) plus one
     city per ``from_networks`` station file, ``questions_per_city`` questions each (see
     ``synth_questions.default_counts``), planning in ``planning_templates`` in turn. ``contact_sheet`` also
-    writes ``contact_sheet.png`` beside the data.
+    writes ``contact_sheet.png`` beside the data (with it, atomically; listed in ``manifest["extra_files"]``).
     """
     if cities < 0 or (cities == 0 and not from_networks):
         raise ValueError("need at least one city (--cities >= 1 or --from-network)")
@@ -218,10 +218,8 @@ def generate_dataset(
             for c in data
         ],
     }
-    out = write_dataset(out_dir, rows, manifest_extra=extra, overwrite=overwrite)
-    if contact_sheet:
-        (out / CONTACT_SHEET).write_bytes(make_contact_sheet(data))
-    return out
+    extra_files = {CONTACT_SHEET: make_contact_sheet(data)} if contact_sheet else {}
+    return write_dataset(out_dir, rows, manifest_extra=extra, overwrite=overwrite, extra_files=extra_files)
 
 
 def make_contact_sheet(city_data: Sequence[CityData], *, max_tiles: int = 6, tile_width: int = 560) -> bytes:

@@ -20,11 +20,18 @@ No length filter: ``data.filter_overlong_prompts`` is ignored (a filter would dr
 plan; stock verl drops every image row when qwen_vl_utils/torchvision is missing). The pre-flight checks prompt
 lengths; the agent loop rejects an over-long multimodal prompt loudly.
 
-Images: the rows carry pre-resized PNG bytes with ``min_pixels``/``max_pixels``. ``_process_multi_modal_info``
-(the class method the agent loop calls in every worker) decodes and fits them with PIL only, following
-qwen_vl_utils' ``fetch_image`` (RGB, ``smart_resize`` to multiples of patch x 2 inside the pixel budget, bicubic),
-so neither qwen_vl_utils nor torchvision is needed; a pre-resized image passes unchanged. Videos, which this
-recipe does not use, still go through qwen_vl_utils.
+Images: a written row names its pre-resized PNG map by a path relative to its data folder
+(``images/<sha256>.png``, stored once per map; see ``data_prep.image_files``). ``__getitem__`` (through
+``_build_messages``) turns that path into an absolute one against the folders of the dataset's Parquet files,
+in the process that read them, so the content item handed to the agent loop is ``{"type": "image", "image":
+"/abs/.../images/<sha256>.png", "min_pixels", "max_pixels"}`` and resolves in any worker whatever its working
+directory (the folder must be reachable there: shared storage, or the same node-local path on every node).
+Rows from older folders that embed ``bytes`` still load. ``_process_multi_modal_info`` (the class method the
+agent loop calls in every worker) decodes and fits images with PIL only, following qwen_vl_utils'
+``fetch_image`` (RGB, ``smart_resize`` to multiples of patch x 2 inside the pixel budget, bicubic), so neither
+qwen_vl_utils nor torchvision is needed; a pre-resized image passes unchanged. Videos, which this recipe does
+not use, still go through qwen_vl_utils. verl's stock ``RLHFDataset`` cannot read path rows (it opens
+``bytes`` unconditionally): use this class (``data.custom_cls``, as ``configs/rewardmap.yaml`` does).
 
 Resume: the order is a pure function of the config, so verl's dataloader state (samples yielded so far) restores
 the exact position, across stage boundaries too. The dataset is also ``Stateful`` (torchdata): its state is the
@@ -38,13 +45,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from io import BytesIO
 from typing import Any
 
 from PIL import Image
 from verl.utils.dataset.rl_dataset import RLHFDataset
 
-from data_prep.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, MERGE_SIZE, smart_resize_dims
+from data_prep.image_files import resolve_image_entry
+from data_prep.images import (
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_MIN_PIXELS,
+    MERGE_SIZE,
+    ImageError,
+    load_image,
+    smart_resize_dims,
+)
 from recipe.plan_record import check_plan_state
 from recipe.stages import StagePlan, StagePlanError, plan_from_data_config
 
@@ -68,6 +82,7 @@ class StagedRLHFDataset(RLHFDataset):
         self.plan: StagePlan | None = None
         if not _is_training_files(data_files, config):
             super().__init__(data_files, tokenizer, config, processor, max_samples)
+            self.image_dirs = _image_dirs(self.original_data_files, self.data_files)
             return
         plan = plan_from_data_config(config)
         if config.get("shuffle", False):
@@ -95,6 +110,7 @@ class StagedRLHFDataset(RLHFDataset):
         self.plan = plan
         local_files = [os.path.expanduser(f.path) for f in plan.files]  # the order indexes them concatenated
         super().__init__(local_files, tokenizer, config, processor, max_samples=-1)
+        self.image_dirs = _image_dirs(self.original_data_files, self.data_files)
         if len(self.dataframe) != plan.num_rows:
             raise StagePlanError(
                 f"the stage files hold {len(self.dataframe)} rows but the plan counted {plan.num_rows}: "
@@ -110,6 +126,23 @@ class StagedRLHFDataset(RLHFDataset):
                 "the pre-flight checks prompt lengths"
             )
         return dataframe
+
+    def _build_messages(self, example: dict, key: str) -> list:
+        """verl's messages, after each stored image path is made absolute (see module doc: Images)."""
+        images = example.get(self.image_key)
+        if images:
+            where = f"row {(example.get('extra_info') or {}).get('source_id', '?')}"
+            example[self.image_key] = [
+                self._content_image(entry, where=f"{where}: images[{i}]") for i, entry in enumerate(images)
+            ]
+        return super()._build_messages(example, key)
+
+    def _content_image(self, entry: Any, *, where: str) -> Any:
+        """A stored-path image entry as verl's ``{"image": absolute path, min/max_pixels}``; others unchanged."""
+        resolved = resolve_image_entry(entry, self.image_dirs, where=where)
+        if resolved is entry:
+            return entry
+        return {"image": resolved["path"], **{k: v for k, v in resolved.items() if k not in ("bytes", "path")}}
 
     def __len__(self) -> int:
         if self.plan is None:
@@ -169,28 +202,15 @@ class StagedRLHFDataset(RLHFDataset):
 
 
 def fetch_image(item: dict[str, Any], image_patch_size: int = 14) -> Image.Image:
-    """One image content item (PIL image, PNG bytes or path, with optional pixel budget) as a fitted RGB image."""
-    source = item.get("image")
+    """One image content item (PIL image, PNG bytes, base64 or a path, optional pixel budget) as a fitted RGB image.
+
+    The source is unwrapped by ``data_prep.images.load_image`` (the one reader of every accepted form).
+    """
+    source = next((item[k] for k in ("image", "image_url", "bytes") if item.get(k) is not None), None)
     if source is None:
-        source = item.get("image_url")
-    if source is None:
-        source = item.get("bytes")
-    if isinstance(source, dict):
-        source = source.get("bytes") or source.get("path")
-    if isinstance(source, Image.Image):
-        image = source
-    elif isinstance(source, bytes | bytearray):
-        image = Image.open(BytesIO(source))
-    elif isinstance(source, str | os.PathLike):
-        path = os.fspath(source)
-        if path.startswith("file://"):
-            path = path[len("file://") :]
-        if "://" in path or path.startswith("data:"):
-            raise ValueError(f"StagedRLHFDataset reads local images only, got {path[:80]!r}")
-        image = Image.open(path)
-    else:
-        raise TypeError(f"unsupported image source {type(source).__name__} in content item {sorted(item)}")
-    image = image.convert("RGB")
+        raise ImageError(f"image content item without 'image', 'image_url' or 'bytes' (keys {sorted(item)})")
+    image = load_image(source, where="image content item")  # one unwrapping for every form: data_prep.images
+    image = image.convert("RGB") if image.mode != "RGB" else image  # prepared maps are RGB: no copy
     factor = image_patch_size * MERGE_SIZE
     if "resized_height" in item and "resized_width" in item:
         width, height = smart_resize_dims(
@@ -211,6 +231,17 @@ def fetch_image(item: dict[str, Any], image_patch_size: int = 14) -> Image.Image
     if (width, height) != image.size:
         image = image.resize((width, height), Image.Resampling.BICUBIC)
     return image
+
+
+def _image_dirs(*file_lists: Any) -> list[str]:
+    """Absolute folders of the dataset's Parquet files (as configured, then verl's local copies), deduplicated."""
+    dirs: list[str] = []
+    for files in file_lists:
+        for f in _as_list(files):
+            folder = os.path.dirname(os.path.abspath(os.path.expanduser(f)))
+            if folder not in dirs:
+                dirs.append(folder)
+    return dirs
 
 
 def _as_list(files: Any) -> list[str]:

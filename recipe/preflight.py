@@ -8,7 +8,6 @@ none. Checks that need the model's processor say plainly when it cannot be loade
 
 from __future__ import annotations
 
-import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,8 +16,8 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image
 
+from data_prep.image_files import open_row_image, resolve_row_images
 from data_prep.images import IMAGE_FACTOR
 from data_prep.schema import RowError, validate_row
 from reward_fns.gold import gold_response
@@ -141,6 +140,7 @@ def _check_data_files(config: DictConfig, report: PreflightReport) -> list[Sampl
         for i, row in enumerate(rows):
             try:
                 gt = validate_row(row, where=f"{file} row {i}")
+                row = resolve_row_images(row, [path.parent], where=f"{file} row {i}")  # stored paths made absolute
             except RowError as err:
                 problems.append(str(err))
                 break
@@ -220,7 +220,7 @@ def _check_prompt_budget(config: DictConfig, samples: list[SampleRow], processor
     worst, worst_where, problems = 0, "", []
     for s in samples:
         image_info = s.row["images"][0]
-        with Image.open(io.BytesIO(image_info["bytes"])) as im:
+        with open_row_image(image_info, where=f"{s.file} row {s.index}") as im:
             width, height = im.size
         if width * height > int(image_info["max_pixels"]) * 1.01:
             problems.append(f"{s.file} row {s.index}: image {width}x{height} exceeds its max_pixels budget")
@@ -249,7 +249,7 @@ def _prompt_tokens(processor: Any, row: dict[str, Any]) -> int:
                 parts.append({"type": "text", "text": piece})
         messages.append({"role": m["role"], "content": parts})
     text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    images = [Image.open(io.BytesIO(im["bytes"])).convert("RGB") for im in row["images"]]
+    images = [open_row_image(im, where="pre-flight prompt image").convert("RGB") for im in row["images"]]
     inputs = processor(text=[text], images=images, return_tensors="pt")
     return int(inputs["input_ids"].shape[-1])
 

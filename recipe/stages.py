@@ -10,8 +10,12 @@ The stages are a Hydra list under ``data.stages``; each entry::
     replay:  float = 0.0         fraction of each batch drawn from the rows of all earlier stages
 
 ``build_plan`` is a pure function of (the stage list, each file's identity, batch size, seed). A file's identity
-is its path as written in the config plus its row count (read from the Parquet footer): editing a file in place
-without changing its row count is not detected; moving it to another path is (and counts as a change).
+is its CONTENT: the sha256 of its bytes plus its row count (from the Parquet footer), not its path. So the same
+data copied to node-local scratch, or named by an absolute instead of a relative path, plans identically and
+resumes; a file rewritten with other rows (even as many) is a different plan. The sha256 comes from the data
+folder's manifest when it lists the file at that size and the file is older than the manifest, else from
+hashing the file (``data_prep.writer.content_sha256``). The plan record keeps each file's path for people to
+read; comparisons use the content.
 
 Rules, in order:
 
@@ -48,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: files identified by content (sha256 + rows), not by path
 _STAGE_KEYS = ("name", "files", "epochs", "steps", "shuffle", "replay")
 
 
@@ -121,11 +125,18 @@ class StageSpec:
 
 @dataclass(frozen=True)
 class PlanFile:
-    """A distinct stage file: its path as configured, its row count, and its first global row id."""
+    """A distinct stage file: its path as configured, its row count, its first global row id, and its content's
+    sha256 (None when the plan was given row counts only; the path then stands for the content)."""
 
     path: str
     rows: int
     offset: int
+    sha256: str | None = None
+
+    @property
+    def identity(self) -> list[Any]:
+        """What the fingerprint hashes for this file: its content and row count (its path without a hash)."""
+        return [self.sha256 or f"path:{self.path}", self.rows]
 
 
 @dataclass(frozen=True)
@@ -203,7 +214,10 @@ class StagePlan:
                 {
                     "index": s.index,
                     "name": s.name,
-                    "files": [{"path": self.files[i].path, "rows": self.files[i].rows} for i in s.file_indices],
+                    "files": [
+                        {"path": self.files[i].path, "rows": self.files[i].rows, "sha256": self.files[i].sha256}
+                        for i in s.file_indices
+                    ],
                     "epochs": s.spec.epochs,
                     "steps": s.spec.steps,
                     "shuffle": s.spec.shuffle,
@@ -260,13 +274,16 @@ def parquet_row_count(path: str) -> int:
     return int(pq.ParquetFile(os.path.expanduser(path)).metadata.num_rows)
 
 
-def _local_row_count(path: str) -> int:
+def local_file_identity(path: str) -> tuple[int, str]:
+    """(rows, content sha256) of a local Parquet stage file (see module doc for where the sha256 comes from)."""
+    from data_prep.writer import content_sha256
+
     local = os.path.expanduser(path)
     if not os.path.isfile(local):
         raise FileNotFoundError(local)
     if not local.endswith(".parquet"):
         raise StagePlanError(f"only .parquet stage files are supported, got {path!r}")
-    return parquet_row_count(local)
+    return parquet_row_count(local), content_sha256(local)
 
 
 def build_plan(
@@ -278,8 +295,9 @@ def build_plan(
 ) -> StagePlan:
     """Plan the sample order of ``stages`` (see the module docstring for the rules).
 
-    ``count_rows(path)`` returns a stage file's row count (default: the local Parquet footer; pass another for
-    remote files already copied locally). Raises StagePlanError naming the stage and file on any problem.
+    By default each file is read locally for its row count and content hash (``local_file_identity``).
+    ``count_rows(path)`` instead gives row counts only, for files this machine cannot read (the path then
+    stands for the content in the fingerprint). Raises StagePlanError naming the stage and file on any problem.
     """
     stages = _to_container(stages)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -294,7 +312,7 @@ def build_plan(
         if names.count(name) > 1:
             raise StagePlanError(f"stage {name!r}: the name is used by more than one stage")
 
-    counter = count_rows or _local_row_count
+    identify = (lambda p: (count_rows(p), None)) if count_rows is not None else local_file_identity
     files: list[PlanFile] = []
     file_index: dict[str, int] = {}
     for spec in specs:
@@ -302,7 +320,7 @@ def build_plan(
             if path in file_index:
                 continue
             try:
-                rows = counter(path)
+                rows, sha256 = identify(path)
             except FileNotFoundError as err:
                 raise StagePlanError(f"stage {spec.name!r}: file {path!r} does not exist") from err
             except StagePlanError as err:
@@ -312,7 +330,7 @@ def build_plan(
             if rows < 1:
                 raise StagePlanError(f"stage {spec.name!r}: file {path!r} has no rows")
             file_index[path] = len(files)
-            files.append(PlanFile(path, int(rows), sum(f.rows for f in files)))
+            files.append(PlanFile(path, int(rows), sum(f.rows for f in files), sha256))
 
     planned: list[PlannedStage] = []
     chunks: list[np.ndarray] = []
@@ -392,7 +410,7 @@ def _fingerprint(
         "stages": [
             {
                 "name": s.name,
-                "files": [[files[i].path, files[i].rows] for i in s.file_indices],
+                "files": [files[i].identity for i in s.file_indices],
                 "epochs": s.spec.epochs,
                 "steps": s.spec.steps,
                 "shuffle": s.spec.shuffle,

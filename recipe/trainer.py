@@ -6,9 +6,10 @@
 2. ``_save_checkpoint``: writes the stage-plan record (``recipe.plan_record.write_plan_record``) into
    ``global_step_N/`` before verl saves there, so it exists before ``latest_checkpointed_iteration.txt`` names
    the step.
-3. ``_load_checkpoint``: after verl restored ``global_step_N/data.pt`` (and set ``global_steps``), checks that
-   folder's record against the plan being trained (``check_plan_record``): resuming onto another plan would
-   silently skip or repeat samples.
+3. ``_load_checkpoint``: after verl restored ``global_step_N/data.pt`` (and set ``global_steps``), reshapes the
+   dataloader state for the current ``data.dataloader_num_workers`` (``dataloader_state_for``: torchdata cannot
+   load a state saved with another worker count) and checks that folder's record against the plan being trained
+   (``check_plan_record``): resuming onto another plan would silently skip or repeat samples.
 
 The registry is per process and verl looks the mode up in its TaskRunner actor, so this module is imported
 there (``recipe.main_rewardmap.RewardMapTaskRunner``).
@@ -25,7 +26,7 @@ import transfer_queue as tq
 from verl.trainer.ppo.v1 import PPOTrainerSync, register_trainer
 
 from recipe.metrics import reward_metrics
-from recipe.plan_record import check_plan_record, write_plan_record
+from recipe.plan_record import check_plan_record, dataloader_state_for, write_plan_record
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "INFO"))
@@ -102,6 +103,9 @@ class RewardMapTrainer(PPOTrainerSync):
         super()._load_checkpoint()
         if not self.global_steps:
             return  # nothing resumed
+        loader = getattr(self, "train_dataloader", None)
+        if getattr(loader, "next_iter_state", None) is not None:  # verl restored data.pt into it
+            loader.next_iter_state = dataloader_state_for(loader.next_iter_state, num_workers=loader.num_workers)
         # Raises on a different plan, on a staged run resuming a checkpoint without a record, and on a plain
         # run resuming a staged checkpoint; a plain run resuming a plain checkpoint passes.
         plan = self.stage_plan()

@@ -21,7 +21,7 @@ from verl.trainer.ppo.utils import create_rl_dataset, create_rl_sampler
 from verl.utils.dataset.rl_dataset import collate_fn
 
 from recipe.dataset import StagedRLHFDataset
-from recipe.plan_record import StagePlanMismatchError
+from recipe.plan_record import DataloaderStateError, StagePlanMismatchError, dataloader_state_for
 from tests.fixtures.stage_data import write_stage_file
 
 BATCH = 4
@@ -159,3 +159,122 @@ def test_plain_dataset_refuses_a_staged_checkpoint(files, tiny, tmp_path: Path):
     plain.load_state_dict(state)
     with pytest.raises(StagePlanMismatchError, match="written with data.stages, the current config has none"):
         next(iter(plain))
+
+
+# --- resume anywhere: another path for the same data, another worker count -----------------------------------------
+
+
+def test_resume_on_a_copy_of_the_data_at_another_path(files, tiny, tmp_path: Path, monkeypatch):
+    """Node-local scratch: the same files copied elsewhere and named relatively continue the checkpoint exactly."""
+    import shutil
+
+    config = data_config(files, tmp_path)
+    reference = run(make_loader(config, tiny, 0))
+    first = make_loader(config, tiny, 0)
+    head = run(first, steps=5)
+    state = first.state_dict()
+    scratch = tmp_path / "node-local"
+    (scratch / "data").mkdir(parents=True)
+    for name in ("torf", "counting", "planning", "val"):
+        shutil.copy(files[name], scratch / "data" / Path(files[name]).name)
+    monkeypatch.chdir(scratch)
+    copied = {name: f"data/{Path(path).name}" for name, path in files.items()}
+    resumed = make_loader(data_config(copied, tmp_path), tiny, 0)
+    resumed.load_state_dict(state)
+    assert head + run(resumed) == reference
+
+
+def test_resume_refuses_a_stage_file_rewritten_with_as_many_other_rows(files, tiny, tmp_path: Path):
+    import shutil
+
+    own = {name: str(shutil.copy(path, tmp_path / Path(path).name)) for name, path in files.items()}
+    first = make_loader(data_config(own, tmp_path), tiny, 0)
+    run(first, steps=2)
+    state = first.state_dict()
+    write_stage_file(tmp_path, "counting", 7, start=500)  # 7 rows again, other rows
+    changed = make_loader(data_config(own, tmp_path), tiny, 0)
+    changed.load_state_dict(state)
+    with pytest.raises(StagePlanMismatchError, match=r"stage 'counting' files \[.*counting.parquet \(7 rows, sha256"):
+        next(iter(changed))
+
+
+@pytest.mark.parametrize(("saved_workers", "resumed_workers"), [(0, 2), (2, 0), (2, 1)])
+def test_resume_continues_exactly_when_the_worker_count_changes(
+    files, tiny, tmp_path: Path, saved_workers: int, resumed_workers: int
+):
+    config = data_config(files, tmp_path)
+    reference = run(make_loader(config, tiny, 0))
+    first = make_loader(config, tiny, saved_workers)
+    head = run(first, steps=5)  # past the stage boundary at step 4
+    path = tmp_path / "global_step_5" / "data.pt"
+    path.parent.mkdir()
+    torch.save(first.state_dict(), path)
+    del first
+    state = torch.load(path, weights_only=False)
+
+    as_saved = make_loader(config, tiny, resumed_workers)
+    as_saved.load_state_dict(state)
+    with pytest.raises((AssertionError, KeyError)):  # what torchdata does with another worker count
+        next(iter(as_saved))
+    del as_saved
+    gc.collect()
+
+    resumed = make_loader(config, tiny, resumed_workers)
+    resumed.load_state_dict(dataloader_state_for(state, num_workers=resumed_workers))
+    assert head + run(resumed) == reference
+
+
+def test_a_converted_state_still_refuses_a_changed_plan(files, tiny, tmp_path: Path):
+    first = make_loader(data_config(files, tmp_path, seed=3), tiny, 0)
+    run(first, steps=3)
+    state = dataloader_state_for(first.state_dict(), num_workers=1)
+    changed = make_loader(data_config(files, tmp_path, seed=4), tiny, 1)
+    changed.load_state_dict(state)
+    with pytest.raises(StagePlanMismatchError, match="seed 3 -> 4"):
+        next(iter(changed))
+    del changed
+    gc.collect()
+
+
+def test_a_state_that_cannot_convert_exactly_is_refused_naming_both_counts(files, tiny, tmp_path: Path):
+    loader = make_loader(data_config(files, tmp_path), tiny, 2)
+    run(loader, steps=3)
+    state = loader.state_dict()
+    del loader
+    gc.collect()
+    assert dataloader_state_for(state, num_workers=2) == state  # same count: as saved
+    stale = {**state, "_steps_since_snapshot": 2}  # a snapshot taken two steps before the checkpoint
+    with pytest.raises(DataloaderStateError, match=r"dataloader_num_workers changed .*: 2 -> 0.*=2"):
+        dataloader_state_for(stale, num_workers=0)
+
+
+def test_the_trainer_reshapes_the_restored_state_for_its_worker_count(files, tiny, tmp_path: Path, monkeypatch):
+    """recipe.trainer's _load_checkpoint hook, after verl's own restored data.pt into the loader."""
+    from omegaconf import OmegaConf
+    from verl.trainer.ppo.v1.trainer_base import PPOTrainer
+
+    from recipe.plan_record import write_plan_record
+    from recipe.trainer import RewardMapTrainer
+
+    config = data_config(files, tmp_path)
+    reference = run(make_loader(config, tiny, 0))
+    first = make_loader(config, tiny, 2)
+    head = run(first, steps=5)
+    state = first.state_dict()
+    folder = tmp_path / "ckpt" / "global_step_5"
+    write_plan_record(folder, first.dataset.plan)
+    del first
+    gc.collect()
+
+    trainer = RewardMapTrainer.__new__(RewardMapTrainer)
+    trainer.config = OmegaConf.create({"trainer": {"default_local_dir": str(tmp_path / "ckpt"), "resume_mode": "auto"}})
+    trainer.train_dataloader = make_loader(config, tiny, 0)
+    trainer.train_dataset = trainer.train_dataloader.dataset
+
+    def verl_load(self):  # what verl's _load_checkpoint does with global_step_5/data.pt
+        self.global_steps = 5
+        self.train_dataloader.load_state_dict(state)
+
+    monkeypatch.setattr(PPOTrainer, "_load_checkpoint", verl_load)
+    trainer._load_checkpoint()
+    assert head + run(trainer.train_dataloader) == reference

@@ -170,3 +170,96 @@ def test_every_sample_has_the_same_extra_info_types(config, tiny):
     types = {tuple((k, type(v).__name__) for k, v in e.items()) for e in batch["extra_info"]}
     assert len(types) == 1
     assert np.array_equal([e["plan_index"] for e in batch["extra_info"]], np.arange(len(train)))
+
+
+# --- images stored once beside the Parquet files --------------------------------------------------------------
+
+
+def _staged_config(data_dir: str, cache: Path) -> Any:
+    """A staged data config over a prepared folder's torf and planning files, given as ``data_dir/<file>``."""
+    import verl
+
+    files = [f"{data_dir}/torf.parquet", f"{data_dir}/planning.parquet"]
+    defaults = OmegaConf.load(Path(verl.__file__).parent / "trainer/config/data/legacy_data.yaml")
+    return OmegaConf.merge(
+        defaults,
+        {
+            "train_files": files,
+            "train_batch_size": BATCH,
+            "seed": 0,
+            "shuffle": False,
+            "cache_dir": str(cache),
+            "custom_cls": {"path": "pkg://recipe.dataset", "name": "StagedRLHFDataset"},
+            "stages": [{"name": Path(f).stem, "files": [f], "epochs": 1, "shuffle": False} for f in files],
+        },
+    )
+
+
+@pytest.fixture
+def prepared(tmp_path: Path) -> Path:
+    """A folder written by the writer: two maps (one per stage) shared by 8 rows each."""
+    from data_prep.writer import write_dataset
+
+    rows = [make_row("torf", i) for i in range(8)] + [make_row("planning", 8 + i, size=(84, 112)) for i in range(8)]
+    return write_dataset(tmp_path / "shared" / "data", {"train": rows}, manifest_extra={})
+
+
+def test_a_copied_folder_given_by_a_relative_path_serves_workers_in_another_cwd(
+    prepared: Path, tmp_path: Path, tiny, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from data_prep.writer import read_manifest
+
+    assert len(read_manifest(prepared)["image_files"]) == 2  # 16 rows, 2 maps, each stored once
+    scratch = tmp_path / "node-local"
+    shutil.copytree(prepared, scratch / "data")
+    shutil.rmtree(prepared)  # only the node-local copy exists now
+    monkeypatch.chdir(scratch)
+    config = _staged_config("data", tmp_path / "cache")  # relative to the driver's cwd
+    tokenizer, processor = tiny
+    dataset = create_rl_dataset(config.train_files, config, tokenizer, processor, is_train=True)
+    samples = [dataset[i] for i in (0, 8)]
+
+    elsewhere = tmp_path / "worker-cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # an agent-loop worker: another working directory, the same node
+    answer = tokenizer.encode("yes", add_special_tokens=False) + [tokenizer.convert_tokens_to_ids("<|im_end|>")]
+    for sample, size in zip(samples, [(112, 84), (84, 112)], strict=True):
+        (item,) = [c for c in sample["raw_prompt"][0]["content"] if c["type"] == "image"]
+        assert set(item) == {"type", "image", "min_pixels", "max_pixels"}  # a path travels, not the PNG
+        assert Path(item["image"]).is_absolute() and Path(item["image"]).parent == scratch / "data" / "images"
+        run = run_agent_loop(sample, tiny, dataset, config, PROMPT_LENGTH, RESPONSE_LENGTH, answer_ids=answer)
+        (image,) = run.output.multi_modal_data["images"]
+        assert image.size == size
+
+
+def test_a_folder_copied_without_its_images_fails_naming_the_image(prepared: Path, tmp_path: Path, tiny) -> None:
+    from data_prep.images import ImageError
+
+    parquet_only = tmp_path / "parquet-only"
+    parquet_only.mkdir()
+    for name in ("torf.parquet", "planning.parquet"):
+        (parquet_only / name).write_bytes((prepared / name).read_bytes())
+    config = _staged_config(str(parquet_only), tmp_path / "cache")
+    tokenizer, processor = tiny
+    dataset = create_rl_dataset(config.train_files, config, tokenizer, processor, is_train=True)
+    with pytest.raises(
+        ImageError, match=r"row torf-0: images\[0\]: image 'images/[0-9a-f]{64}\.png' not found"
+    ) as info:
+        dataset[0]
+    assert str(parquet_only) in str(info.value) and "copy the whole prepared folder" in str(info.value)
+
+
+def test_rows_embedding_bytes_still_load(tmp_path: Path, tiny) -> None:
+    """Folders written before the images/ layout embed the PNG in every row; they still serve samples."""
+    import pyarrow.parquet as pq
+
+    legacy = write_stage_file(tmp_path, "torf", 4)
+    assert pq.read_table(legacy).to_pylist()[0]["images"][0]["bytes"]  # the PNG is in the row
+    tokenizer, processor = tiny
+    config = OmegaConf.create({"cache_dir": str(tmp_path / "cache"), "filter_overlong_prompts": False})
+    dataset = StagedRLHFDataset(str(legacy), tokenizer, config, processor)
+    (item,) = [c for c in dataset[0]["raw_prompt"][0]["content"] if c["type"] == "image"]
+    (image,), _, _ = StagedRLHFDataset._process_multi_modal_info(dataset[0]["raw_prompt"], 14, config)
+    assert image.size == (112, 84)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import math
 import struct
@@ -265,3 +266,80 @@ def test_real_maps_resize_within_budget(reasonmap_dir: Path) -> None:
     out = Image.open(io.BytesIO(prepare_image(small, where=str(small), max_pixels=1024 * 784)))
     assert out.size == smart_resize_dims(*size, min_pixels=3136, max_pixels=1024 * 784)
     assert math.isclose(out.width / out.height, size[0] / size[1], rel_tol=0.05)
+
+
+# --- images stored once beside the Parquet files (data_prep.image_files) -------------------------------------------
+
+
+def test_image_store_writes_each_map_once_named_by_its_content(tmp_path: Path) -> None:
+    from data_prep.image_files import ImageStore
+
+    store = ImageStore(tmp_path)
+    png = _png(_map_like((280, 140)))
+    path = store.add(png, where="row 0")
+    assert path == f"images/{hashlib.sha256(png).hexdigest()}.png"
+    assert store.add(png, where="row 1") == path  # the same object
+    assert store.add(bytes(bytearray(png)), where="row 2") == path  # equal bytes, another object
+    other = store.add(_png(_map_like((140, 280))), where="row 3")
+    assert other != path
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == sorted([Path(path).name, Path(other).name])
+    assert (tmp_path / path).read_bytes() == png
+    assert store.listing()[path] == {"bytes": len(png), "sha256": hashlib.sha256(png).hexdigest(), "width": 280,
+                                     "height": 140}  # fmt: skip
+    with pytest.raises(ImageError, match="row 4: prepared images are PNG, got JPEG"):
+        store.add(_jpeg(_map_like()), where="row 4")
+
+
+def test_open_row_image_reads_every_storage(tmp_path: Path) -> None:
+    from data_prep.image_files import ImageStore, open_row_image, resolve_row_images
+
+    png = _png(_map_like((280, 140)))
+    stored = ImageStore(tmp_path).add(png, where="w")
+    entries = [
+        {"bytes": png, "path": None},  # in memory, or a folder written before the images/ layout
+        {"bytes": None, "path": stored},  # as written: relative to the data folder
+        {"bytes": None, "path": str(tmp_path / stored)},  # resolved
+    ]
+    for entry in entries:
+        with open_row_image(entry, data_dir=tmp_path, where="w") as image:
+            assert image.size == (280, 140)
+    row = resolve_row_images({"images": [entries[1]], "x": 1}, [tmp_path / "elsewhere", tmp_path])
+    assert row == {"images": [{"bytes": None, "path": str(tmp_path / stored)}], "x": 1}
+    with pytest.raises(ImageError, match="relative to its data folder, and no data folder was given"):
+        open_row_image(entries[1], where="w")
+    with pytest.raises(ImageError, match=r"torf.parquet row 3: images\[0\]: image 'images/.*' not found under"):
+        resolve_row_images({"images": [entries[1]]}, [tmp_path / "elsewhere"], where="torf.parquet row 3")
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"bytes": None, "path": "../images/" + "0" * 64 + ".png"}, "is not images/<sha256>.png"),
+        ({"bytes": None, "path": "/data/images/" + "0" * 64 + ".png"}, "is not images/<sha256>.png"),
+        ({"bytes": None, "path": "images/map.png"}, "is not images/<sha256>.png"),
+        ({"bytes": b"png", "path": "images/" + "0" * 64 + ".png"}, "has both 'bytes' and 'path'"),
+        ({"bytes": None, "path": None}, "has neither PNG 'bytes' nor a stored 'path'"),
+    ],
+)
+def test_a_row_names_its_image_one_way(entry: dict, message: str) -> None:
+    from data_prep.schema import validate_row
+    from tests.fixtures.stage_data import make_row
+
+    row = make_row("torf", 0)
+    row["images"] = [{**entry, "min_pixels": 3136, "max_pixels": 12544}]
+    with pytest.raises(RowError, match=message):
+        validate_row(row, where="torf.parquet row 0")
+
+
+def test_fetch_image_reads_every_form_load_image_reads(tmp_path: Path) -> None:
+    """The dataset's worker-side reader unwraps sources through data_prep.images (one home for every form)."""
+    from recipe.dataset import fetch_image
+
+    png = _png(_map_like((280, 140)))
+    path = tmp_path / "map.png"
+    path.write_bytes(png)
+    b64 = base64.b64encode(png).decode()
+    for source in (png, b64, "data:image/png;base64," + b64, {"bytes": png}, str(path), "file://" + str(path)):
+        assert fetch_image({"type": "image", "image": source, "max_pixels": DEFAULT_MAX_PIXELS}).size == (280, 140)
+    with pytest.raises(ImageError, match="image file not found"):
+        fetch_image({"type": "image", "image": str(tmp_path / "missing.png")})

@@ -18,8 +18,17 @@ import pytest
 from PIL import Image
 
 from data_prep import writer
+from data_prep.image_files import open_row_image
 from data_prep.images import smart_resize_dims
-from data_prep.reasonmap import RecordContext, find_line, main, parse_options, record_to_row, record_to_rows
+from data_prep.reasonmap import (
+    NO_VALIDATION_WARNING,
+    RecordContext,
+    find_line,
+    main,
+    parse_options,
+    record_to_row,
+    record_to_rows,
+)
 from data_prep.schema import RowError, validate_row
 from data_prep.sources import SourceError, infer_role, parse_source
 from data_prep.writer import read_manifest, write_dataset
@@ -298,6 +307,74 @@ def test_bad_records_name_the_record_and_field(
 
 
 @pytest.mark.parametrize(
+    ("base", "change", "field", "message"),
+    [
+        (3, {"answer": True}, "'answer'", "True is not a positive count for Counting2"),
+        (2, {"answer": True}, "'answer'", "True is not an option index 0-3"),
+        (5, {"question_transfer_count": True}, "'question_transfer_count'", "True is not a non-negative integer"),
+        (0, {"station_1": 5}, "'station_1'", "must be text (a station name), got int 5"),
+        (1, {"station_2": 2}, "'station_2'", "must be text (a station name), got int 2"),
+        (
+            0,
+            {"json": {**NETWORK, "Line 2": "Beta Station"}},
+            "'json'",
+            "line 'Line 2' must be a list of station names, got str (a string would become one-letter stations)",
+        ),
+        (0, {"json": {**NETWORK, "Line 2": 5}}, "'json'", "line 'Line 2' must be a list of station names, got int"),
+        (0, {"json": {**NETWORK, "Line 2": ["Beta Station", 7]}}, "'json'", "line 'Line 2': station 7 must be text"),
+    ],
+)
+def test_records_that_used_to_pass_or_fail_without_a_field(
+    toy_repo: Path, base: int, change: dict[str, Any], field: str, message: str
+) -> None:
+    """True as a count, integer stations, a line given as a string or an integer: a RowError naming the field."""
+    record = {**train_records()[base], **change}
+    with pytest.raises(RowError) as info:
+        record_to_row(record, stations_root=toy_repo, record_index=17, source_name="ReasonMap-Train")
+    text = str(info.value)
+    assert "ReasonMap-Train record 17 (testland/toy)" in text and f"field {field}" in text and message in text
+
+
+def test_a_bad_line_in_a_station_file_names_the_file(toy_repo: Path) -> None:
+    path = toy_repo / "stations" / "testland" / "toy.json"
+    path.write_text(json.dumps({**NETWORK, "Line 10": "Gamma Station"}), encoding="utf-8")
+    with pytest.raises(
+        RowError, match=r"record 3 \(testland/toy\): field 'json' \(station file '.*toy.json'\): line 'Line 10'"
+    ):
+        record_to_row(train_records()[0], stations_root=toy_repo, record_index=3, source_name="S")
+
+
+def test_an_integer_line_is_no_unexpected_type_error_in_the_cli(
+    toy_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    records = train_records()
+    records[4] = {**records[4], "json": {**NETWORK, "Line 2": 5}}
+    source = _write_jsonl(tmp_path / "ReasonMap-Train.jsonl", records)
+    code, err = _run(["--out", str(tmp_path / "o"), "--source", str(source), "--stations-root", str(toy_repo)], capsys)
+    assert code == 1 and "unexpected" not in err
+    assert "ReasonMap-Train.jsonl record 4 (testland/toy): field 'json': line 'Line 2'" in err
+
+
+def test_utf8_bom_json_files_are_read(toy_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Windows editors prepend a BOM: station files, JSON arrays and JSON lines sources must still read."""
+    station_file = toy_repo / "stations" / "testland" / "toy.json"
+    station_file.write_bytes(b"\xef\xbb\xbf" + json.dumps(NETWORK).encode())
+    array = tmp_path / "ReasonMap-Train.json"
+    array.write_bytes(b"\xef\xbb\xbf" + json.dumps(train_records()).encode())
+    lines = tmp_path / "ReasonMap-Plus.jsonl"
+    lines.write_bytes(
+        b"\xef\xbb\xbf" + b"".join(json.dumps(r).encode() + b"\n" for r in plus_records("maps/testland/toy.png"))
+    )
+    out = tmp_path / "prepared"
+    argv = ["--out", str(out), "--stations-root", str(toy_repo), "--image-root", str(toy_repo)]
+    code, err = _run([*argv, "--source", f"train={array}", "--source", f"test={lines}"], capsys)
+    assert code == 0, err
+    assert read_manifest(out)["counts"]["train"]["rows"] == 8 and read_manifest(out)["counts"]["test"]["rows"] == 3
+    embedded = {**benchmark_records(base64.b64encode(_map_png()).decode())[0], "json": "\ufeff" + json.dumps(NETWORK)}
+    assert len(record_to_rows(embedded, split="val")) == 2  # network JSON text carrying a BOM
+
+
+@pytest.mark.parametrize(
     ("qtype", "answer", "ok"),
     [("Counting1", 4, False), ("Counting1", "D", True), ("Counting2", 0, False), ("Counting3", "12", True),
      ("TorF2", 2, False), ("TorF1", "yes", True), ("planning", None, True)],
@@ -366,7 +443,17 @@ def test_cli_converts_local_copies(
     expected_files = ["torf.parquet", "counting.parquet", "counting_stops.parquet", "planning.parquet"]
     assert manifest["stages"] == expected_files
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [*expected_files, "val.parquet", "test.parquet", "manifest.json"]
+        [*expected_files, "val.parquet", "test.parquet", "manifest.json", "images"]
+    )
+    # the one map is stored once, named by its content, and listed in the manifest
+    (image_name,) = manifest["image_files"]
+    assert sorted(p.relative_to(out).as_posix() for p in (out / "images").iterdir()) == [image_name]
+    stored = (out / image_name).read_bytes()
+    assert image_name == f"images/{hashlib.sha256(stored).hexdigest()}.png"
+    assert manifest["image_files"][image_name]["sha256"] == hashlib.sha256(stored).hexdigest()
+    assert manifest["image_files"][image_name]["bytes"] == len(stored)
+    assert (manifest["image_files"][image_name]["width"], manifest["image_files"][image_name]["height"]) == (
+        smart_resize_dims(*MAP_SIZE, min_pixels=3136, max_pixels=BUDGET)
     )
     assert manifest["counts"]["train"]["by_type"] == {
         "Counting1": 1, "Counting2": 1, "Counting3": 1, "TorF1": 2, "TorF2": 1, "planning": 2,
@@ -386,7 +473,8 @@ def test_cli_converts_local_copies(
         assert len(file_rows) == manifest["files"][name]["rows"]
         for i, row in enumerate(file_rows):
             gt = validate_row(row, where=f"{name} {i}")
-            assert Image.open(io.BytesIO(row["images"][0]["bytes"])).size == target
+            assert row["images"][0]["bytes"] is None and row["images"][0]["path"] == image_name
+            assert open_row_image(row["images"][0], data_dir=out, where=name).size == target
             if name in expected_files:
                 assert row["extra_info"]["stage"] == name.removesuffix(".parquet")
                 assert row["extra_info"]["split"] == "train"
@@ -402,25 +490,28 @@ def test_cli_converts_local_copies(
     assert not list(tmp_path.glob(".prepared.*"))  # no temporary folders left
 
 
-def test_cli_output_loads_through_verl_rlhf_dataset(
+def test_cli_output_loads_through_the_recipes_rlhf_dataset(
     toy_repo: Path, local_sources: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rl_dataset = pytest.importorskip("verl.utils.dataset.rl_dataset")
     from omegaconf import OmegaConf
+
+    from recipe.dataset import StagedRLHFDataset
 
     out = tmp_path / "prepared"
     assert _run(_argv(out, local_sources, toy_repo), capsys)[0] == 0
     files = [str(out / name) for name in read_manifest(out)["stages"]]
     config = OmegaConf.create({"cache_dir": str(tmp_path / "cache"), "filter_overlong_prompts": False})
     # __getitem__ only needs *a* processor to build the multimodal message; tokenising is the agent loop's job
-    dataset = rl_dataset.RLHFDataset(files, tokenizer=None, config=config, processor=SimpleNamespace())
+    dataset = StagedRLHFDataset(files, tokenizer=None, config=config, processor=SimpleNamespace())
     assert len(dataset) == 8
     item = dataset[0]
     content = item["raw_prompt"][0]["content"]
     image_part = next(part for part in content if part["type"] == "image")
-    assert image_part["max_pixels"] == BUDGET and image_part["image"].size == smart_resize_dims(
-        *MAP_SIZE, min_pixels=3136, max_pixels=BUDGET
-    )
+    (image_name,) = read_manifest(out)["image_files"]
+    # the worker gets an absolute path and the budget, never the PNG bytes
+    assert image_part == {"type": "image", "image": str(out / image_name), "min_pixels": 3136, "max_pixels": BUDGET}
+    (image,), _, _ = StagedRLHFDataset._process_multi_modal_info(item["raw_prompt"], 14, config)
+    assert image.size == smart_resize_dims(*MAP_SIZE, min_pixels=3136, max_pixels=BUDGET)
     assert item["extra_info"]["stage"] == "torf"
 
 
@@ -469,6 +560,88 @@ def test_cli_limit_and_overwrite(
     assert read_manifest(out)["counts"]["train"]["rows"] == 1  # untouched
     assert _run(_argv(out, local_sources, toy_repo, "--overwrite"), capsys)[0] == 0
     assert read_manifest(out)["counts"]["train"]["rows"] == 8
+
+
+def test_cli_planning_templates_keep_only_the_listed_ones(
+    toy_repo: Path, local_sources: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "short"
+    code, err = _run(_argv(out, local_sources, toy_repo, "--planning-templates", "short"), capsys)
+    assert code == 0, err
+    manifest, rows = read_manifest(out), _all_rows(out)
+    assert manifest["planning_templates"] == ["short"]
+    assert [r["extra_info"]["template"] for r in rows["planning.parquet"]] == ["short"]  # the long1 record is out
+    assert [r["extra_info"]["template"] for r in rows["val.parquet"]] == ["short", "short"]
+    assert [r["extra_info"]["index"] for r in rows["val.parquet"]] == [0, 1]  # positions stay contiguous
+    assert [r["extra_info"]["source_id"] for r in rows["val.parquet"]] == [
+        "reasonmap_val.jsonl:0:short",
+        "reasonmap_val.jsonl:1:short",
+    ]
+    excluded = {s["role"]: s["excluded_by_template"] for s in manifest["sources"]}
+    assert excluded == {"train": 1, "val": 2, "test": 0}
+    assert manifest["counts"]["train"]["by_type"]["TorF1"] == 2  # VQA rows are untouched
+
+    out = tmp_path / "long2"
+    code, err = _run(_argv(out, local_sources, toy_repo, "--planning-templates", "long2"), capsys)
+    assert code == 0, err
+    rows = _all_rows(out)
+    assert "planning.parquet" not in rows  # training planning records are long1 and short
+    assert [(r["extra_info"]["template"], r["extra_info"]["source_id"]) for r in rows["val.parquet"]] == [
+        ("long2", "reasonmap_val.jsonl:1:long")  # the benchmark's long form is long1 or long2 by its question
+    ]
+    code, err = _run(_argv(tmp_path / "bad", local_sources, toy_repo, "--planning-templates", "short,long3"), capsys)
+    assert code == 1 and "--planning-templates" in err and "unknown: long3" in err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_cli_with_only_a_training_source_says_no_validation_file_was_written(
+    toy_repo: Path, local_sources: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "train-only"
+    code, err = _run(_argv(out, {"train": local_sources["train"]}, toy_repo), capsys)
+    assert code == 0, err
+    assert f"data_prep.reasonmap: warning: {NO_VALIDATION_WARNING}\n" in err
+    assert "no val.parquet written" in err and "--source val=FSCCS/ReasonMap" in err
+    assert read_manifest(out)["warnings"] == [NO_VALIDATION_WARNING] and not (out / "val.parquet").exists()
+    code, err = _run(_argv(tmp_path / "with-val", local_sources, toy_repo), capsys)
+    assert code == 0 and "no val.parquet" not in err
+    assert NO_VALIDATION_WARNING not in read_manifest(tmp_path / "with-val")["warnings"]
+
+
+def test_cli_reports_duplicates_and_refuses_a_question_with_two_answers(
+    toy_repo: Path, local_sources: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    records = train_records()
+    doubled = _write_jsonl(tmp_path / "train_doubled.jsonl", [*records, {**records[0], "question": " Is Alpha the "
+                           "same   line as Gamma?"}])  # fmt: skip
+    out = tmp_path / "doubled"
+    code, err = _run(_argv(out, {"train": doubled, "val": local_sources["val"]}, toy_repo), capsys)
+    assert code == 0, err
+    assert "warning: 1 duplicate rows in train" in err
+    manifest = read_manifest(out)
+    assert manifest["duplicates"]["count"] == {"train": 1}
+    assert manifest["duplicates"]["listed"] == [{"split": "train", "source": str(doubled), "record": 8, "same_as": 0}]
+    assert manifest["counts"]["train"]["rows"] == 9  # kept, as in the source
+
+    conflicting = _write_jsonl(tmp_path / "train_conflict.jsonl", [*records, {**records[3], "answer": 3}])
+    code, err = _run(_argv(tmp_path / "conflict", {"train": conflicting}, toy_repo), capsys)
+    assert code == 1 and "train_conflict.jsonl record 8 (testland/toy): field 'answer'" in err
+    assert "as record 3 of this split, with another answer" in err and not (tmp_path / "conflict").exists()
+    code, err = _run(_argv(tmp_path / "skipped", {"train": conflicting}, toy_repo, "--skip-invalid"), capsys)
+    assert code == 0 and [s["record"] for s in read_manifest(tmp_path / "skipped")["skipped"]] == [8]
+
+
+def test_cli_reports_a_test_source_equal_to_the_train_source(
+    toy_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _write_jsonl(tmp_path / "records.jsonl", train_records())
+    out = tmp_path / "prepared"
+    code, err = _run(_argv(out, {"train": source, "test": source}, toy_repo), capsys)
+    assert code == 0, err
+    assert f"warning: the test source is the training source ({source}, split test)" in err
+    assert "8 test rows ask a question the training rows ask too" in err
+    assert read_manifest(out)["duplicates"]["shared_with_train"] == {"test": 8}
+    assert sum("training source" in w for w in read_manifest(out)["warnings"]) == 1
 
 
 def test_cli_usage_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -560,14 +733,15 @@ def test_writer_failure_mid_write_leaves_nothing(
     assert written == ["torf.parquet", "counting.parquet"]
     assert not out.exists() and list(tmp_path.iterdir()) == [toy_repo]
     # replacing an existing dataset: a failure keeps the old one intact
-    out.mkdir()
-    (out / "manifest.json").write_text("{}")
+    monkeypatch.setattr(writer, "_write_parquet", real)
+    write_dataset(out, {"train": rows[:1]}, manifest_extra={"generation": "old"})
+    before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    monkeypatch.setattr(writer, "_write_parquet", flaky)
     written.clear()
     with pytest.raises(OSError, match="injected"):
         write_dataset(out, {"train": rows}, manifest_extra={}, overwrite=True)
-    assert [p.name for p in out.iterdir()] == ["manifest.json"] and sorted(tmp_path.iterdir()) == sorted(
-        [toy_repo, out]
-    )
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before
+    assert read_manifest(out)["generation"] == "old" and sorted(tmp_path.iterdir()) == sorted([toy_repo, out])
 
 
 def test_writer_rejects_bad_input_before_writing(toy_repo: Path, tmp_path: Path) -> None:
@@ -584,6 +758,9 @@ def test_writer_rejects_bad_input_before_writing(toy_repo: Path, tmp_path: Path)
         write_dataset(out, {"val": rows}, manifest_extra={})
     with pytest.raises(RowError, match="field 'surprise'"):
         write_dataset(out, {"train": [{**rows[0], "surprise": 1}]}, manifest_extra={})
+    by_path = {**rows[0], "images": [{**rows[0]["images"][0], "bytes": None, "path": "images/" + "0" * 64 + ".png"}]}
+    with pytest.raises(RowError, match="the writer stores images itself; give it the PNG 'bytes'"):
+        write_dataset(out, {"train": [by_path]}, manifest_extra={})
     assert not out.exists()
 
 
@@ -594,7 +771,16 @@ def test_writer_omits_empty_stages_and_round_trips_rows(toy_repo: Path, tmp_path
     assert manifest["stages"] == ["torf.parquet", "planning.parquet"]
     assert manifest["generator"] == "test"
     back = pq.read_table(out / "torf.parquet").to_pylist() + pq.read_table(out / "planning.parquet").to_pylist()
-    assert sorted(back, key=lambda r: r["extra_info"]["index"]) == rows  # nested columns survive exactly
+    back = sorted(back, key=lambda r: r["extra_info"]["index"])
+    # nested columns survive exactly; the image is written once and the row keeps its path
+    assert [{k: v for k, v in r.items() if k != "images"} for r in back] == [
+        {k: v for k, v in r.items() if k != "images"} for r in rows
+    ]
+    for row, original in zip(back, rows, strict=True):
+        (entry,) = row["images"]
+        assert entry["bytes"] is None and (out / entry["path"]).read_bytes() == original["images"][0]["bytes"]
+        assert (entry["min_pixels"], entry["max_pixels"]) == (3136, BUDGET)
+    assert len(manifest["image_files"]) == 1 and len(list((out / "images").iterdir())) == 1
     assert pq.read_schema(out / "torf.parquet").equals(writer.ROW_SCHEMA)
 
 
@@ -657,4 +843,4 @@ def test_real_networks_and_map(reasonmap_dir: Path, tmp_path: Path, capsys: pyte
         for row in file_rows:
             gt = validate_row(row)
             assert gt.network == MetroNetwork(gt.network).to_dict()
-            assert Image.open(io.BytesIO(row["images"][0]["bytes"])).size == target
+            assert open_row_image(row["images"][0], data_dir=out, where="real").size == target

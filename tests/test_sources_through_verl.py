@@ -10,7 +10,6 @@ type, verl's agent-loop multimodal preprocessing (``SingleTurnAgentLoop.run`` ag
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path
 from typing import Any
@@ -18,12 +17,12 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image
 from verl.protocol import DataProto
 from verl.trainer.ppo.utils import create_rl_dataset
 from verl.utils.dataset.rl_dataset import collate_fn
 
 from data_prep import reasonmap, synthetic
+from data_prep.image_files import open_row_image
 from data_prep.images import smart_resize_dims
 from data_prep.schema import EXTRA_INFO_KEYS
 from data_prep.writer import read_manifest
@@ -92,7 +91,7 @@ def _stored_sizes(folder: Path) -> dict[str, tuple[int, int]]:
     sizes: dict[str, tuple[int, int]] = {}
     for name in read_manifest(folder)["stages"]:
         for row in pq.read_table(folder / name, columns=["images", "extra_info"]).to_pylist():
-            with Image.open(io.BytesIO(row["images"][0]["bytes"])) as image:
+            with open_row_image(row["images"][0], data_dir=folder, where=name) as image:
                 sizes[row["extra_info"]["source_id"]] = image.size
     return sizes
 

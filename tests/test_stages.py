@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -10,7 +11,13 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from recipe.plan_record import PLAN_RECORD_NAME, StagePlanMismatchError, check_plan_record, write_plan_record
+from recipe.plan_record import (
+    PLAN_RECORD_NAME,
+    StagePlanMismatchError,
+    check_plan_record,
+    check_plan_state,
+    write_plan_record,
+)
 from recipe.stages import StagePlanError, build_plan, plan_from_data_config
 from tests.fixtures.stage_data import make_row, write_rows, write_stage_file
 
@@ -118,21 +125,62 @@ def test_deterministic_for_a_seed_and_different_for_another():
     assert [s.num_steps for s in one.stages] == [s.num_steps for s in other.stages]
 
 
-def test_fingerprint_follows_file_identity_and_config(tmp_path: Path):
-    path = write_stage_file(tmp_path, "torf", 8)
-    stages = [stage("torf", [str(path)], epochs=1)]
-    base = build_plan(stages, batch_size=4, seed=0)
-    assert build_plan(stages, batch_size=4, seed=0).fingerprint == base.fingerprint
-    assert build_plan(stages, batch_size=2, seed=0).fingerprint != base.fingerprint
-    assert build_plan([stage("torf", [str(path)], epochs=1, shuffle=False)], batch_size=4, seed=0).fingerprint != (
-        base.fingerprint
+def test_fingerprint_follows_file_content_and_config_not_paths(tmp_path: Path, monkeypatch):
+    path = write_stage_file(tmp_path / "shared", "torf", 8)
+
+    def plan(file: str, **spec: object):
+        return build_plan([stage("torf", [file], **({"epochs": 1} | spec))], batch_size=4, seed=0)
+
+    base = plan(str(path))
+    assert plan(str(path)).fingerprint == base.fingerprint
+    assert build_plan([stage("torf", [str(path)], epochs=1)], batch_size=2, seed=0).fingerprint != base.fingerprint
+    assert plan(str(path), shuffle=False).fingerprint != base.fingerprint
+    # the same data elsewhere: copied to node-local scratch, or named relatively from another cwd
+    scratch = tmp_path / "node-local" / "data"
+    scratch.mkdir(parents=True)
+    shutil.copy(path, scratch / "torf.parquet")
+    assert plan(str(scratch / "torf.parquet")).fingerprint == base.fingerprint
+    monkeypatch.chdir(tmp_path / "node-local")
+    relative = plan("data/torf.parquet")
+    assert relative.fingerprint == base.fingerprint
+    assert relative.record()["stages"][0]["files"][0]["path"] == "data/torf.parquet"  # paths kept for people
+    check_plan_state(base.record(), relative)  # the checkpoint's plan: accepted on the copy
+    # the same number of different rows at the same path is another plan, and the refusal names the file
+    write_rows(path, [make_row("torf", 100 + i) for i in range(8)])
+    rewritten = plan(str(path))
+    assert rewritten.fingerprint != base.fingerprint
+    with pytest.raises(StagePlanMismatchError) as err:
+        check_plan_state(base.record(), rewritten)
+    old_sha, new_sha = base.files[0].sha256, rewritten.files[0].sha256
+    assert (
+        f"stage 'torf' files [{path} (8 rows, sha256 {old_sha[:12]})] -> [{path} (8 rows, sha256 {new_sha[:12]})]"
+        in (str(err.value))
     )
-    write_rows(path, [make_row("torf", i) for i in range(9)])  # one more row, same path
-    assert build_plan(stages, batch_size=4, seed=0).fingerprint != base.fingerprint
-    moved = path.rename(tmp_path / "moved.parquet")
-    write_rows(path, [make_row("torf", i) for i in range(8)])  # same rows again, but compare a moved path
-    assert build_plan(stages, batch_size=4, seed=0).fingerprint == base.fingerprint
-    assert build_plan([stage("torf", [str(moved)], epochs=1)], batch_size=4, seed=0).fingerprint != base.fingerprint
+
+
+def test_file_content_comes_from_the_manifest_when_it_can_be_trusted(tmp_path: Path, monkeypatch):
+    """The manifest's sha256 is used when it lists the file at its size and the file is older than the manifest."""
+    import os
+
+    from data_prep import writer
+
+    out = writer.write_dataset(tmp_path / "data", {"train": [make_row("torf", i) for i in range(8)]}, manifest_extra={})
+    file, manifest = out / "torf.parquet", out / "manifest.json"
+    listed = writer.read_manifest(out)["files"]["torf.parquet"]["sha256"]
+    hashed: list[str] = []
+    real = writer.file_sha256
+    monkeypatch.setattr(writer, "file_sha256", lambda p: hashed.append(Path(p).name) or real(p))
+    written_at = manifest.stat().st_mtime_ns
+    os.utime(file, ns=(written_at - 10**9, written_at - 10**9))  # written before the manifest, as the writer does
+    assert build_plan([stage("t", [str(file)], epochs=1)], batch_size=4, seed=0).files[0].sha256 == listed
+    assert hashed == []
+    os.utime(file, ns=(written_at + 10**9, written_at + 10**9))  # touched after the manifest: hashed
+    assert build_plan([stage("t", [str(file)], epochs=1)], batch_size=4, seed=0).files[0].sha256 == listed
+    assert hashed == ["torf.parquet"]
+    data = bytearray(file.read_bytes())
+    data[8] ^= 0xFF  # same size, other content (a data page, not the footer), rewritten after the manifest
+    file.write_bytes(bytes(data))
+    assert build_plan([stage("t", [str(file)], epochs=1)], batch_size=4, seed=0).files[0].sha256 != listed
 
 
 def test_replay_draws_from_earlier_stages_deterministically():

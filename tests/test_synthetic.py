@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from data_prep import prompts
+from data_prep.image_files import open_row_image
 from data_prep.schema import validate_row
 from data_prep.synth_network import classify_difficulty, count_transfers, generate_city
 from data_prep.synth_questions import CityMeta, default_counts, generate_questions
@@ -263,9 +264,10 @@ def test_same_seed_gives_byte_identical_files(small_dataset, tmp_path):
     again = generate_dataset(
         tmp_path / "again", cities=3, seed=7, questions_per_city=13, difficulty="easy", contact_sheet=True
     )
-    names = sorted(p.name for p in small_dataset.iterdir())
-    assert names == sorted(p.name for p in again.iterdir())
+    names = sorted(p.relative_to(small_dataset).as_posix() for p in small_dataset.rglob("*") if p.is_file())
+    assert names == sorted(p.relative_to(again).as_posix() for p in again.rglob("*") if p.is_file())
     assert {"manifest.json", "contact_sheet.png", "val.parquet", "test.parquet"} <= set(names)
+    assert sum(name.startswith("images/") for name in names) == 3  # one map per city
     for name in names:
         assert (small_dataset / name).read_bytes() == (again / name).read_bytes(), name
     other = generate_dataset(tmp_path / "other", cities=3, seed=8, questions_per_city=13, difficulty="easy")
@@ -280,7 +282,7 @@ def test_rows_validate_and_splits_are_by_city(small_dataset):
         gt = validate_row(row)
         assert row["data_source"] == "synthetic"
         cities_of[row["extra_info"]["split"]].add(gt.city)
-        with Image.open(io.BytesIO(row["images"][0]["bytes"])) as image:
+        with open_row_image(row["images"][0], data_dir=small_dataset, where="synthetic row") as image:
             assert image.width % 28 == 0 and image.height % 28 == 0
     assert set(cities_of) == {"train", "val", "test"}
     assert not any(a & b for a, b in itertools.combinations(cities_of.values(), 2))
