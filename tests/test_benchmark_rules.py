@@ -544,3 +544,39 @@ def test_plus_answers_read() -> None:
     assert plus_answer_vlmevalkit("The answer is: Yes.", "TorF1") == ": Yes"
     assert plus_answer_vlmevalkit("It is a long way; the option is C", "Counting1") == "A"  # the article "a"
     assert plus_answer_vlmevalkit("", "TorF1") == ""
+
+
+def test_prepared_benchmark_rows_score_as_the_spec(reasonmap_dir: Any) -> None:
+    """Rows made by ``data_prep.reasonmap.record_to_row`` from a benchmark record on the real Beijing station file."""
+    import io
+
+    from PIL import Image
+
+    from data_prep.reasonmap import record_to_row
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (56, 56), "white").save(buffer, format="PNG")
+    record = {
+        "question_short": "From 西直门站 to 王府井站?",
+        "question_long": "From 西直门站 to 王府井站? ... Number of Via Stops: ...",
+        "figure": buffer.getvalue(),
+        "routes": ROUTE_B,
+        "station_1": "西直门站",
+        "station_2": "王府井站",
+        "country": "china",
+        "city": "beijing",
+        "difficulty_city": "hard",
+        "difficulty_question": "medium",
+        "question_transfer_count": 1,
+        "json": "stations/china/beijing.json",
+    }
+    c5, c6 = (next(c for c in CASES if c[0] == name) for name in ("C5", "C6"))
+    expected = {"short": (TWO_RIDES, (1, 19), (1, 19)), "long": (c6[6], c6[7], c6[8])}
+    for form, (text, released, fixed) in expected.items():
+        row = record_to_row(record, stations_root=reasonmap_dir, form=form)
+        gt = row["reward_model"]["ground_truth"]
+        for rules, (acc, map_score) in (("released", released), ("fixed", fixed)):
+            result = evaluate_planning(gt, text, rules=rules)
+            assert (result["acc"], result["map_score"]) == (acc, pytest.approx(map_score)), (form, rules)
+        assert evaluate_planning(gt, text, rules="fixed")["weight"] == 1 + 0.5 * (1 + 2)
+    assert evaluate_planning(gt, c5[6], rules="released")["map_score"] == 37

@@ -474,3 +474,71 @@ def test_training_logs_from_tensorboard_and_file_logger(tmp_path: Path) -> None:
         read_training_log(tmp_path / "empty")
     with pytest.raises(EvalInputError, match="not found"):
         read_training_log(tmp_path / "missing")
+
+
+def test_vllm_backend_builds_engine_and_requests(
+    tmp_path: Path, test_files: list[str], tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No GPU here: a stand-in ``vllm`` module records what the backend asks vLLM's offline engine for."""
+    import sys
+    import types
+
+    from recipe.evaluate.generation import VllmBackend, sample_seed
+
+    calls: dict[str, Any] = {}
+
+    class FakeSamplingParams:
+        def __init__(self, **kwargs: Any) -> None:
+            self.kwargs = kwargs
+
+    class FakeLLM:
+        def __init__(self, **kwargs: Any) -> None:
+            calls["engine"] = kwargs
+
+        def generate(self, requests: list[dict], sampling_params: list[FakeSamplingParams], use_tqdm: bool) -> list:
+            calls.setdefault("requests", []).extend(requests)
+            calls.setdefault("params", []).extend(p.kwargs for p in sampling_params)
+            return [
+                types.SimpleNamespace(
+                    outputs=[
+                        types.SimpleNamespace(text=f"answer {j}", finish_reason="stop", token_ids=[1, 2])
+                        for j in range(p.kwargs["n"])
+                    ]
+                )
+                for p in sampling_params
+            ]
+
+    fake = types.ModuleType("vllm")
+    fake.LLM, fake.SamplingParams = FakeLLM, FakeSamplingParams
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    settings = GenerationSettings(backend="vllm", temperature=0.8, top_k=20, samples=3, seed=7, max_pixels=4 * 3136)
+    backend = VllmBackend(str(tiny_dir), settings, tensor_parallel_size=2, max_model_len=4096)
+    assert calls["engine"] == {
+        "model": str(tiny_dir),
+        "trust_remote_code": False,
+        "tensor_parallel_size": 2,
+        "gpu_memory_utilization": 0.9,
+        "seed": 7,
+        "limit_mm_per_prompt": {"image": 1},
+        "max_model_len": 4096,
+        "mm_processor_kwargs": {"max_pixels": 4 * 3136},
+    }
+    out = tmp_path / "vllm.jsonl"
+    request = GenerateRequest(model="m", test_files=test_files, out=str(out), settings=settings, chunk_size=5, limit=7)
+    assert run_generate(request, backend=backend, progress=False)["generated"] == 21
+    questions = load_questions(test_files)[:7]
+    assert len(calls["requests"]) == 7
+    first = calls["requests"][0]
+    assert "<|vision_start|><|image_pad|><|vision_end|>" in first["prompt"] and first["prompt"].endswith("assistant\n")
+    assert isinstance(first["multi_modal_data"]["image"], Image.Image)
+    assert calls["params"][0] == {
+        "n": 3,
+        "temperature": 0.8,
+        "top_p": 1.0,
+        "max_tokens": 2048,
+        "repetition_penalty": 1.0,
+        "seed": sample_seed(7, questions[0].id, 0),
+        "top_k": 20,
+    }
+    responses = read_responses([out], None)
+    assert sorted(responses.by_key) == sorted((q.id, s) for q in questions for s in range(3))

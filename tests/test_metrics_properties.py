@@ -3,6 +3,7 @@ garbage zero, and any string a result (hypothesis); on synthetic networks and on
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from collections.abc import Iterator
@@ -260,3 +261,17 @@ def test_gold_perturbed_and_garbage_on_real_networks(reasonmap_dir: Any) -> None
                 assert (evaluate_planning(gt, text, rules=rules)["map_score"]) == 0.0
         _check_bounds(gt, gold[: len(gold) // 2])
     assert count >= 80
+
+
+@functools.lru_cache(maxsize=1)
+def _real_question_list() -> tuple[GroundTruth, ...]:
+    return tuple(_real_questions(random.Random(5)))
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(text=st.one_of(st.text(), st.lists(FRAGMENTS, max_size=40).map("".join)), index=st.integers(0, 10**6))
+def test_any_string_on_real_networks(reasonmap_dir: Any, text: str, index: int) -> None:
+    questions = _real_question_list()
+    gt = questions[index % len(questions)]
+    _check_bounds(gt, text)
+    _check_bounds(gt, gold_response(gt)[: index % 200] + text)
