@@ -580,3 +580,26 @@ def test_prepared_benchmark_rows_score_as_the_spec(reasonmap_dir: Any) -> None:
             assert (result["acc"], result["map_score"]) == (acc, pytest.approx(map_score)), (form, rules)
         assert evaluate_planning(gt, text, rules="fixed")["weight"] == 1 + 0.5 * (1 + 2)
     assert evaluate_planning(gt, c5[6], rules="released")["map_score"] == 37
+
+
+def test_model_stops_are_normalised_twice_as_released() -> None:
+    """main.py cleans a model stop when parsing and again when comparing; clean_string is not idempotent, so
+    "METRO Center Station" -> "metrocenterstation" -> "centerstation" matches "Center Station" (one pass would
+    not). The fixed rules keep that call structure with the training normaliser ("metrocenter" -> "center")."""
+    gt = GroundTruth(
+        question_type="planning",
+        city="x",
+        country="",
+        map_difficulty="easy",
+        network={"Line 1": ["Center Station", "Park Station"]},
+        station_1="Center Station",
+        station_2="Park Station",
+        routes={"0": [ride("Line 1", "Center", "Park", [])]},
+    )
+    text = blk("Line 1", "METRO Center Station", "Park Station")
+    assert clean_string("METRO Center Station") != clean_string("Center Station")
+    for rules in ("released", "fixed"):
+        assert evaluate_planning(gt, text, rules=rules)["acc"] == 1, rules
+    # released: 1 + departure + arrival ("Center" + " Station"; the arrival takes the departure's suffix test,
+    # "Park Station"); "Line 1" is rewritten "Line Li": 3, +10 (checked against main.py's own lines)
+    assert evaluate_planning(gt, text, rules="released")["map_score"] == 13

@@ -330,6 +330,12 @@ def test_generate_resumes_after_a_kill_and_a_torn_line(tmp_path: Path, test_file
     assert run_generate(request, backend=EchoBackend(), progress=False)["generated"] == 0
     meta = json.loads(meta_path(out).read_text())
     assert meta["settings"]["samples"] == 2 and meta["settings"]["temperature"] == 0.7
+    results = tmp_path / "results"
+    assert main(["score", "--responses", str(out), "--test", *test_files, "--out", str(results), "--no-plots"]) == 0
+    summary = json.loads((results / "summary.json").read_text())
+    assert summary["samples_per_question"] == 2 and summary["pass_at_k"]["plus"]["k"] == 2
+    assert summary["coverage"]["reasonmap"]["expected_responses"] == 4
+    assert "## pass@k (%)" in (results / "report.md").read_text()
 
 
 def test_generate_refuses_other_settings_and_bad_options(tmp_path: Path, test_files: list[str]) -> None:

@@ -114,7 +114,7 @@ def resolve_model(
     """Resolve ``spec`` (module docstring); merges a verl checkpoint when needed. EvalInputError when unusable."""
     path = Path(spec).expanduser()
     if not path.exists():
-        if spec.startswith(("/", "./", "../", "~")) or os.sep + os.sep in spec:
+        if spec.startswith(("/", "./", "../", "~")):
             raise EvalInputError(f"--model {spec!r}: no such folder")
         return ResolvedModel(path=spec, source="hub")
     if not path.is_dir():
