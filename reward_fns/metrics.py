@@ -1,222 +1,177 @@
-"""Benchmark metrics: ReasonMap (accuracy, difficulty-weighted accuracy, map score) and ReasonMap-Plus accuracy.
+"""Benchmark metrics under two rule sets: ReasonMap (accuracy, weighted accuracy, map score) and ReasonMap-Plus.
 
-Per response: ``evaluate_planning`` and ``evaluate_vqa``; over a run: ``reasonmap_metrics`` and
-``reasonmap_plus_metrics``, which take records (``EvalRecord`` or ``(ground_truth, response)`` pairs, the ground
-truth as a GroundTruth or its JSON) and return plain typed dicts. Accuracies are fractions in [0, 1].
+Where the rules live: ``reward_fns.benchmark_released`` is what the released benchmark code computes, exactly
+(the ``released`` rules: ReasonMap ``main.py``, ``main_plus.py``, VLMEvalKit's ReasonMap-Plus, ``cal_metrics.py``);
+``reward_fns.benchmark_fixed`` is the same with the eight documented slips corrected (the ``fixed`` rules). This
+module is the API over both: per response (``evaluate_planning``, ``evaluate_vqa``), per group of responses
+(``planning_group``, ``plus_group``, ``reasonmap_metrics``, ``reasonmap_plus_metrics``) and per validation sample
+during training (``validation_metrics``). Published numbers were produced with the released rules; report both.
 
-ReasonMap accuracy is the correctness rule of ``reward_fns.correctness`` on the benchmark's parse (``parser=
-"paper"``: case-sensitive sections split on ``--``; the arrival is the rest of the section for short questions
-and the rest of its line for long ones, as the official evaluation reads them). ``parser="tolerant"`` uses the
-reward's tolerant parser instead.
+Weights. ReasonMap: the released code's weight is the constant 1 (slip 4), so under ``released`` the
+``weighted_accuracy`` of a group is its plain accuracy; under ``fixed`` it uses the paper appendix's
+1 + 0.5 x (question level + map level) (``reward_fns.weights.reasonmap_eval_weight``). Every group also reports
+``appendix_weighted_accuracy``: the appendix formula over that rule set's per-question accuracy, which is what the
+papers' "weighted accuracy" tables report (the code that produced them is not released). ReasonMap-Plus:
+1.0 / 1.5 / 2.0 by map difficulty in every reading (``main_plus``'s ``cal_metrics`` and VLMEvalKit agree).
 
-Map score (ReasonMap), against each reference route of the question, keeping the best: nothing unless the first
-departure is the origin and the last arrival the destination (+1 when they are); then per block, compared in
-order with the reference ride: route name +2, departure +1, arrival +1; long template 1 adds 4 per block for an
-exact via-stop count, else max(0, 4 - 4 x |error| / reference count) (0 when the reference count is 0), summed
-and capped at 10; long template 2 adds (10 x IoU + min(10, matched stops)) / 2, where matched stops counts the
-answer's via stops found in the reference ride's, and the IoU is over the via-stop sets of the blocks whose line
-matches. Short answers are capped at 10 and get +10 when correct (max 20); long ones at 20 and +20 (max 40).
+ReasonMap-Plus readings: ``released`` (``main_plus.py``), ``fixed`` (the same: none of the eight slips concerns
+ReasonMap-Plus) and ``vlmevalkit`` (VLMEvalKit's ``ReasonMap_Plus``, which reads answers differently).
 
-Where the official evaluation code departs from the paper, this module follows the paper:
-
-- Reference line names (map-app style: "地铁5号线(后关--虎滩新区)", "Metro A Line", "M1-es Metróvonal",
-  "5 Train") are mapped onto the network's own line names by ``match_line_name`` and compared with the answer's
-  line; the official code applies its non-Chinese rules to the answer's line name instead of the reference's.
-- Reference stops are normalised like every station (``normalize_station``); the official code, normalising the
-  reference arrival, tests the departure's suffix and can replace the arrival with the departure.
-- Template 2 (via stops) is scored for every city, not only Chinese ones, and via stops compare normalised.
-- A missing via-stop field earns no via points (the official code reads any digit of the block instead).
-- Stations compare after ``normalize_station`` (the released RewardMap ``clean_string``, as the notes' rule
-  says). The ReasonMap repository's evaluation script uses a weaker ``clean_string`` that keeps "Station" and
-  "站", so there "Union" does not match "Union Station"; accuracies here can be slightly higher than that
-  script's on answers that drop the suffix.
-- Difficulty-weighted accuracy is computed (the official code leaves it a TODO, weight 1): weight
-  1 + 0.5 x (question level + map level), ``reward_fns.weights.reasonmap_eval_weight``.
-
-ReasonMap-Plus: the answer is read as the released reward reads it (``\\boxed{}`` or an "the answer is" phrase,
-``parser="paper"``) or tolerantly; weighted accuracy uses map weights 1.0 / 1.5 / 2.0; reported overall, per
-question type, and for Counting (1-3) and TorF (1-2).
+Accuracies are fractions in [0, 1]; map scores are points (max 20 short, 40 long).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, TypedDict
+from typing import Any, Literal, TypedDict
 
-from reward_fns.correctness import route_correct, tolerant_legs, vqa_correct
-from reward_fns.ground_truth import QUESTION_TYPES, GroundTruth
-from reward_fns.line_names import line_key, match_line_name
-from reward_fns.network import normalize_station
-from reward_fns.question_context import QuestionContext, question_context
-from reward_fns.released import (
-    extract_vqa_answer_released,
-    parse_route_blocks_strict,
-    released_legs,
-    vqa_correct_released,
+from reward_fns.benchmark_fixed import fixed_planning
+from reward_fns.benchmark_released import (
+    MAP_SCORE_CAP,
+    PlanningScore,
+    parse_sections,
+    plus_answer_released,
+    plus_answer_vlmevalkit,
+    plus_correct_released,
+    plus_correct_vlmevalkit,
+    plus_groups,
+    released_planning,
 )
-from reward_fns.route_parsing import first_integer, parse_route_blocks, split_via_stops
-from reward_fns.vqa_answers import extract_vqa_answer, normalize_vqa_answer
-from reward_fns.weights import plus_eval_weight, reasonmap_eval_weight
+from reward_fns.ground_truth import QUESTION_TYPES, GroundTruth
+from reward_fns.question_context import question_context
+from reward_fns.weights import plus_eval_weight, question_level, reasonmap_eval_weight
 
-Parser = Literal["paper", "tolerant"]
-
-SHORT_CAP, LONG_CAP = 10.0, 20.0
-VIA_CAP = 10.0
-VIA_COUNT_POINTS = 4.0
+Rules = Literal["released", "fixed"]
+PlusReading = Literal["released", "fixed", "vlmevalkit"]
+RULE_SETS: tuple[Rules, ...] = ("released", "fixed")
+PLUS_READINGS: tuple[PlusReading, ...] = ("released", "fixed", "vlmevalkit")
+FORMS = ("short", "long")
+VQA_TYPES = tuple(t for t in QUESTION_TYPES if t != "planning")
+QUESTION_LEVELS = ("easy", "medium", "hard")  # ReasonMap question difficulty by transfers: 0, 1, 2+
 
 # ----------------------------------------------------------------------------------------------------------------
 # Per response
 # ----------------------------------------------------------------------------------------------------------------
 
 
-class _AnswerBlock(NamedTuple):
-    route_name: str
-    departure: str  # normalised
-    arrival: str  # normalised
-    via_count: int | None
-    via_stops: tuple[str, ...] | None  # normalised
-
-
 class PlanningEval(TypedDict):
-    """One planning response: ``map_score`` is None when the question has no reference routes."""
+    """One planning response under one rule set.
+
+    ``map_score`` is None when the question has no reference routes; ``map_score_max`` is twice the cap (20 short,
+    40 long). ``weight`` is the rule set's accuracy weight (released 1.0, fixed the appendix formula),
+    ``appendix_weight`` always the appendix formula. The ``*_points`` are the best plan's breakdown (main.py's
+    ``save_*`` values).
+    """
 
     acc: int
     map_score: float | None
     map_score_max: float
     weight: float
+    appendix_weight: float
     template: str
+    endpoints_points: int
+    route_name_points: int
+    stop_points: int
+    via_count_points: float
+    via_stops_points: float
 
 
 class VqaEval(TypedDict):
-    """One ReasonMap-Plus response."""
+    """One ReasonMap-Plus response under one reading: verdict, map weight, type and the answer read."""
 
     acc: int
     weight: float
     question_type: str
+    answer: str
 
 
-def _answer_blocks(text: str, ctx: QuestionContext, parser: Parser) -> tuple[list[_AnswerBlock], bool]:
-    """The answer's blocks for the map score, and its correctness."""
-    template = ctx.gt.template
-    if parser == "paper":
-        via = "number" if template == "long1" else "list" if template == "long2" else None
-        strict = parse_route_blocks_strict(text, arrival="tail" if template == "short" else "line", via=via)
-        correct = route_correct(released_legs(strict, ctx), ctx)
-        blocks = [_answer_block(b, None if b.via_stops is None else split_via_stops(b.via_stops)) for b in strict]
-        return blocks, correct
-    tolerant = parse_route_blocks(text)
-    correct = route_correct(tolerant_legs(tolerant, ctx), ctx)
-    return [_answer_block(b, b.via_stops) for b in tolerant], correct
+def _text(response: Any) -> str:
+    """A response as text (non-strings are still responses: bytes decoded, anything else '')."""
+    if isinstance(response, str):
+        return response
+    if isinstance(response, bytes | bytearray):
+        return bytes(response).decode("utf-8", errors="replace")
+    return ""
 
 
-def _answer_block(block: Any, via_stops: Iterable[str] | None) -> _AnswerBlock:
-    """One parsed block (strict or tolerant) with its stations normalised for comparison."""
-    return _AnswerBlock(
-        block.route_name,
-        normalize_station(block.departure),
-        normalize_station(block.arrival),
-        None if block.num_via_stops is None else (first_integer(block.num_via_stops) or 0),
-        None if via_stops is None else tuple(normalize_station(v) for v in via_stops),
-    )
+def _check_rules(rules: str, allowed: Sequence[str]) -> None:
+    if rules not in allowed:
+        raise ValueError(f"rules: {rules!r} is not one of {tuple(allowed)}")
 
 
-def _as_int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value
-    return first_integer(str(value)) if value is not None else None
-
-
-def _plan_points(blocks: list[_AnswerBlock], plan: Sequence[Mapping[str, Any]], ctx: QuestionContext) -> float:
-    """Map-score points against one reference route, before the cap and the correctness bonus."""
-    gt = ctx.gt
-    lines = ctx.index.network.lines if ctx.index is not None else {}
-    points = 1.0
-    via_count_points = matched = 0.0
-    union: set[str] = set()
-    inter: set[str] = set()
-    for block, ride in zip(blocks, plan, strict=False):
-        if not isinstance(ride, Mapping):
-            continue
-        ref_name = str(ride.get("route_name", ""))
-        ref_line = match_line_name(ref_name, lines, city=gt.city) or ref_name
-        answer_line = ctx.tolerant_line(block.route_name) or block.route_name
-        same_line = line_key(answer_line) == line_key(ref_line) and bool(line_key(ref_line))
-        if same_line:
-            points += 2
-        if normalize_station(str(ride.get("departure_stop", ""))) == block.departure:
-            points += 1
-        if normalize_station(str(ride.get("arrival_stop", ""))) == block.arrival:
-            points += 1
-        if gt.template == "long1" and block.via_count is not None:
-            reference = _as_int(ride.get("num_via_stops"))
-            if reference is None:
-                reference = len(ride.get("via_stops") or ())
-            error = abs(block.via_count - reference)
-            if error == 0:
-                via_count_points += VIA_COUNT_POINTS
-            elif reference > 0:
-                via_count_points += max(0.0, VIA_COUNT_POINTS - VIA_COUNT_POINTS * error / reference)
-        elif gt.template == "long2" and block.via_stops is not None:
-            reference_stops = {normalize_station(str(s)) for s in ride.get("via_stops") or ()}
-            matched += sum(1 for stop in block.via_stops if stop in reference_stops)
-            if same_line:
-                answer_stops = set(block.via_stops)
-                union |= answer_stops | reference_stops
-                inter |= answer_stops & reference_stops
-    if gt.template == "long1":
-        points += min(VIA_CAP, via_count_points)
-    elif gt.template == "long2":
-        iou = len(inter) / len(union) if union else 0.0
-        points += (10.0 * iou + min(VIA_CAP, matched)) / 2.0
-    return points
-
-
-def evaluate_planning(ground_truth: GroundTruth | str, response: str, *, parser: Parser = "paper") -> PlanningEval:
-    """Accuracy, best map score and difficulty weight of one planning response (module docstring)."""
-    ctx = question_context(ground_truth)
-    gt = ctx.gt
+def _planning_gt(ground_truth: Any) -> GroundTruth:
+    gt = question_context(ground_truth).gt
     if gt.question_type != "planning":
         raise ValueError(f"evaluate_planning: {gt.question_type} is not a planning question")
-    text = response if isinstance(response, str) else ""
-    blocks, correct = _answer_blocks(text, ctx, parser)
-    cap = SHORT_CAP if gt.template == "short" else LONG_CAP
-    map_score: float | None = None
-    routes = gt.routes or {}
-    if routes:
-        gate = bool(blocks) and blocks[0].departure == ctx.origin and blocks[-1].arrival == ctx.destination
-        map_score = 0.0
-        for plan in routes.values():
-            points = _plan_points(blocks, plan or [], ctx) if gate else 0.0
-            points = min(cap, points) + (cap if correct else 0.0)
-            map_score = max(map_score, points)
+    return gt
+
+
+def _planning_eval(gt: GroundTruth, score: PlanningScore, rules: Rules) -> PlanningEval:
+    appendix = reasonmap_eval_weight(gt.map_difficulty, gt.question_transfer_count)
     return PlanningEval(
-        acc=int(correct),
-        map_score=map_score,
-        map_score_max=2 * cap,
-        weight=reasonmap_eval_weight(gt.map_difficulty, gt.question_transfer_count),
+        acc=score.acc,
+        map_score=score.map_score,
+        map_score_max=2.0 * MAP_SCORE_CAP[gt.template],
+        weight=1.0 if rules == "released" else appendix,
+        appendix_weight=appendix,
         template=gt.template,
+        endpoints_points=score.endpoints_points,
+        route_name_points=score.route_name_points,
+        stop_points=score.stop_points,
+        via_count_points=score.via_count_points,
+        via_stops_points=score.via_stops_points,
     )
 
 
-def evaluate_vqa(ground_truth: GroundTruth | str, response: str, *, parser: Parser = "paper") -> VqaEval:
-    """Accuracy and map weight (1.0 / 1.5 / 2.0) of one ReasonMap-Plus response."""
+def evaluate_planning(
+    ground_truth: GroundTruth | str | Mapping[str, Any], response: Any, *, rules: Rules
+) -> PlanningEval:
+    """Accuracy, best map score, weights and breakdown of one planning response under ``rules``.
+
+    ``ground_truth`` is a prepared row's ``reward_model.ground_truth`` (JSON text, or a GroundTruth / dict of its
+    fields). Total on ``response``; ValueError for an unknown rule set or a non-planning / invalid ground truth.
+    """
+    _check_rules(rules, RULE_SETS)
+    gt = _planning_gt(ground_truth)
+    text = _text(response)
+    score = released_planning(gt, text) if rules == "released" else fixed_planning(gt, text)
+    return _planning_eval(gt, score, rules)
+
+
+def evaluate_planning_all(
+    ground_truth: GroundTruth | str | Mapping[str, Any], response: Any
+) -> dict[str, PlanningEval]:
+    """``evaluate_planning`` under every rule set, parsing the response once."""
+    gt = _planning_gt(ground_truth)
+    text = _text(response)
+    sections = parse_sections(text, gt.template)
+    return {
+        "released": _planning_eval(gt, released_planning(gt, text, sections), "released"),
+        "fixed": _planning_eval(gt, fixed_planning(gt, text, sections), "fixed"),
+    }
+
+
+def evaluate_vqa(ground_truth: GroundTruth | str | Mapping[str, Any], response: Any, *, rules: PlusReading) -> VqaEval:
+    """Verdict, map weight (1.0 / 1.5 / 2.0) and answer read of one ReasonMap-Plus response under ``rules``."""
+    _check_rules(rules, PLUS_READINGS)
     gt = question_context(ground_truth).gt
     if gt.question_type == "planning":
         raise ValueError("evaluate_vqa: a planning question")
-    text = response if isinstance(response, str) else ""
-    if parser == "paper":
-        correct = vqa_correct_released(extract_vqa_answer_released(text), gt)
+    text = _text(response)
+    if rules == "vlmevalkit":
+        answer = plus_answer_vlmevalkit(text, gt.question_type)
+        correct = plus_correct_vlmevalkit(answer, gt)
     else:
-        found = extract_vqa_answer(text)
-        correct = found is not None and vqa_correct(normalize_vqa_answer(found.text, gt.question_type), gt)
-    return VqaEval(acc=int(correct), weight=plus_eval_weight(gt.map_difficulty), question_type=gt.question_type)
+        answer = plus_answer_released(text)
+        correct = plus_correct_released(answer, gt)
+    return VqaEval(
+        acc=int(correct), weight=plus_eval_weight(gt.map_difficulty), question_type=gt.question_type, answer=answer
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Over a run
+# Over groups of responses
 # ----------------------------------------------------------------------------------------------------------------
 
 
@@ -237,11 +192,14 @@ class GroupMetrics(TypedDict):
 
 
 class PlanningGroupMetrics(GroupMetrics):
-    """ReasonMap group: accuracies plus the mean map score over questions with reference routes."""
+    """ReasonMap group: accuracies, and map-score means over the questions that have reference routes."""
 
+    appendix_weighted_accuracy: float
     n_map_scored: int
     map_score: float
     map_score_fraction: float  # mean of map score / its maximum (20 short, 40 long)
+    via_count_points: float  # mean of the best plan's template-1 points (cal_metrics' "num via stop score")
+    via_stops_points: float  # mean of the best plan's template-2 points (cal_metrics' "via stops score")
 
 
 class ReasonMapReport(TypedDict):
@@ -257,6 +215,62 @@ class ReasonMapPlusReport(TypedDict):
     per_type: dict[str, GroupMetrics]
 
 
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def _weighted(pairs: Sequence[tuple[float, float]]) -> float:
+    total = sum(w for _, w in pairs)
+    return sum(a * w for a, w in pairs) / total if total else 0.0
+
+
+def planning_group(evals: Sequence[Mapping[str, Any]]) -> PlanningGroupMetrics:
+    """Aggregate ``PlanningEval``s (or dicts with their keys) of one rule set."""
+    scored = [e for e in evals if e["map_score"] is not None]
+    return PlanningGroupMetrics(
+        n=len(evals),
+        accuracy=_mean([e["acc"] for e in evals]),
+        weighted_accuracy=_weighted([(e["acc"], e["weight"]) for e in evals]),
+        appendix_weighted_accuracy=_weighted([(e["acc"], e["appendix_weight"]) for e in evals]),
+        n_map_scored=len(scored),
+        map_score=_mean([e["map_score"] for e in scored]),
+        map_score_fraction=_mean([e["map_score"] / e["map_score_max"] for e in scored]),
+        via_count_points=_mean([e["via_count_points"] for e in scored]),
+        via_stops_points=_mean([e["via_stops_points"] for e in scored]),
+    )
+
+
+def plus_group(evals: Sequence[Mapping[str, Any]]) -> GroupMetrics:
+    """Aggregate ``VqaEval``s (or dicts with their keys): plain and map-weighted accuracy."""
+    return GroupMetrics(
+        n=len(evals),
+        accuracy=_mean([e["acc"] for e in evals]),
+        weighted_accuracy=_weighted([(e["acc"], e["weight"]) for e in evals]),
+    )
+
+
+def plus_summary(evals: Sequence[Mapping[str, Any]]) -> dict[str, GroupMetrics]:
+    """cal_metrics' ReasonMap-Plus groups (overall, counting, torf, torf1, torf2) plus one per question type."""
+    groups: dict[str, list[Mapping[str, Any]]] = {"overall": list(evals), "counting": [], "torf": []}
+    groups.update({"torf1": [], "torf2": []})
+    groups.update({t: [] for t in VQA_TYPES})
+    for e in evals:
+        for name in plus_groups(e["question_type"]):
+            groups[name].append(e)
+        groups.setdefault(e["question_type"], []).append(e)
+    return {name: plus_group(members) for name, members in groups.items()}
+
+
+def form_of(template: str) -> str:
+    """ReasonMap question form of a planning template: short, or long (templates 1 and 2)."""
+    return "short" if template == "short" else "long"
+
+
+def question_difficulty(question_transfer_count: int) -> str:
+    """ReasonMap question difficulty: easy (direct), medium (one transfer), hard (two or more)."""
+    return QUESTION_LEVELS[question_level(question_transfer_count)]
+
+
 def _records(records: Iterable[EvalRecord | tuple[Any, str]]) -> Iterable[tuple[Any, str]]:
     for record in records:
         if isinstance(record, EvalRecord):
@@ -266,52 +280,116 @@ def _records(records: Iterable[EvalRecord | tuple[Any, str]]) -> Iterable[tuple[
             yield ground_truth, response
 
 
-def _group(items: Sequence[tuple[int, float]]) -> GroupMetrics:
-    total = sum(w for _, w in items)
-    return GroupMetrics(
-        n=len(items),
-        accuracy=sum(a for a, _ in items) / len(items) if items else 0.0,
-        weighted_accuracy=sum(a * w for a, w in items) / total if total else 0.0,
-    )
-
-
-def _planning_group(evals: Sequence[PlanningEval]) -> PlanningGroupMetrics:
-    base = _group([(e["acc"], e["weight"]) for e in evals])
-    scored = [e for e in evals if e["map_score"] is not None]
-    return PlanningGroupMetrics(
-        **base,
-        n_map_scored=len(scored),
-        map_score=sum(e["map_score"] for e in scored) / len(scored) if scored else 0.0,  # type: ignore[misc]
-        map_score_fraction=(
-            sum(e["map_score"] / e["map_score_max"] for e in scored) / len(scored) if scored else 0.0  # type: ignore[operator]
-        ),
-    )
-
-
-def reasonmap_metrics(records: Iterable[EvalRecord | tuple[Any, str]], *, parser: Parser = "paper") -> ReasonMapReport:
-    """ReasonMap metrics for short questions, long questions (templates 1 and 2) and both together."""
-    evals = [evaluate_planning(gt, response, parser=parser) for gt, response in _records(records)]
+def reasonmap_metrics(records: Iterable[EvalRecord | tuple[Any, str]], *, rules: Rules) -> ReasonMapReport:
+    """ReasonMap metrics under ``rules`` for short questions, long ones (templates 1 and 2) and both together."""
+    evals = [evaluate_planning(gt, response, rules=rules) for gt, response in _records(records)]
     return ReasonMapReport(
-        short=_planning_group([e for e in evals if e["template"] == "short"]),
-        long=_planning_group([e for e in evals if e["template"] != "short"]),
-        overall=_planning_group(evals),
+        short=planning_group([e for e in evals if e["template"] == "short"]),
+        long=planning_group([e for e in evals if e["template"] != "short"]),
+        overall=planning_group(evals),
     )
 
 
 def reasonmap_plus_metrics(
-    records: Iterable[EvalRecord | tuple[Any, str]], *, parser: Parser = "paper"
+    records: Iterable[EvalRecord | tuple[Any, str]], *, rules: PlusReading
 ) -> ReasonMapPlusReport:
     """ReasonMap-Plus accuracy and map-weighted accuracy overall, for TorF, for Counting and per question type."""
-    evals = [evaluate_vqa(gt, response, parser=parser) for gt, response in _records(records)]
-
-    def pick(types: Iterable[str]) -> GroupMetrics:
-        wanted = set(types)
-        return _group([(e["acc"], e["weight"]) for e in evals if e["question_type"] in wanted])
-
-    vqa_types = [t for t in QUESTION_TYPES if t != "planning"]
+    evals = [evaluate_vqa(gt, response, rules=rules) for gt, response in _records(records)]
+    summary = plus_summary(evals)
     return ReasonMapPlusReport(
-        overall=pick(vqa_types),
-        torf=pick(t for t in vqa_types if t.startswith("TorF")),
-        counting=pick(t for t in vqa_types if t.startswith("Counting")),
-        per_type={t: pick([t]) for t in vqa_types},
+        overall=summary["overall"],
+        torf=summary["torf"],
+        counting=summary["counting"],
+        per_type={t: summary[t] for t in VQA_TYPES},
     )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Validation during training
+# ----------------------------------------------------------------------------------------------------------------
+
+VALIDATION_PREFIX = "bench"
+
+
+def _validation_keys() -> tuple[str, ...]:
+    keys: list[str] = []
+    for form in FORMS:
+        for rules in RULE_SETS:
+            keys += [f"{VALIDATION_PREFIX}_{rules}_{form}_{m}" for m in ("acc", "map_score", "wacc_num")]
+        keys.append(f"{VALIDATION_PREFIX}_{form}_wacc_den")
+    for reading in PLUS_READINGS:
+        keys += [f"{VALIDATION_PREFIX}_{reading}_plus_acc", f"{VALIDATION_PREFIX}_{reading}_plus_wacc_num"]
+    keys.append(f"{VALIDATION_PREFIX}_plus_wacc_den")
+    return tuple(keys)
+
+
+VALIDATION_KEYS: tuple[str, ...] = _validation_keys()
+
+
+def validation_metrics(ground_truth: GroundTruth | str | Mapping[str, Any], response: Any) -> dict[str, float | None]:
+    """The benchmark numbers of one validation sample, as verl's validation metrics average them.
+
+    Contract (for the reward manager's validation hook, which returns these as ``reward_extra_info``):
+
+    - Always exactly the keys ``VALIDATION_KEYS``, each a float or None; never raises on a response (ValueError
+      only for an invalid ground truth, a data bug). None means "not applicable to this sample": verl 0.9.1's
+      ``process_validation_metrics`` drops None values before averaging (NaN it would not drop), so
+      ``val-aux/<data_source>/<key>/mean@N`` is the mean over the samples the key applies to, i.e. the benchmark
+      number itself. Do not name any of them ``acc``: verl fills missing ``acc`` values with 0.
+    - ``bench_<rules>_<form>_acc`` (rules released | fixed, form short | long): ReasonMap accuracy of a planning
+      sample of that form, else None. ``bench_<rules>_<form>_map_score``: its map score (None also when the
+      question has no reference routes).
+    - Weighted accuracy is a ratio of means, which verl cannot average directly: ``bench_<rules>_<form>_wacc_num``
+      is acc x appendix weight and ``bench_<form>_wacc_den`` the appendix weight (1 + 0.5 x (question level + map
+      level)), so weighted accuracy = mean(num) / mean(den) (``weighted_accuracies`` computes it from verl's logged
+      metrics). Under ``released`` the released code's own weight is 1, i.e. its weighted accuracy is ``acc``; the
+      appendix-weighted released number is the one comparable with the papers' tables.
+    - ``bench_<reading>_plus_acc`` (reading released | fixed | vlmevalkit): ReasonMap-Plus accuracy of a VQA
+      sample, else None; ``bench_<reading>_plus_wacc_num`` / ``bench_plus_wacc_den``: acc x map weight
+      (1.0 / 1.5 / 2.0) and the weight.
+
+    Groups: verl groups by ``data_source`` (benchmark rows are "reasonmap" and "reasonmap_plus"), then by prompt;
+    with several samples per prompt, mean@N is the mean over prompts of the per-prompt mean.
+    """
+    out: dict[str, float | None] = dict.fromkeys(VALIDATION_KEYS)
+    ctx = question_context(ground_truth)
+    gt = ctx.gt
+    p = VALIDATION_PREFIX
+    if gt.question_type == "planning":
+        form = form_of(gt.template)
+        appendix = reasonmap_eval_weight(gt.map_difficulty, gt.question_transfer_count)
+        out[f"{p}_{form}_wacc_den"] = appendix
+        for rules, e in evaluate_planning_all(gt, response).items():
+            out[f"{p}_{rules}_{form}_acc"] = float(e["acc"])
+            out[f"{p}_{rules}_{form}_map_score"] = None if e["map_score"] is None else float(e["map_score"])
+            out[f"{p}_{rules}_{form}_wacc_num"] = e["acc"] * appendix
+        return out
+    weight = plus_eval_weight(gt.map_difficulty)
+    out[f"{p}_plus_wacc_den"] = weight
+    for reading in PLUS_READINGS:
+        e = evaluate_vqa(gt, response, rules=reading)
+        out[f"{p}_{reading}_plus_acc"] = float(e["acc"])
+        out[f"{p}_{reading}_plus_wacc_num"] = e["acc"] * weight
+    return out
+
+
+def weighted_accuracies(val_metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Weighted accuracies from verl's logged validation metrics (``val-aux/<source>/<key>/mean@N``).
+
+    For every ``..._wacc_num`` metric with its matching ``..._wacc_den``, returns
+    ``val-aux/<source>/<name>_weighted_acc/mean@N`` = mean(num) / mean(den), e.g.
+    ``val-aux/reasonmap/bench_fixed_short_weighted_acc/mean@1``. Pure; ignores anything else.
+    """
+    out: dict[str, float] = {}
+    for key, value in val_metrics.items():
+        parts = key.split("/")
+        if len(parts) != 4 or not parts[2].endswith("_wacc_num") or not parts[3].startswith("mean@"):
+            continue
+        section, source, name, stat = parts
+        stem = name[: -len("_wacc_num")]  # bench_<rules>_<form> or bench_<reading>_plus
+        prefix, _, rest = stem.partition("_")
+        _, _, form = rest.partition("_")
+        den = val_metrics.get(f"{section}/{source}/{prefix}_{form}_wacc_den/{stat}")
+        if den:
+            out[f"{section}/{source}/{stem}_weighted_acc/{stat}"] = float(value) / float(den)
+    return out
