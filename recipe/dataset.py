@@ -206,9 +206,9 @@ def fetch_image(item: dict[str, Any], image_patch_size: int = 14) -> Image.Image
 
     The source is unwrapped by ``data_prep.images.load_image`` (the one reader of every accepted form).
     """
-    source = next((item[k] for k in ("image", "image_url", "bytes") if item.get(k) is not None), None)
+    source = next((item[k] for k in ("image", "image_url", "bytes", "path") if item.get(k) is not None), None)
     if source is None:
-        raise ImageError(f"image content item without 'image', 'image_url' or 'bytes' (keys {sorted(item)})")
+        raise ImageError(f"image content item without 'image', 'image_url', 'bytes' or 'path' (keys {sorted(item)})")
     image = load_image(source, where="image content item")  # one unwrapping for every form: data_prep.images
     image = image.convert("RGB") if image.mode != "RGB" else image  # prepared maps are RGB: no copy
     factor = image_patch_size * MERGE_SIZE

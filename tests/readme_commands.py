@@ -15,6 +15,8 @@ from pathlib import Path
 README = Path(__file__).resolve().parents[1] / "README.md"
 NOT_RUNNABLE_HERE = "not CPU-runnable: "
 APPTAINER_TEST = "tests/test_launch_apptainer.py::test_launch_script_runs_unchanged_with_the_wrappers_first_on_path"
+EVALUATE_TEST = "tests/test_evaluate_e2e.py::test_generate_score_compare_on_cpu"
+EVALUATE_CHECKPOINT_TEST = "tests/test_evaluate_e2e.py::test_a_verl_checkpoint_is_merged_and_evaluated"
 BENCHMARK_TEST = "tests/test_readme_commands.py::test_benchmarks_run_on_small_inputs"
 
 COMMANDS: dict[str, str] = {
@@ -79,6 +81,22 @@ COMMANDS: dict[str, str] = {
     "--stations-root ./ReasonMap --skip-invalid": "tests/test_reasonmap_prep.py::test_cli_converts_local_copies",
     "python -m data_prep.synthetic --out data/synthetic --cities 50 --seed 0 --contact-sheet": (
         "tests/test_synthetic.py::test_cli_without_render_and_with_a_real_network"
+    ),
+    # Evaluate
+    "python -m recipe.evaluate generate --model Qwen/Qwen2.5-VL-7B-Instruct --test data/rm/val.parquet "
+    "data/rm/test.parquet --out runs/base/responses.jsonl": NOT_RUNNABLE_HERE + "network (7B model download), GPU",
+    "python -m recipe.evaluate generate --model checkpoints/rewardmap/run1 --test data/rm/val.parquet "
+    "data/rm/test.parquet --out runs/trained/responses.jsonl": EVALUATE_CHECKPOINT_TEST,
+    "python -m recipe.evaluate score --responses runs/base/responses.jsonl --test data/rm/val.parquet "
+    "data/rm/test.parquet --out runs/base/results": EVALUATE_TEST,
+    "python -m recipe.evaluate score --responses runs/trained/responses.jsonl --test data/rm/val.parquet "
+    "data/rm/test.parquet --out runs/trained/results --training-log tensorboard_log/rewardmap/run1": (
+        "tests/test_evaluate.py::test_training_logs_from_tensorboard_and_file_logger"
+    ),
+    "python -m recipe.evaluate compare runs/base/results runs/trained/results --out runs/compare "
+    "--names base,trained": EVALUATE_TEST,
+    "python -m recipe.evaluate export-vlmevalkit --test data/rm/test.parquet --out runs/ReasonMap-Plus-local.tsv": (
+        "tests/test_evaluate.py::test_export_vlmevalkit"
     ),
     # Benchmarks
     ".venv/bin/python benchmarks/bench_rewards.py": BENCHMARK_TEST,

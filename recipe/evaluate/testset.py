@@ -18,6 +18,8 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data_prep.image_files import resolve_row_images
+from data_prep.images import ImageError
 from recipe.evaluate.files import EvalInputError
 from reward_fns.ground_truth import GroundTruth
 from reward_fns.metrics import form_of, question_difficulty
@@ -85,11 +87,21 @@ def _open(path: Path) -> pq.ParquetFile:
 
 
 def iter_rows(path: str | os.PathLike[str], columns: Sequence[str] = ROW_COLUMNS) -> Iterator[tuple[int, dict]]:
-    """(row index, row dict) of a prepared file, streamed in batches of ``columns``."""
+    """(row index, row dict) of a prepared file, streamed in batches of ``columns``.
+
+    Stored image paths (``images/<sha256>.png``, see ``data_prep.image_files``) come back absolute, resolved
+    against the file's folder, so every reader opens them wherever the prepared folder was copied.
+    """
     parquet = _open(Path(path))
+    folder = [Path(path).resolve().parent]
     index = 0
     for batch in parquet.iter_batches(batch_size=_BATCH_ROWS, columns=list(columns)):
         for row in batch.to_pylist():
+            if "images" in row:
+                try:
+                    row = resolve_row_images(row, folder, where=f"{path} row {index}")
+                except ImageError as err:
+                    raise EvalInputError(str(err)) from err
             yield index, row
             index += 1
 
