@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-REASONMAP_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "reasonmap"
+# ``shared/reasonmap`` beside the checkout; REWARDMAP_REASONMAP_DIR points elsewhere (a git worktree, a cluster copy).
+REASONMAP_DIR = Path(
+    os.environ.get("REWARDMAP_REASONMAP_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "reasonmap"
+)
 
 
 def real_station_files() -> list[Path]:
