@@ -45,7 +45,13 @@ from reward_fns.correctness import route_correct, tolerant_legs, vqa_correct
 from reward_fns.detail import fixed_detail
 from reward_fns.ground_truth import GroundTruth
 from reward_fns.question_context import QuestionContext, question_context
-from reward_fns.released import RELEASED_ALPHA, extract_vqa_answer_released, released_planning, vqa_correct_released
+from reward_fns.released import (
+    RELEASED_ALPHA,
+    extract_vqa_answer_released,
+    released_context,
+    released_planning,
+    vqa_correct_released,
+)
 from reward_fns.route_parsing import RouteBlock, first_integer, parse_route_blocks
 from reward_fns.vqa_answers import extract_vqa_answer, normalize_vqa_answer
 from reward_fns.weights import DEFAULT_TRANSFER_WEIGHT, difficulty_weight
@@ -132,7 +138,7 @@ def compute_score(
     """
     if mode not in MODES:
         raise ValueError(f"mode: {mode!r} is not one of {MODES}")
-    ctx = question_context(ground_truth)
+    ctx = released_context(ground_truth) if mode == "released" else question_context(ground_truth)
     gt = ctx.gt
     weight = difficulty_weight(
         gt.question_type,
