@@ -94,6 +94,13 @@ def test_via_fields() -> None:
     assert first_integer("about 12 stops (3 transfers)") == 12 and first_integer("none") is None
 
 
+@pytest.mark.parametrize(("text", "expected"), [("６", 6), ("１２ stops", 12), ("共３站", 3), ("٣", 3), ("x²", None)])
+def test_via_counts_in_any_script_are_read(text: str, expected: int | None) -> None:
+    assert first_integer(text) == expected
+    (block,) = parse_route_blocks(f"Route Name: L\nDeparture Stop: A\nArrival Stop: B\nNumber of Via Stops: {text}\n")
+    assert first_integer(block.num_via_stops) == expected
+
+
 def test_values_are_stripped_of_markup() -> None:
     (block,) = parse_route_blocks('Route Name: **Line 1**\nDeparture Stop: "Alder Station"\nArrival Stop: `Cedar`  ')
     assert (block.route_name, block.departure, block.arrival) == ("Line 1", "Alder Station", "Cedar")

@@ -236,6 +236,11 @@ def test_planning_format_needs_the_template_via_field() -> None:
     assert score(route(*ONE_TRANSFER, extra="Via Stops: Birch\n"), long2)["format"] == 1.0
 
 
+def test_a_full_width_via_count_is_a_via_count() -> None:
+    long1 = planning_gt(A, G, 1, template="long1")
+    assert score(route(*ONE_TRANSFER, extra="Number of Via Stops: １\n"), long1)["format"] == 1.0
+
+
 def test_junk_scores_nothing() -> None:
     gt = planning_gt(A, G, 1, difficulty="hard")
     for mode in ("released", "fixed", "sparse"):
