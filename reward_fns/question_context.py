@@ -79,6 +79,7 @@ class QuestionContext:
     direct_lines: frozenset[str] = frozenset()
     renames: bool = False  # whether the tolerant resolver applies the Beijing renames
     normalize: Normaliser = normalize_station  # the station normaliser of origin, destination and the index
+    min_rides: int | None = None  # rides of a minimum-transfer route (None: endpoints unknown, equal or unlinked)
 
     def tolerant_line(self, name: str) -> str | None:
         """Exact name, else (Beijing) the renames, else a unique case/space-insensitive match; None otherwise."""
@@ -100,7 +101,15 @@ def _build(gt: GroundTruth, normalize: Normaliser) -> QuestionContext:
         index.direct_lines(origin, destination),
         gt.city.strip().lower() in RENAME_CITIES,
         normalize,
+        _min_rides(index.network, gt.station_1, gt.station_2),
     )
+
+
+def _min_rides(network: MetroNetwork, origin: str, destination: str) -> int | None:
+    try:
+        return len(network.min_transfer_route(origin, destination)) or None
+    except KeyError:  # an endpoint not in the network, or both the same station
+        return None
 
 
 @functools.lru_cache(maxsize=2048)

@@ -23,8 +23,13 @@ The two flaws of the released reward that ``fixed`` corrects (``reward_fns.detai
    correct route loses 5 on its last block and a wrong single-block answer to a one-transfer question earns more
    detail than the correct answer. ``fixed`` penalises only blocks beyond transfers+1.
 2. No floor and no ordering guarantee: released detail can go far below 0 and padding can pay. ``fixed`` clamps
-   detail to [0, 10], pays nothing for repeated blocks or for splitting a ride at every station, and with
-   10 > format_reward + 10 x alpha (true for the defaults) a correct answer always outscores an incorrect one.
+   detail to [0, 10], pays nothing for padding (a repeated block, a standstill ride, one ride split in two) and
+   pays for at most as many rides as a minimum-transfer route needs, so no correct route outscores the shortest
+   one even when the question's transfer count exceeds the minimum; with 10 > format_reward + 10 x alpha (true
+   for the defaults) a correct answer always outscores an incorrect one.
+
+Also corrected: station names compare after ``normalize_station``, which drops a trailing "站" after whitespace
+and brackets ("土桥站 Station" is "土桥"); ``released`` keeps the released order (``normalize_station_released``).
 
 Also: ``fixed`` adds an explicit format term (the released code has none), reads answers tolerantly (markdown,
 bullets, case, full-width colons; VQA "yes." / "(B)" / "3 lines") and credits the format only for the exact

@@ -92,8 +92,8 @@ def test_released_penalises_every_correct_route_fixed_only_overlong_ones() -> No
     gt = planning_gt(A, G, 1)
     detour = route(("Line 1", A, "Cedar"), ("Line 2", "Cedar", "Fir"), ("Line 2", "Fir", G))  # correct, 3 rides
     assert score(detour, gt, "released")["detail"] == 2 + 3 + 1 + (3 - 5) + (3 - 5)
-    # fixed: only the third ride is over-long (-5 + 3); the second transfer is beyond the one expected.
-    assert score(detour, gt)["detail"] == 2 + 3 + 1 + 3 + (3 - 5)
+    # fixed: only the third block is over-long (-5), and it stays on Line 2 (one ride split in two): no points.
+    assert score(detour, gt)["detail"] == 2 + 3 + 1 + 3 + (0 - 5)
     assert score(detour, gt)["acc"] == 1.0 and score(detour, gt)["score"] < score(route(*ONE_TRANSFER), gt)["score"]
 
 
@@ -109,7 +109,7 @@ def test_direct_question_block_points_need_a_line_holding_both_endpoints() -> No
     gt = planning_gt(A, E, 0)
     two_rides = route(("Line 1", A, "Cedar"), ("Line 1", "Cedar", E))  # correct, but split in two
     assert score(two_rides, gt, "released")["detail"] == 2 + (4 - 5) + (4 - 5)
-    assert score(two_rides, gt)["detail"] == 2 + 4 + (4 - 5)
+    assert score(two_rides, gt)["detail"] == 2 + 4 + (0 - 5)  # the second block stays on Line 1: padding
     wrong_line = route(("Line 4", A, E))
     assert score(wrong_line, gt, "released")["detail"] == 2 - 5  # Line 4 does not hold Elm: no +4
     assert score(wrong_line, gt)["detail"] == 2
@@ -127,16 +127,38 @@ def test_splitting_a_ride_earns_no_transfer_point_in_fixed_mode() -> None:
     gt = planning_gt(A, G, 1)
     split = route(("Line 1", A, "Birch"), ("Line 1", "Birch", "Cedar"), ("Line 2", "Cedar", G))  # correct
     assert score(split, gt, "released")["detail"] == 2 + 3 + 1 + (3 - 5) + (3 - 5)
-    assert score(split, gt)["detail"] == 2 + 3 + 3 + (3 - 5)  # staying on Line 1 at Birch is no transfer
+    # staying on Line 1 at Birch is no transfer and no new ride; boarding Line 2 at Cedar is both
+    assert score(split, gt)["detail"] == 2 + 3 + 0 + 3 + 1 - 5
 
 
 def test_repeating_a_standstill_ride_earns_nothing_in_fixed_mode() -> None:
     gt = planning_gt("Cedar", G, 2)  # a (non-minimal) transfer count from the data
     standstill, onward = ("Line 1", "Cedar", "Cedar"), ("Line 2", "Cedar", G)
     once, repeated = route(standstill, onward), route(standstill, standstill, onward)
-    assert score(once, gt)["detail"] == 2 + 3 + 1 + 3
-    assert score(repeated, gt)["detail"] == 2 + 3 + 0 + 0 + 1 + 3
+    # a standstill is no ride, and one ride (Line 2 is direct) is all that is paid: the gold answer's 2 + 3
+    assert score(once, gt)["detail"] == score(repeated, gt)["detail"] == score(route(onward), gt)["detail"] == 2 + 3
     assert score(repeated, gt, "released")["detail"] == 2 + 3 + 1 + 3 + 1 + (3 - 5)
+
+
+def test_padding_never_beats_the_gold_when_the_stated_count_exceeds_the_minimum() -> None:
+    """The data's transfer count can exceed the minimum (map-app routes): padding up to it used to pay +3 a block."""
+    gt = planning_gt(A, G, 2)  # the minimum is 1 transfer
+    gold = score(route(*ONE_TRANSFER), gt)["detail"]
+    assert gold == 2 + 3 + 1 + 3
+    standstill_at_the_end = route(*ONE_TRANSFER, ("Line 2", G, G))
+    split_in_two = route(("Line 1", A, "Birch"), ("Line 1", "Birch", "Cedar"), ("Line 2", "Cedar", G))
+    for padded in (standstill_at_the_end, split_in_two):
+        assert score(padded, gt)["acc"] == 1.0
+        assert score(padded, gt)["detail"] == gold
+
+
+def test_a_longer_real_route_earns_no_more_than_the_direct_one() -> None:
+    network = {"Line 1": ["A", "B", "C"], "Line 2": ["C", "D"], "Line 3": ["A", "X", "D"]}
+    gt = planning_gt("A", "D", 1, network=network)  # Line 3 is direct; the data says one transfer
+    direct = score(route(("Line 3", "A", "D")), gt)
+    via_c = score(route(("Line 1", "A", "C"), ("Line 2", "C", "D")), gt)
+    assert direct["acc"] == via_c["acc"] == 1.0
+    assert via_c["detail"] <= direct["detail"] == 2 + 3
 
 
 def test_endpoints_gate_everything() -> None:
