@@ -20,8 +20,9 @@ from pathlib import Path
 from reward_fns import MODES, compute_score
 from reward_fns.gold import gold_response
 from reward_fns.ground_truth import GroundTruth, _parse_ground_truth
-from reward_fns.network import MetroNetwork, _normalize_cached
+from reward_fns.network import MetroNetwork, normalize_station
 from reward_fns.question_context import _context_from_json, _network_index
+from reward_fns.released import normalize_station_released
 
 REASONMAP_STATIONS = Path(__file__).resolve().parents[1].parent / "shared" / "reasonmap" / "stations"
 PREAMBLE = "Let me look at the map carefully. " * 40 + "\n\n"
@@ -93,7 +94,8 @@ def make_responses(rng: random.Random, gt: GroundTruth, count: int) -> list[str]
 
 
 def clear_caches() -> None:
-    for cached in (_context_from_json, _network_index, _parse_ground_truth, _normalize_cached):
+    caches = (_context_from_json, _network_index, _parse_ground_truth, normalize_station, normalize_station_released)
+    for cached in caches:
         cached.cache_clear()
 
 

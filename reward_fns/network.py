@@ -79,6 +79,7 @@ def cached_normaliser(normalise: Callable[[str], str]) -> Callable[[str], str]:
     def normaliser(name: str) -> str:
         return normalise(name) if len(name) > 512 else cached(name)
 
+    normaliser.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
     return normaliser
 
 

@@ -150,8 +150,8 @@ def question_context(
     if isinstance(ground_truth, Mapping):
         try:
             text = json.dumps(dict(ground_truth), ensure_ascii=False, sort_keys=True, default=_json_default)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"ground_truth: {err}") from err
+        except (TypeError, ValueError, RecursionError) as err:
+            raise ValueError(f"ground_truth: {str(err)[:200]}") from err
         return question_context(text, normalize=normalize)
     if isinstance(ground_truth, bytes):
         ground_truth = ground_truth.decode("utf-8", errors="replace")

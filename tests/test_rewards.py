@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from reward_fns import SCORE_KEYS, compute_score
+from reward_fns import SCORE_KEYS, RewardOptions, compute_score
 from reward_fns.correctness import route_correct, tolerant_legs
 from reward_fns.detail import fixed_detail
 from reward_fns.gold import gold_response
@@ -360,9 +360,91 @@ def test_invalid_ground_truth_raises_value_error(bad: object) -> None:
         compute_score("x", "anything", bad)  # type: ignore[arg-type]
 
 
+NAN, INF, HUGE = float("nan"), float("inf"), 10**400
+HOSTILE_FIELDS: dict[str, list[object]] = {
+    "question_type": [None, 1, ["planning"], "Planning"],
+    "city": [None, 1, ["x"]],
+    "map_difficulty": [None, 2, "extreme", ["easy"]],
+    "network": [None, [], {}, "x", {"L": "AB"}, {"L": []}, {"L": [1, 2]}, {"L": [["A"]]}, {"L": {"a": "b"}}],
+    "station_1": [None, 1, ["A"], {"a": {"b": []}}],
+    "station_2": [None, 2.5],
+    "template": [None, 1, "long3"],
+    "question_transfer_count": [None, True, 1.5, 1.0, -1, HUGE, NAN, INF, "1", [1], {"a": {"b": []}}],
+    "line": [None, 1],
+    "options": [None, "ABCD", ["1", "2"], [1, 2, 3, 4], {"a": 1}],
+    "country": [None, 1],
+    "routes": ["x", [], {"0": "x"}, {"0": [1]}, {"0": {"a": 1}}],
+    "schema_version": [None, True, 2, 1.0, "1"],
+    "answer": [True, 1.0, -1, 2, HUGE, NAN, INF, "1", [1], {"a": 1}],  # on a TorF question: 1 or 0
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [(name, value) for name, values in HOSTILE_FIELDS.items() for value in values], ids=repr
+)
+def test_a_hostile_ground_truth_field_is_a_value_error_naming_it(name: str, value: object) -> None:
+    """Wrong types, booleans and floats for counts, huge ints, nan/inf, nested junk: never TypeError/OverflowError."""
+    base = vqa_gt("TorF1", 1) if name == "answer" else planning_gt(A, G, 1)
+    fields = {**dataclasses.asdict(base), name: value}
+    with pytest.raises(ValueError, match=name):
+        GroundTruth(**fields)
+    for ground_truth in (json.dumps(fields), fields):
+        for mode in ("fixed", "released", "sparse"):
+            with pytest.raises(ValueError, match=name):
+                compute_score("x", route(*ONE_TRANSFER), ground_truth, mode=mode)
+
+
+@pytest.mark.parametrize(
+    "text", ["[" * 100_000 + "]" * 100_000, '{"a":' * 50_000 + "1" + "}" * 50_000, "NaN", "1e999", '"x"', "null"]
+)
+def test_hostile_ground_truth_json_is_a_value_error(text: str) -> None:
+    with pytest.raises(ValueError, match="ground_truth"):
+        compute_score("x", "", text)
+    with pytest.raises(ValueError, match="ground_truth"):
+        GroundTruth.from_json(text)
+
+
 def test_unknown_mode_raises_value_error() -> None:
     with pytest.raises(ValueError):
         compute_score("x", "", planning_gt(A, G, 1), mode="dense")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("alpha", NAN),
+        ("alpha", INF),
+        ("alpha", -0.5),
+        ("alpha", True),
+        ("alpha", "0.5"),
+        ("alpha", HUGE),
+        ("format_reward", -INF),
+        ("format_reward", [1.0]),
+        ("transfer_weight", NAN),
+        ("transfer_weight", -1),
+        ("map_weights", {"easy": 1.0, "middle": NAN, "hard": 1.5}),
+        ("map_weights", {"easy": 1.0, "middle": 1.2, "hard": 0.0}),
+        ("map_weights", {"easy": True, "middle": 1.2, "hard": 1.5}),
+        ("map_weights", {"easy": 1.0, "middle": 1.2, "hard": 1.5, "medium": 1.2}),
+        ("map_weights", [1.0, 1.2, 1.5]),
+        ("mode", "dense"),
+        ("mode", ["fixed"]),
+    ],
+    ids=repr,
+)
+def test_options_that_would_give_non_finite_or_meaningless_rewards_are_refused(option: str, value: object) -> None:
+    with pytest.raises(ValueError, match=option):
+        compute_score("x", route(*ONE_TRANSFER), planning_gt(A, G, 1), **{option: value})
+    with pytest.raises(ValueError, match=f"reward.reward_kwargs.{option}"):
+        RewardOptions.from_kwargs({option: value}, where="reward.reward_kwargs.")
+
+
+def test_options_are_a_checked_dataclass() -> None:
+    options = RewardOptions.from_kwargs({"mode": "released", "alpha": 1, "transfer_weight": None})
+    assert (options.mode, options.alpha, options.transfer_weight) == ("released", 1.0, 0.5)
+    assert type(options.alpha) is float and dict(options.map_weights) == {"easy": 1.0, "middle": 1.2, "hard": 1.5}
+    with pytest.raises(ValueError, match=r"reward.reward_kwargs: unknown keys \['alpah'\]"):
+        RewardOptions.from_kwargs({"alpah": 0.5}, where="reward.reward_kwargs.")
 
 
 @pytest.mark.parametrize("solution", [None, b"\xff\xfe Route Name:", 12345, "", "\x00" * 1000, "\udcff", ["list"]])
