@@ -20,13 +20,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-OPTION_LETTERS = ("A", "B", "C", "D")
+from reward_fns.ground_truth import OPTION_LETTERS, YES_NO_TYPES
 
 # ReasonMap-Plus (RewardMap Appendix A.2; boxed/option punctuation from the RewardMap README example).
 # Templates are str.format patterns ("{{}}" prints as "{}"); use the functions below.
 _BOX_YES_NO = 'Please solve the problem and put your answer (only answer yes or no) in one "\\boxed{{}}". '
 _BOX_NUMBER = 'Please solve the problem and put your answer in one "\\boxed{{}}". '
-_BOX_CHOICE = 'Please solve the multiple choice problem and put your answer (one of ABCD) in one "\\boxed{{}}". '
+_BOX_CHOICE = (
+    f"Please solve the multiple choice problem and put your answer (one of {''.join(OPTION_LETTERS)}) "
+    'in one "\\boxed{{}}". '
+)
 
 TORF1 = _BOX_YES_NO + "According to the subway map, is it true that {station_1} is the same line as {station_2}?"
 TORF2 = _BOX_YES_NO + "According to the subway map, is it true that {station_1} is on the line {line}?"
@@ -112,7 +115,7 @@ def boxed(value: Any) -> str:
 
 def vqa_answer(question_type: str, answer: int) -> str:
     """The boxed answer to a VQA question: yes/no for TorF, a letter for Counting1, a number otherwise."""
-    if question_type in ("TorF1", "TorF2"):
+    if question_type in YES_NO_TYPES:
         return boxed("yes" if answer else "no")
     if question_type == "Counting1":
         return boxed(OPTION_LETTERS[answer])

@@ -22,11 +22,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from data_prep import prompts
-from reward_fns.ground_truth import PLANNING_TEMPLATES, GroundTruth
+from reward_fns.ground_truth import PLANNING_TEMPLATES, VQA_TYPES, GroundTruth
 from reward_fns.network import MetroNetwork, normalize_station
 
-VQA_TYPES = ("TorF1", "TorF2", "Counting1", "Counting2", "Counting3")
-ALL_TYPES = ("TorF1", "TorF2", "Counting1", "Counting2", "Counting3", "planning")
+GENERATION_ORDER = (*VQA_TYPES, "planning")  # the order types draw from a city's random stream
 TRANSFER_BUCKET_SHARES = (20, 15, 5)  # ReasonMap's per-map question quota: 0, 1, 2+ transfers
 MAX_TRIES = 400
 
@@ -57,10 +56,10 @@ def default_counts(total: int) -> dict[str, int]:
     """Split ``total`` questions of a city across the types: one Counting3, the rest evenly (planning last)."""
     if total < 1:
         raise ValueError("questions per city must be >= 1")
-    counts = dict.fromkeys(ALL_TYPES, 0)
+    counts = dict.fromkeys(GENERATION_ORDER, 0)
     counts["Counting3"] = 1
     rest = total - 1
-    others = ("TorF1", "TorF2", "Counting1", "Counting2", "planning")
+    others = tuple(t for t in GENERATION_ORDER if t != "Counting3")
     for i, t in enumerate(others):
         counts[t] = rest // len(others) + (1 if i < rest % len(others) else 0)
     return counts
@@ -94,7 +93,7 @@ def generate_questions(
         "Counting3": maker.counting3,
         "planning": maker.planning,
     }
-    for qtype in ALL_TYPES:
+    for qtype in GENERATION_ORDER:
         n = counts.get(qtype, 0)
         if n > 0:
             out.extend(makers[qtype](n))

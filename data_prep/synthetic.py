@@ -31,11 +31,11 @@ from PIL import Image, ImageDraw
 from data_prep import prompts, synth_network
 from data_prep.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, resize_to_budget
 from data_prep.schema import build_row
-from data_prep.synth_network import MAP_DIFFICULTIES, generate_city, network_difficulty
+from data_prep.synth_network import generate_city, network_difficulty
 from data_prep.synth_questions import CityMeta, Question, default_counts, generate_questions
 from data_prep.synth_render import map_font, render_map, render_schematic
 from data_prep.writer import write_dataset
-from reward_fns.ground_truth import PLANNING_TEMPLATES
+from reward_fns.ground_truth import MAP_DIFFICULTIES, PLANNING_TEMPLATES
 from reward_fns.network import MetroNetwork
 
 GENERATOR_VERSION = 1

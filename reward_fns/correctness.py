@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from reward_fns.ground_truth import GroundTruth
+from reward_fns.ground_truth import YES_NO_TYPES, GroundTruth
 from reward_fns.question_context import Leg, QuestionContext
 from reward_fns.route_parsing import RouteBlock
 
@@ -53,7 +53,7 @@ def route_correct(legs: Sequence[Leg], ctx: QuestionContext) -> bool:
 
 def expected_vqa_answer(gt: GroundTruth) -> str | int:
     """The answer a VQA question expects: "yes"/"no" for TorF (1 means yes), else the integer (option index)."""
-    if gt.question_type.startswith("TorF"):
+    if gt.question_type in YES_NO_TYPES:
         return "yes" if gt.answer == 1 else "no"
     return int(gt.answer) if gt.answer is not None else -1
 

@@ -6,10 +6,8 @@ Planning answers follow a minimum-transfer route of the embedded network.
 
 from __future__ import annotations
 
-from reward_fns.ground_truth import GroundTruth
+from reward_fns.ground_truth import COUNT_TYPES, OPTION_LETTERS, OPTION_TYPES, YES_NO_TYPES, GroundTruth
 from reward_fns.network import MetroNetwork
-
-OPTION_LETTERS = "ABCD"
 
 
 def gold_response(gt: GroundTruth) -> str:
@@ -19,11 +17,11 @@ def gold_response(gt: GroundTruth) -> str:
     >>> gold_response(gt)
     '\\\\boxed{yes}'
     """
-    if gt.question_type in ("TorF1", "TorF2"):
+    if gt.question_type in YES_NO_TYPES:
         return "\\boxed{yes}" if gt.answer == 1 else "\\boxed{no}"
-    if gt.question_type == "Counting1":
+    if gt.question_type in OPTION_TYPES:
         return f"\\boxed{{{OPTION_LETTERS[int(gt.answer or 0)]}}}"
-    if gt.question_type in ("Counting2", "Counting3"):
+    if gt.question_type in COUNT_TYPES:
         return f"\\boxed{{{int(gt.answer or 0)}}}"
     network = MetroNetwork(gt.network)
     blocks = []

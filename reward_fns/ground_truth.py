@@ -36,9 +36,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-QUESTION_TYPES = ("planning", "TorF1", "TorF2", "Counting1", "Counting2", "Counting3")
+# Question types, grouped by the answer they expect (see the table above).
+YES_NO_TYPES = ("TorF1", "TorF2")  # answer 1 (yes) or 0 (no)
+OPTION_TYPES = ("Counting1",)  # answer the index of one of the OPTION_LETTERS
+COUNT_TYPES = ("Counting2", "Counting3")  # answer a count
+VQA_TYPES = (*YES_NO_TYPES, *OPTION_TYPES, *COUNT_TYPES)  # ReasonMap-Plus, the perception questions
+QUESTION_TYPES = ("planning", *VQA_TYPES)
+OPTION_LETTERS = ("A", "B", "C", "D")  # Counting1's options, in order: answer 0 is A
 PLANNING_TEMPLATES = ("short", "long1", "long2")
-MAP_DIFFICULTIES = ("easy", "middle", "hard")
+MAP_DIFFICULTIES = ("easy", "middle", "hard")  # in increasing order: the index is the map level 0/1/2
 SCHEMA_VERSION = 1
 MAX_COUNT = 1_000_000  # bound of every count (transfers, answers): far above any map, far below float overflow
 
@@ -76,8 +82,8 @@ class GroundTruth:
         if self.answer is not None:
             _check_count("answer", self.answer, _ANSWER_MAX.get(self.question_type, MAX_COUNT))
         _require(isinstance(self.options, list), "options", "must be a list of option texts", self.options)
-        if self.options and len(self.options) != 4:
-            raise ValueError(f"options: Counting1 has 4 options (A-D), got {len(self.options)}")
+        if self.options and len(self.options) != len(OPTION_LETTERS):
+            raise ValueError(f"options: Counting1 has {len(OPTION_LETTERS)} options, got {len(self.options)}")
         _require(all(isinstance(o, str) for o in self.options), "options", "must be strings", self.options)
         _check_routes(self.routes)
         version = self.schema_version
@@ -95,7 +101,8 @@ class GroundTruth:
         return _parse_ground_truth(text)
 
 
-_ANSWER_MAX = {"TorF1": 1, "TorF2": 1, "Counting1": 3}  # TorF 1/0, Counting1 an option index; counts otherwise
+# The largest answer of a question type: TorF 1/0, Counting1 an option index, counts up to MAX_COUNT.
+_ANSWER_MAX = {**dict.fromkeys(YES_NO_TYPES, 1), **dict.fromkeys(OPTION_TYPES, len(OPTION_LETTERS) - 1)}
 
 
 def _show(value: Any) -> str:

@@ -35,13 +35,13 @@ from reward_fns.detail import (
     OVERLENGTH_PENALTY,
     TRANSFER_POINTS,
 )
-from reward_fns.ground_truth import GroundTruth
+from reward_fns.ground_truth import COUNT_TYPES, OPTION_LETTERS, OPTION_TYPES, YES_NO_TYPES, GroundTruth
 from reward_fns.line_names import BEIJING_RENAMES
 from reward_fns.network import cached_normaliser, drop_parenthesised, normalize_station, replace_station_words, squeeze
 from reward_fns.question_context import Leg, Normaliser, QuestionContext, question_context
 
 RELEASED_ALPHA = 0.5
-_LETTER_INDEX = {"a": 0, "b": 1, "c": 2, "d": 3}
+_LETTER_INDEX = {letter.lower(): index for index, letter in enumerate(OPTION_LETTERS)}  # {"a": 0, ..., "d": 3}
 _MAX_INT_CHARS = 4300  # CPython's default int() digit limit: longer strings are never parsed (and never quadratic)
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -341,15 +341,15 @@ def vqa_correct_released(answer: str, gt: GroundTruth) -> bool:
     answer is one letter a-d whose index equals the ground truth.
     """
     qtype = gt.question_type
-    if qtype.startswith("TorF"):
+    if qtype in YES_NO_TYPES:
         return answer.lower() == expected_vqa_answer(gt)
-    if qtype in ("Counting2", "Counting3"):
+    if qtype in COUNT_TYPES:
         if len(answer) > _MAX_INT_CHARS:
             return False
         try:
             return int(answer) == gt.answer
         except (ValueError, TypeError):
             return False
-    if qtype == "Counting1":
+    if qtype in OPTION_TYPES:
         return _LETTER_INDEX.get(answer.lower(), -1) == gt.answer
     return False

@@ -73,7 +73,6 @@ from reward_fns.weights import (
 )
 
 MODES = ("fixed", "released", "sparse")
-SCORE_KEYS = ("score", "acc", "format", "detail", "weight")
 CORRECT_POINTS = 10.0
 
 Mode = Literal["fixed", "released", "sparse"]
@@ -121,6 +120,9 @@ class ScoreResult(TypedDict):
     format: float
     detail: float
     weight: float
+
+
+SCORE_KEYS = tuple(ScoreResult.__annotations__)  # ("score", "acc", "format", "detail", "weight")
 
 
 def _as_text(solution: Any) -> str:

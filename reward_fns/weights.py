@@ -22,7 +22,7 @@ from reward_fns.ground_truth import MAP_DIFFICULTIES
 DEFAULT_MAP_WEIGHTS: Mapping[str, float] = MappingProxyType({"easy": 1.0, "middle": 1.2, "hard": 1.5})
 DEFAULT_TRANSFER_WEIGHT = 0.5
 
-MAP_LEVELS: Mapping[str, int] = MappingProxyType({"easy": 0, "middle": 1, "hard": 2})
+MAP_LEVELS: Mapping[str, int] = MappingProxyType({name: level for level, name in enumerate(MAP_DIFFICULTIES)})
 PLUS_EVAL_MAP_WEIGHTS: Mapping[str, float] = MappingProxyType({"easy": 1.0, "middle": 1.5, "hard": 2.0})
 
 
