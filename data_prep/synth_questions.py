@@ -12,7 +12,8 @@ reward needs, filled per the table in ``reward_fns.ground_truth``:
 - Counting3: one per city (the whole map has one answer).
 - Planning: station pairs stratified by fewest transfers 0 / 1 / 2+ in ReasonMap's 20:15:5 proportion
   (fewer when a network cannot supply a bucket), templates short / long1 / long2 in turn; the gold
-  minimum-transfer route is the reference route (``routes``: plan id -> rides with via stops in travel order).
+  minimum-transfer route is the reference route (``routes``: plan id -> rides with via stops in travel order,
+  ``reward_fns.gold.reference_ride``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from data_prep import prompts
+from reward_fns.gold import reference_ride
 from reward_fns.ground_truth import PLANNING_TEMPLATES, VQA_TYPES, GroundTruth
 from reward_fns.network import MetroNetwork, normalize_station
 
@@ -98,21 +100,6 @@ def generate_questions(
         if n > 0:
             out.extend(makers[qtype](n))
     return out
-
-
-def reference_ride(network: MetroNetwork, line: str, departure: str, arrival: str) -> dict:
-    """A ride in the benchmark's ``routes`` format, via stops in travel order."""
-    stations = network.lines[line]
-    norms = [normalize_station(s) for s in stations]
-    i, j = norms.index(normalize_station(departure)), norms.index(normalize_station(arrival))
-    via = list(stations[i + 1 : j]) if i < j else list(stations[j + 1 : i])[::-1]
-    return {
-        "route_name": line,
-        "departure_stop": departure,
-        "arrival_stop": arrival,
-        "via_stops": via,
-        "num_via_stops": len(via),
-    }
 
 
 def is_loop(network: MetroNetwork, line: str) -> bool:
@@ -303,7 +290,7 @@ class _Maker:
         for k, (a, b) in enumerate(pairs):
             template = templates[(k + offset) % len(templates)]
             rides = self.net.min_transfer_route(a, b)
-            route = [reference_ride(self.net, r.line, r.departure, r.arrival) for r in rides]
+            route = [reference_ride(self.net, ride) for ride in rides]
             gt = self._gt(
                 "planning",
                 station_1=a,

@@ -28,13 +28,14 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from data_prep import prompts, synth_network
+from data_prep import synth_network
 from data_prep.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, resize_to_budget
 from data_prep.schema import build_row
 from data_prep.synth_network import generate_city, network_difficulty
 from data_prep.synth_questions import CityMeta, Question, default_counts, generate_questions
 from data_prep.synth_render import map_font, render_map, render_schematic
 from data_prep.writer import write_dataset
+from reward_fns.gold import gold_response
 from reward_fns.ground_truth import MAP_DIFFICULTIES, PLANNING_TEMPLATES
 from reward_fns.network import MetroNetwork
 
@@ -239,7 +240,7 @@ def make_contact_sheet(city_data: Sequence[CityData], *, max_tiles: int = 6, til
         if q is not None:
             text = q.text.replace("\n", " | ")
             lines = textwrap.wrap(text, width=78)[:9]
-            gold = _gold(q).replace("\n", " ")
+            gold = gold_response(q.ground_truth).replace("\n", " ")
             lines += textwrap.wrap("Gold: " + gold, width=78)[:4]
         height = thumb.height + 30 + 18 * len(lines) + 16
         tile = Image.new("RGB", (tile_width, height), "white")
@@ -272,13 +273,6 @@ def _pick_question(questions: Sequence[Question], k: int) -> Question | None:
             if q.question_type == t:
                 return q
     return None
-
-
-def _gold(q: Question) -> str:
-    gt = q.ground_truth
-    if gt.question_type == "planning":
-        return prompts.route_answer(gt.routes["0"], gt.template)
-    return prompts.vqa_answer(gt.question_type, int(gt.answer))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

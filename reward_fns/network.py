@@ -190,7 +190,12 @@ class MetroNetwork:
         return len(self.lines_through(station)) > 1
 
     def stops_between(self, line: str, a: str, b: str) -> list[str]:
-        """Stations strictly between ``a`` and ``b`` along ``line`` (by list position, as the benchmark counts)."""
+        """Stations strictly between ``a`` and ``b`` along ``line`` (by list position, as the benchmark counts), in
+        travel order: the order a rider from ``a`` to ``b`` passes them.
+
+        >>> MetroNetwork({"L": ["A", "B", "C", "D"]}).stops_between("L", "D", "A")
+        ['C', 'B']
+        """
         norms = self._line_norms.get(line)
         if norms is None:
             raise KeyError(f"line {line!r} not in network {self.name!r}")
@@ -198,8 +203,7 @@ class MetroNetwork:
         if na not in norms or nb not in norms:
             raise KeyError(f"{a!r} or {b!r} not on line {line!r}")
         i, j = norms.index(na), norms.index(nb)
-        lo, hi = min(i, j), max(i, j)
-        return list(self.lines[line][lo + 1 : hi])
+        return list(self.lines[line][i + 1 : j]) if i <= j else list(self.lines[line][j + 1 : i])[::-1]
 
     # routes -----------------------------------------------------------------------------------------------
     @property

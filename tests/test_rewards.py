@@ -466,6 +466,15 @@ def test_gold_responses_score_full_correctness() -> None:
     assert "Via Stops: Fir, Ginkgo\n" in gold_response(cases[2])
 
 
+def test_gold_via_stops_are_in_travel_order() -> None:
+    """Riding against a line's list order, a rider passes the stops in reverse list order: the gold says so."""
+    gt = planning_gt("Juniper", "Cedar", 2, template="long2")  # Line 3 J->H, Line 2 H->C: both against the lists
+    answer = gold_response(gt)
+    assert "Via Stops: Ivy\n" in answer and "Via Stops: Ginkgo, Fir\n" in answer
+    assert "Number of Via Stops: 2\n" in gold_response(dataclasses.replace(gt, template="long1"))
+    assert score(answer, gt)["acc"] == 1.0
+
+
 def test_correct_answers_always_outscore_incorrect_ones_in_fixed_mode() -> None:
     """Every variation of blocks over NET's stations and lines, for a one-transfer question."""
     gt = planning_gt(A, G, 1, difficulty="hard")

@@ -24,6 +24,7 @@ from data_prep.synth_network import classify_difficulty, count_transfers, genera
 from data_prep.synth_questions import CityMeta, default_counts, generate_questions
 from data_prep.synth_render import render_map, render_schematic
 from data_prep.synthetic import generate_dataset, main
+from reward_fns.gold import gold_response, route_answer
 from reward_fns.ground_truth import GroundTruth
 from reward_fns.network import MetroNetwork, normalize_station
 from tests.conftest import real_station_files
@@ -289,28 +290,6 @@ def test_rows_validate_and_splits_are_by_city(small_dataset):
     assert {c["split"] for c in manifest["cities"]} == {"train", "val", "test"}
 
 
-def _gold(gt: GroundTruth) -> str:
-    """The demanded answer, written here from the ground truth (not with the package's helpers)."""
-    if gt.question_type in ("TorF1", "TorF2"):
-        return "\\boxed{yes}" if gt.answer else "\\boxed{no}"
-    if gt.question_type == "Counting1":
-        return "\\boxed{" + "ABCD"[gt.answer] + "}"
-    if gt.question_type in ("Counting2", "Counting3"):
-        return f"\\boxed{{{gt.answer}}}"
-    blocks = []
-    for ride in gt.routes["0"]:
-        block = (
-            f"Route Name: {ride['route_name']}\nDeparture Stop: {ride['departure_stop']}\n"
-            f"Arrival Stop: {ride['arrival_stop']}\n"
-        )
-        if gt.template == "long1":
-            block += f"Number of Via Stops: {ride['num_via_stops']}\n"
-        elif gt.template == "long2":
-            block += f"Via Stops: {', '.join(ride['via_stops'])}\n"
-        blocks.append(block)
-    return "--\n".join(blocks)
-
-
 def _compute_score():
     import reward_fns
 
@@ -329,12 +308,9 @@ def test_gold_answers_get_full_reward_for_every_question_type(small_dataset):
         gt_text = row["reward_model"]["ground_truth"]
         gt = GroundTruth.from_json(gt_text)
         seen.add(gt.question_type if gt.question_type != "planning" else gt.template)
-        gold = _gold(gt)
-        assert gold == (
-            prompts.route_answer(gt.routes["0"], gt.template)
-            if gt.question_type == "planning"
-            else prompts.vqa_answer(gt.question_type, gt.answer)
-        )
+        gold = gold_response(gt)
+        if gt.question_type == "planning":  # the row's reference route is the gold route, via stops as ridden
+            assert gold == route_answer(gt.routes["0"], gt.template)
         result = compute_score("synthetic", gold, gt_text, row["extra_info"])
         assert result["acc"] == 1.0 and result["format"] == 1.0, (gt.question_type, gold, result)
         assert result["score"] == pytest.approx(result["weight"] * (1.0 + 10.0 + 0.5 * result["detail"]))
