@@ -7,6 +7,7 @@ line -> stations dict with plain loops and a BFS over lines.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import io
 import itertools
 import json
@@ -23,7 +24,7 @@ from data_prep.schema import validate_row
 from data_prep.synth_network import classify_difficulty, count_transfers, generate_city
 from data_prep.synth_questions import CityMeta, default_counts, generate_questions
 from data_prep.synth_render import render_map, render_schematic
-from data_prep.synthetic import generate_dataset, main
+from data_prep.synthetic import SyntheticParams, generate_dataset, main
 from reward_fns.gold import gold_response, route_answer
 from reward_fns.ground_truth import GroundTruth
 from reward_fns.network import MetroNetwork, normalize_station
@@ -250,10 +251,13 @@ def test_render_is_deterministic():
 # the dataset -------------------------------------------------------------------------------------------------
 
 
+SMALL = SyntheticParams(cities=3, seed=7, questions_per_city=13, difficulty="easy")
+
+
 @pytest.fixture(scope="module")
 def small_dataset(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synthetic") / "ds"
-    return generate_dataset(out, cities=3, seed=7, questions_per_city=13, difficulty="easy", contact_sheet=True)
+    return generate_dataset(out, SMALL, contact_sheet=True)
 
 
 def _rows(folder: Path) -> list[dict]:
@@ -261,15 +265,13 @@ def _rows(folder: Path) -> list[dict]:
 
 
 def test_same_seed_gives_byte_identical_files(small_dataset, tmp_path):
-    again = generate_dataset(
-        tmp_path / "again", cities=3, seed=7, questions_per_city=13, difficulty="easy", contact_sheet=True
-    )
+    again = generate_dataset(tmp_path / "again", SyntheticParams(**dataclasses.asdict(SMALL)), contact_sheet=True)
     names = sorted(p.name for p in small_dataset.iterdir())
     assert names == sorted(p.name for p in again.iterdir())
     assert {"manifest.json", "contact_sheet.png", "val.parquet", "test.parquet"} <= set(names)
     for name in names:
         assert (small_dataset / name).read_bytes() == (again / name).read_bytes(), name
-    other = generate_dataset(tmp_path / "other", cities=3, seed=8, questions_per_city=13, difficulty="easy")
+    other = generate_dataset(tmp_path / "other", dataclasses.replace(SMALL, seed=8))
     assert (other / "val.parquet").read_bytes() != (small_dataset / "val.parquet").read_bytes()
 
 
