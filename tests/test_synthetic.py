@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from data_prep import prompts
+from data_prep import prompts, synth_render
 from data_prep.schema import validate_row
 from data_prep.synth_network import classify_difficulty, count_transfers, generate_city
 from data_prep.synth_questions import CityMeta, default_counts, generate_questions
@@ -344,9 +344,15 @@ def test_cli_without_render_and_with_a_real_network(tmp_path, reasonmap_dir):
     assert main(["--out", str(out), "--cities", "1", "--seed", "3", "--no-render"]) == 2  # not empty, no overwrite
 
 
-def test_no_cjk_font_is_a_warning_not_an_error():
+def test_no_cjk_font_is_a_warning_not_an_error(monkeypatch):
+    monkeypatch.setattr(synth_render, "_cjk_font_path", lambda: None)  # a machine without any CJK font
     net = MetroNetwork({"1号线": ["西单站", "东单站", "王府井站"]}, name="北京")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with pytest.warns(UserWarning, match="no CJK font found"):
         rendered = render_schematic(net)
-    assert rendered.png.startswith(b"\x89PNG")
+    with Image.open(io.BytesIO(rendered.png)) as image:
+        assert image.size == (rendered.width, rendered.height) and image.format == "PNG"
+    assert {name for name, _ in rendered.label_boxes} == {"西单站", "东单站", "王府井站"}  # every label still placed
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        render_schematic(MetroNetwork({"Line 1": ["Alder", "Birch", "Cedar"]}))
+    assert not [w for w in caught if "CJK" in str(w.message)]  # Latin labels need no CJK font
