@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from reward_fns import SCORE_KEYS, compute_score
 from reward_fns.gold import gold_response
-from reward_fns.ground_truth import GroundTruth
+from reward_fns.ground_truth import MAP_DIFFICULTIES, PLANNING_TEMPLATES, VQA_TYPES, YES_NO_TYPES, GroundTruth
 from reward_fns.network import MetroNetwork, normalize_station
 from tests.reward_helpers import route
 
@@ -52,11 +52,11 @@ def questions(draw: st.DrawFn, extra_transfers: st.SearchStrategy[int] = AT_THE_
     gt = GroundTruth(
         question_type="planning",
         city="randomville",
-        map_difficulty=draw(st.sampled_from(["easy", "middle", "hard"])),
+        map_difficulty=draw(st.sampled_from(MAP_DIFFICULTIES)),
         network=network.to_dict(),
         station_1=origin,
         station_2=destination,
-        template=draw(st.sampled_from(["short", "long1", "long2"])),
+        template=draw(st.sampled_from(PLANNING_TEMPLATES)),
         question_transfer_count=len(rides) - 1 + draw(extra_transfers),
     )
     return Question(gt, network, tuple((r.line, r.departure, r.arrival) for r in rides))
@@ -234,9 +234,9 @@ def test_released_mode_reproduces_the_off_by_one_on_every_gold_route(data: st.Da
 
 @PROPERTY_SETTINGS
 @given(
-    qtype=st.sampled_from(["TorF1", "TorF2", "Counting1", "Counting2", "Counting3"]),
+    qtype=st.sampled_from(VQA_TYPES),
     answer=st.integers(0, 3),
-    difficulty=st.sampled_from(["easy", "middle", "hard"]),
+    difficulty=st.sampled_from(MAP_DIFFICULTIES),
     text=st.one_of(
         st.text(max_size=100),
         st.sampled_from(["yes", "no", "A", "B", "C", "D", "0", "1", "2", "3", "three"]).map(
@@ -246,7 +246,7 @@ def test_released_mode_reproduces_the_off_by_one_on_every_gold_route(data: st.Da
     ),
 )
 def test_vqa_results_are_bounded_and_hedging_never_pays(qtype: str, answer: int, difficulty: str, text: str) -> None:
-    if qtype.startswith("TorF"):
+    if qtype in YES_NO_TYPES:
         answer = answer % 2
     gt = GroundTruth(question_type=qtype, city="c", map_difficulty=difficulty, network={"L": ["a", "b"]}, answer=answer)
     for mode in ("released", "fixed", "sparse"):

@@ -13,7 +13,7 @@ from reward_fns import SCORE_KEYS, RewardOptions, compute_score
 from reward_fns.correctness import route_correct, tolerant_legs
 from reward_fns.detail import fixed_detail
 from reward_fns.gold import gold_response
-from reward_fns.ground_truth import GroundTruth
+from reward_fns.ground_truth import PLANNING_TEMPLATES, GroundTruth
 from reward_fns.network import MetroNetwork, normalize_station
 from reward_fns.question_context import question_context
 from reward_fns.released import (
@@ -457,7 +457,7 @@ def test_odd_inputs_give_a_result(solution: object, extra_info: object) -> None:
 
 
 def test_gold_responses_score_full_correctness() -> None:
-    cases = [planning_gt(A, J, 2, template=t) for t in ("short", "long1", "long2")]
+    cases = [planning_gt(A, J, 2, template=t) for t in PLANNING_TEMPLATES]
     cases += [vqa_gt("TorF1", 0), vqa_gt("TorF2", 1), vqa_gt("Counting1", 3), vqa_gt("Counting3", 4)]
     for gt in cases:
         result = score(gold_response(gt), gt)
@@ -510,7 +510,7 @@ def _released_spellings_agree(network: MetroNetwork, response: str) -> bool:
     return all(len(spellings.get(normalize_station(stop), ())) <= 1 for stop in stops)
 
 
-@pytest.mark.parametrize("template", ["short", "long1", "long2"])
+@pytest.mark.parametrize("template", PLANNING_TEMPLATES)
 def test_gold_minimum_transfer_routes_are_correct_in_every_real_city(reasonmap_dir: object, template: str) -> None:
     files = real_station_files()
     assert len(files) == 30
