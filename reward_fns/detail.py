@@ -18,7 +18,8 @@ range                         capped at 10 above, no floor                clampe
 ============================  ==========================================  ========================================
 
 Fixed mode: a block is a ride unless it is padding: a ride whose departure is its arrival (a standstill), a ride
-on the same line as the block before it (one ride split in two), or a repeat of an earlier block. R, the rides
+on the line of the last block that moved (one ride split in two, standstills between the parts or not), or a
+repeat of an earlier block. R, the rides
 paid for, is t+1 or the rides of a minimum-transfer route of the network, whichever is fewer: the transfer count
 of a question can exceed the minimum (the benchmark's reference routes come from map apps), and a longer correct
 route must not earn more than the shortest one.
@@ -57,12 +58,16 @@ def fixed_detail(legs: Sequence[Leg], ctx: QuestionContext, transfers: int) -> f
     score = ENDPOINTS_POINTS
     rides = 0  # rides (non-padding blocks with a line of the city) so far
     seen: set[Leg] = set()
+    travelled_line: str | None = None  # the line of the last block that moved (a standstill moves nowhere)
     for i, leg in enumerate(legs):
         if i > transfers:  # i+1 > t+1: beyond the expected number of rides
             score -= OVERLENGTH_PENALTY
         previous = legs[i - 1] if i else None
-        padding = leg in seen or leg.departure == leg.arrival or (previous is not None and previous.line == leg.line)
+        standstill = leg.departure == leg.arrival
+        padding = standstill or leg in seen or (i > 0 and leg.line == travelled_line)
         seen.add(leg)
+        if not standstill:
+            travelled_line = leg.line
         if leg.line is None or padding:
             continue
         if rides < paid:

@@ -152,6 +152,16 @@ def test_padding_never_beats_the_gold_when_the_stated_count_exceeds_the_minimum(
         assert score(padded, gt)["detail"] == gold
 
 
+def test_standstills_neither_earn_nor_split_the_ride_around_them() -> None:
+    gt = planning_gt(A, E, 2)  # Line 1 is direct; the data says two transfers
+    ride = ("Line 1", A, E)
+    details = [
+        score(route(*rides), gt)["detail"]
+        for rides in ([ride], [("Line 1", A, A), ride], [("Line 1", A, A), ("Line 4", A, A), ride])
+    ]
+    assert details == [2 + 3] * 3
+
+
 def test_a_longer_real_route_earns_no_more_than_the_direct_one() -> None:
     network = {"Line 1": ["A", "B", "C"], "Line 2": ["C", "D"], "Line 3": ["A", "X", "D"]}
     gt = planning_gt("A", "D", 1, network=network)  # Line 3 is direct; the data says one transfer
