@@ -52,14 +52,14 @@ STATIONS_DIR = REASONMAP_DIR / "stations"
 
 
 def bench_synthetic(cities: int, questions: int, tmp: Path) -> None:
-    from data_prep.synthetic import generate_dataset
+    from data_prep.synthetic import SyntheticParams, generate_dataset
     from data_prep.writer import read_manifest
 
     print(f"== synthetic generation: {cities} cities (mixed difficulty) x {questions} questions, written to Parquet")
     for render in (True, False):
         out = tmp / f"synthetic-{'render' if render else 'norender'}"
         start = time.perf_counter()
-        generate_dataset(out, cities=cities, seed=0, questions_per_city=questions, render=render)
+        generate_dataset(out, SyntheticParams(cities=cities, seed=0, questions_per_city=questions, render=render))
         elapsed = time.perf_counter() - start
         rows = sum(f["rows"] for f in read_manifest(out)["files"].values())
         label = "with rendering   " if render else "without rendering"

@@ -19,9 +19,10 @@ from pathlib import Path
 
 from reward_fns import MODES, compute_score
 from reward_fns.gold import gold_response
-from reward_fns.ground_truth import GroundTruth, _parse_ground_truth
-from reward_fns.network import MetroNetwork, _normalize_cached
+from reward_fns.ground_truth import MAP_DIFFICULTIES, PLANNING_TEMPLATES, VQA_TYPES, GroundTruth, _parse_ground_truth
+from reward_fns.network import MetroNetwork, normalize_station
 from reward_fns.question_context import _context_from_json, _network_index
+from reward_fns.released import normalize_station_released
 
 REASONMAP_STATIONS = Path(__file__).resolve().parents[1].parent / "shared" / "reasonmap" / "stations"
 PREAMBLE = "Let me look at the map carefully. " * 40 + "\n\n"
@@ -41,8 +42,8 @@ def real_networks() -> list[tuple[str, MetroNetwork]]:
 
 
 def make_question(rng: random.Random, country: str, network: MetroNetwork) -> GroundTruth:
-    kind = rng.choice(["planning"] * 5 + ["TorF1", "TorF2", "Counting1", "Counting2", "Counting3"])
-    common = {"city": network.name, "country": country, "map_difficulty": rng.choice(["easy", "middle", "hard"])}
+    kind = rng.choice(["planning"] * len(VQA_TYPES) + list(VQA_TYPES))  # half planning, as in ReasonMap-Train
+    common = {"city": network.name, "country": country, "map_difficulty": rng.choice(MAP_DIFFICULTIES)}
     lines = network.to_dict()
     if kind == "planning":
         while True:
@@ -57,7 +58,7 @@ def make_question(rng: random.Random, country: str, network: MetroNetwork) -> Gr
             network=lines,
             station_1=origin,
             station_2=destination,
-            template=rng.choice(["short", "long1", "long2"]),
+            template=rng.choice(PLANNING_TEMPLATES),
             question_transfer_count=network.min_transfers(origin, destination) or 0,
             **common,
         )
@@ -93,7 +94,8 @@ def make_responses(rng: random.Random, gt: GroundTruth, count: int) -> list[str]
 
 
 def clear_caches() -> None:
-    for cached in (_context_from_json, _network_index, _parse_ground_truth, _normalize_cached):
+    caches = (_context_from_json, _network_index, _parse_ground_truth, normalize_station, normalize_station_released)
+    for cached in caches:
         cached.cache_clear()
 
 

@@ -1,7 +1,7 @@
 """Question wording and answer formats of ReasonMap and ReasonMap-Plus, so synthetic rows read like the benchmark.
 
 A model trained on synthetic questions must answer the official benchmark in the same shape, so the wording
-below follows the official templates, and the gold-answer helpers write exactly the format each prompt demands.
+below follows the official templates; ``reward_fns.gold`` writes answers in exactly the format each prompt demands.
 
 Sources (read, not copied from code; the benchmark repositories ship no template code, the questions live in the
 datasets):
@@ -17,16 +17,18 @@ datasets):
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
-OPTION_LETTERS = ("A", "B", "C", "D")
+from reward_fns.ground_truth import OPTION_LETTERS
 
 # ReasonMap-Plus (RewardMap Appendix A.2; boxed/option punctuation from the RewardMap README example).
 # Templates are str.format patterns ("{{}}" prints as "{}"); use the functions below.
 _BOX_YES_NO = 'Please solve the problem and put your answer (only answer yes or no) in one "\\boxed{{}}". '
 _BOX_NUMBER = 'Please solve the problem and put your answer in one "\\boxed{{}}". '
-_BOX_CHOICE = 'Please solve the multiple choice problem and put your answer (one of ABCD) in one "\\boxed{{}}". '
+_BOX_CHOICE = (
+    f"Please solve the multiple choice problem and put your answer (one of {''.join(OPTION_LETTERS)}) "
+    'in one "\\boxed{{}}". '
+)
 
 TORF1 = _BOX_YES_NO + "According to the subway map, is it true that {station_1} is the same line as {station_2}?"
 TORF2 = _BOX_YES_NO + "According to the subway map, is it true that {station_1} is on the line {line}?"
@@ -100,43 +102,3 @@ def planning(template: str, station_1: str, station_2: str) -> str:
         return PLANNING[template].format(station_1=station_1, station_2=station_2)
     except KeyError:
         raise ValueError(f"planning template {template!r} is not one of {tuple(PLANNING)}") from None
-
-
-# Gold answers in the demanded shape (for tests, SFT-style warm-up data and reward sanity checks) ---------------
-
-
-def boxed(value: Any) -> str:
-    """``\\boxed{value}``, the answer form every ReasonMap-Plus prompt asks for."""
-    return f"\\boxed{{{value}}}"
-
-
-def vqa_answer(question_type: str, answer: int) -> str:
-    """The boxed answer to a VQA question: yes/no for TorF, a letter for Counting1, a number otherwise."""
-    if question_type in ("TorF1", "TorF2"):
-        return boxed("yes" if answer else "no")
-    if question_type == "Counting1":
-        return boxed(OPTION_LETTERS[answer])
-    return boxed(answer)
-
-
-def route_answer(rides: Sequence[Mapping[str, Any]], template: str) -> str:
-    """Ride blocks as the planning prompts demand, separated by ``--`` lines.
-
-    ``rides`` use the benchmark's reference-route keys (route_name, departure_stop, arrival_stop, via_stops,
-    num_via_stops); long1 adds ``Number of Via Stops``, long2 ``Via Stops`` (empty when there are none).
-    """
-    if template not in PLANNING:
-        raise ValueError(f"planning template {template!r} is not one of {tuple(PLANNING)}")
-    blocks = []
-    for ride in rides:
-        block = (
-            f"Route Name: {ride['route_name']}\n"
-            f"Departure Stop: {ride['departure_stop']}\n"
-            f"Arrival Stop: {ride['arrival_stop']}\n"
-        )
-        if template == "long1":
-            block += f"Number of Via Stops: {ride['num_via_stops']}\n"
-        elif template == "long2":
-            block += f"Via Stops: {', '.join(ride['via_stops'])}\n"
-        blocks.append(block)
-    return "--\n".join(blocks)

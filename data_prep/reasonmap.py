@@ -61,7 +61,8 @@ from data_prep.schema import RowError, build_row
 from data_prep.sources import HUB_SOURCES, Source, SourceError, iter_records, parse_source
 from data_prep.stations import StationStore
 from data_prep.writer import read_manifest, write_dataset
-from reward_fns.ground_truth import PLANNING_TEMPLATES, QUESTION_TYPES, GroundTruth
+from reward_fns.ground_truth import OPTION_LETTERS, PLANNING_TEMPLATES, QUESTION_TYPES, GroundTruth
+from reward_fns.line_names import line_key
 from reward_fns.network import MetroNetwork, normalize_station, strip_markers
 
 BENCHMARK_FORMS = ("short", "long")
@@ -75,7 +76,7 @@ _MAP_DIFFICULTY = {"easy": "easy", "middle": "middle", "medium": "middle", "hard
 _MAP_DIFFICULTY.update({"0": "easy", "1": "middle", "2": "hard"})
 _YES = {"1", "yes", "true", "y", "t"}
 _NO = {"0", "no", "false", "n", "f"}
-_OPTION = re.compile(r"(?:^|\n)[ \t]*\(?([A-D])[\)\.:：][ \t]*([^\n]*?)[ \t]*(?=\n|$)")
+_OPTION = re.compile(rf"(?:^|\n)[ \t]*\(?([{''.join(OPTION_LETTERS)}])[\)\.:：][ \t]*([^\n]*?)[ \t]*(?=\n|$)")
 _ON_LINE = re.compile(r"\bon (?:the )?(.+?)\s*\?", re.IGNORECASE)
 _STATIONS_NEEDED = {
     "planning": ("station_1", "station_2"),
@@ -373,8 +374,9 @@ def _answer(value: Any, qtype: str, where: str) -> int:
             return 0
         raise RowError(f"{where}: field 'answer': {value!r} is not 1/0 (yes/no) for {qtype}")
     if qtype == "Counting1":
-        if text in ("a", "b", "c", "d"):
-            return "abcd".index(text)
+        letters = [letter.lower() for letter in OPTION_LETTERS]
+        if text in letters:
+            return letters.index(text)
         number = _as_int(value)
         if number is None or not 0 <= number <= 3:
             raise RowError(f"{where}: field 'answer': {value!r} is not an option index 0-3 (or A-D) for Counting1")
@@ -389,16 +391,16 @@ def parse_options(question: str) -> list[str]:
     """The A-D option texts of a Counting1 question (``\\nA) 8 \\nB) 1 ...``), or [] when not exactly A-D."""
     found = _OPTION.findall(question)
     letters = [letter for letter, _ in found]
-    if letters != ["A", "B", "C", "D"]:
+    if letters != list(OPTION_LETTERS):
         return []
     return [text for _, text in found]
 
 
 def find_line(network: MetroNetwork, station_2: str, question: str) -> str:
     """TorF2's line: the network's name for it when station_2 or the question names one, else the raw text."""
-    by_key = {_line_key(name): name for name in network.lines}
-    if station_2 and _line_key(station_2) in by_key:
-        return by_key[_line_key(station_2)]
+    by_key = {line_key(name): name for name in network.lines}
+    if station_2 and line_key(station_2) in by_key:
+        return by_key[line_key(station_2)]
     best = ""
     q = question.lower()
     for name in network.lines:
@@ -417,10 +419,6 @@ def find_line(network: MetroNetwork, station_2: str, question: str) -> str:
         return station_2
     match = _ON_LINE.search(question)
     return match.group(1).strip() if match else ""
-
-
-def _line_key(name: str) -> str:
-    return re.sub(r"\s+", "", name).lower()
 
 
 def _routes(value: Any, where: str) -> dict[str, list[dict[str, Any]]] | None:

@@ -39,9 +39,9 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from reward_fns.ground_truth import MAP_DIFFICULTIES
 from reward_fns.network import MetroNetwork, normalize_station
 
-MAP_DIFFICULTIES = ("easy", "middle", "hard")
 HARD_MIN_LINES = 7
 HARD_MIN_TRANSFERS = 30
 EASY_MAX_LINES = 3

@@ -12,7 +12,8 @@ reward needs, filled per the table in ``reward_fns.ground_truth``:
 - Counting3: one per city (the whole map has one answer).
 - Planning: station pairs stratified by fewest transfers 0 / 1 / 2+ in ReasonMap's 20:15:5 proportion
   (fewer when a network cannot supply a bucket), templates short / long1 / long2 in turn; the gold
-  minimum-transfer route is the reference route (``routes``: plan id -> rides with via stops in travel order).
+  minimum-transfer route is the reference route (``routes``: plan id -> rides with via stops in travel order,
+  ``reward_fns.gold.reference_ride``).
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from data_prep import prompts
-from reward_fns.ground_truth import PLANNING_TEMPLATES, GroundTruth
+from reward_fns.gold import reference_ride
+from reward_fns.ground_truth import PLANNING_TEMPLATES, VQA_TYPES, GroundTruth
 from reward_fns.network import MetroNetwork, normalize_station
 
-VQA_TYPES = ("TorF1", "TorF2", "Counting1", "Counting2", "Counting3")
-ALL_TYPES = ("TorF1", "TorF2", "Counting1", "Counting2", "Counting3", "planning")
+GENERATION_ORDER = (*VQA_TYPES, "planning")  # the order types draw from a city's random stream
 TRANSFER_BUCKET_SHARES = (20, 15, 5)  # ReasonMap's per-map question quota: 0, 1, 2+ transfers
 MAX_TRIES = 400
 
@@ -57,10 +58,10 @@ def default_counts(total: int) -> dict[str, int]:
     """Split ``total`` questions of a city across the types: one Counting3, the rest evenly (planning last)."""
     if total < 1:
         raise ValueError("questions per city must be >= 1")
-    counts = dict.fromkeys(ALL_TYPES, 0)
+    counts = dict.fromkeys(GENERATION_ORDER, 0)
     counts["Counting3"] = 1
     rest = total - 1
-    others = ("TorF1", "TorF2", "Counting1", "Counting2", "planning")
+    others = tuple(t for t in GENERATION_ORDER if t != "Counting3")
     for i, t in enumerate(others):
         counts[t] = rest // len(others) + (1 if i < rest % len(others) else 0)
     return counts
@@ -94,26 +95,11 @@ def generate_questions(
         "Counting3": maker.counting3,
         "planning": maker.planning,
     }
-    for qtype in ALL_TYPES:
+    for qtype in GENERATION_ORDER:
         n = counts.get(qtype, 0)
         if n > 0:
             out.extend(makers[qtype](n))
     return out
-
-
-def reference_ride(network: MetroNetwork, line: str, departure: str, arrival: str) -> dict:
-    """A ride in the benchmark's ``routes`` format, via stops in travel order."""
-    stations = network.lines[line]
-    norms = [normalize_station(s) for s in stations]
-    i, j = norms.index(normalize_station(departure)), norms.index(normalize_station(arrival))
-    via = list(stations[i + 1 : j]) if i < j else list(stations[j + 1 : i])[::-1]
-    return {
-        "route_name": line,
-        "departure_stop": departure,
-        "arrival_stop": arrival,
-        "via_stops": via,
-        "num_via_stops": len(via),
-    }
 
 
 def is_loop(network: MetroNetwork, line: str) -> bool:
@@ -304,7 +290,7 @@ class _Maker:
         for k, (a, b) in enumerate(pairs):
             template = templates[(k + offset) % len(templates)]
             rides = self.net.min_transfer_route(a, b)
-            route = [reference_ride(self.net, r.line, r.departure, r.arrival) for r in rides]
+            route = [reference_ride(self.net, ride) for ride in rides]
             gt = self._gt(
                 "planning",
                 station_1=a,

@@ -10,8 +10,9 @@ random draw comes from ``random.Random`` seeded with a string derived from ``--s
         [--from-network PATH.json ...] [--planning-templates short,long1,long2] [--contact-sheet] [--overwrite]
 
 ``--no-render`` writes a blank placeholder image (the row schema needs one) and is for text-only tests and
-timing; ``manifest.generator.rendered`` says so. The recipe calls ``generate_dataset`` to build its embedded
-default curriculum in a cache folder (about a second for 4 small cities).
+timing; ``manifest.generator.rendered`` says so. The parameters are one dataclass, ``SyntheticParams``, which the
+command line, ``generate_dataset`` and the recipe's embedded default curriculum (``recipe.main_rewardmap``, about
+a second for 4 small cities in a cache folder) all build.
 """
 
 from __future__ import annotations
@@ -28,19 +29,48 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from data_prep import prompts, synth_network
+from data_prep import synth_network
 from data_prep.images import DEFAULT_MAX_PIXELS, DEFAULT_MIN_PIXELS, resize_to_budget
 from data_prep.schema import build_row
-from data_prep.synth_network import MAP_DIFFICULTIES, generate_city, network_difficulty
+from data_prep.synth_network import generate_city, network_difficulty
 from data_prep.synth_questions import CityMeta, Question, default_counts, generate_questions
 from data_prep.synth_render import map_font, render_map, render_schematic
 from data_prep.writer import write_dataset
-from reward_fns.ground_truth import PLANNING_TEMPLATES
+from reward_fns.gold import gold_response
+from reward_fns.ground_truth import MAP_DIFFICULTIES, PLANNING_TEMPLATES
 from reward_fns.network import MetroNetwork
 
 GENERATOR_VERSION = 1
 DATA_SOURCE = "synthetic"
 CONTACT_SHEET = "contact_sheet.png"
+
+
+@dataclass(frozen=True)
+class SyntheticParams:
+    """What a synthetic dataset is a function of: the same parameters give byte-identical files.
+
+    ``cities`` generated cities (map difficulty per ``difficulty``: "mixed" cycles easy, middle, hard) plus one
+    city per ``from_networks`` station file, ``questions_per_city`` questions each (``synth_questions.
+    default_counts``), planning in ``planning_templates`` in turn, maps drawn (``render``) at the pixel budget.
+    """
+
+    cities: int
+    seed: int
+    questions_per_city: int = 30
+    difficulty: str = "mixed"
+    render: bool = True
+    min_pixels: int = DEFAULT_MIN_PIXELS
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    from_networks: tuple[str, ...] = ()
+    planning_templates: tuple[str, ...] = PLANNING_TEMPLATES
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "from_networks", tuple(str(path) for path in self.from_networks))
+        object.__setattr__(self, "planning_templates", tuple(self.planning_templates))
+        if self.cities < 0 or (self.cities == 0 and not self.from_networks):
+            raise ValueError("need at least one city (--cities >= 1 or --from-network)")
+        if self.difficulty not in (*MAP_DIFFICULTIES, "mixed"):
+            raise ValueError(f"difficulty {self.difficulty!r} is not one of {(*MAP_DIFFICULTIES, 'mixed')}")
 
 
 @dataclass(frozen=True)
@@ -71,8 +101,6 @@ def city_splits(n: int, rng: random.Random, *, val_fraction: float = 0.15, test_
 def _difficulties(n: int, difficulty: str) -> list[str]:
     if difficulty == "mixed":
         return [MAP_DIFFICULTIES[i % len(MAP_DIFFICULTIES)] for i in range(n)]
-    if difficulty not in MAP_DIFFICULTIES:
-        raise ValueError(f"difficulty {difficulty!r} is not one of {(*MAP_DIFFICULTIES, 'mixed')}")
     return [difficulty] * n
 
 
@@ -80,24 +108,14 @@ def _placeholder_png(min_pixels: int, max_pixels: int) -> bytes:
     return resize_to_budget(Image.new("RGB", (56, 56), "white"), min_pixels=min_pixels, max_pixels=max_pixels)
 
 
-def build_cities(
-    *,
-    cities: int,
-    seed: int,
-    questions_per_city: int = 30,
-    difficulty: str = "mixed",
-    render: bool = True,
-    min_pixels: int = DEFAULT_MIN_PIXELS,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    from_networks: Sequence[str | Path] = (),
-    planning_templates: Sequence[str] = PLANNING_TEMPLATES,
-) -> list[CityData]:
+def build_cities(params: SyntheticParams) -> list[CityData]:
     """Generate (or load) every city, draw its map at the pixel budget, and ask its questions."""
-    counts = default_counts(questions_per_city)
+    seed, render, min_pixels, max_pixels = params.seed, params.render, params.min_pixels, params.max_pixels
+    counts = default_counts(params.questions_per_city)
     placeholder = None if render else _placeholder_png(min_pixels, max_pixels)
     out: list[CityData] = []
-    plans: list[tuple[str, object]] = [("generated", d) for d in _difficulties(cities, difficulty)]
-    plans += [("network", Path(p)) for p in from_networks]
+    plans: list[tuple[str, object]] = [("generated", d) for d in _difficulties(params.cities, params.difficulty)]
+    plans += [("network", Path(p)) for p in params.from_networks]
     for i, (kind, what) in enumerate(plans):
         if kind == "generated":
             city = generate_city(f"{seed}:{i}", str(what))
@@ -117,15 +135,13 @@ def build_cities(
         with Image.open(io.BytesIO(png)) as image:
             size = image.size
         rng = random.Random(f"rewardmap-questions:{seed}:{i}")
-        questions = generate_questions(network, meta, rng, counts, planning_templates=planning_templates)
+        questions = generate_questions(network, meta, rng, counts, planning_templates=params.planning_templates)
         out.append(CityData(meta=meta, network=network, png=png, size=size, questions=questions, source=source))
     splits = city_splits(len(out), random.Random(f"rewardmap-splits:{seed}:{len(out)}"))
     return [dataclasses.replace(c, split=s) for c, s in zip(out, splits, strict=True)]
 
 
-def rows_by_split(
-    city_data: Sequence[CityData], *, seed: int, min_pixels: int, max_pixels: int
-) -> dict[str, list[dict]]:
+def rows_by_split(city_data: Sequence[CityData], params: SyntheticParams) -> dict[str, list[dict]]:
     """Schema rows per split, in city order then question order."""
     rows: dict[str, list[dict]] = {}
     for c in city_data:
@@ -139,61 +155,33 @@ def rows_by_split(
                     ground_truth=q.ground_truth,
                     split=c.split,
                     index=len(split_rows),
-                    source_id=f"synthetic:{seed}:{c.meta.country}/{c.meta.city}:{q.key}",
-                    min_pixels=min_pixels,
-                    max_pixels=max_pixels,
+                    source_id=f"synthetic:{params.seed}:{c.meta.country}/{c.meta.city}:{q.key}",
+                    min_pixels=params.min_pixels,
+                    max_pixels=params.max_pixels,
                 )
             )
     return rows
 
 
 def generate_dataset(
-    out_dir: str | Path,
-    *,
-    cities: int,
-    seed: int,
-    questions_per_city: int = 30,
-    difficulty: str = "mixed",
-    render: bool = True,
-    min_pixels: int = DEFAULT_MIN_PIXELS,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    from_networks: Sequence[str | Path] = (),
-    planning_templates: Sequence[str] = PLANNING_TEMPLATES,
-    contact_sheet: bool = False,
-    overwrite: bool = False,
+    out_dir: str | Path, params: SyntheticParams, *, contact_sheet: bool = False, overwrite: bool = False
 ) -> Path:
-    """Generate, validate and write a synthetic dataset folder; returns ``out_dir``.
-
-    ``cities`` generated cities (difficulty per ``difficulty``; "mixed" cycles easy, middle, hard) plus one
-    city per ``from_networks`` station file, ``questions_per_city`` questions each (see
-    ``synth_questions.default_counts``), planning in ``planning_templates`` in turn. ``contact_sheet`` also
-    writes ``contact_sheet.png`` beside the data (with it, atomically; listed in ``manifest["extra_files"]``).
-    """
-    if cities < 0 or (cities == 0 and not from_networks):
-        raise ValueError("need at least one city (--cities >= 1 or --from-network)")
-    data = build_cities(
-        cities=cities,
-        seed=seed,
-        questions_per_city=questions_per_city,
-        difficulty=difficulty,
-        render=render,
-        min_pixels=min_pixels,
-        max_pixels=max_pixels,
-        from_networks=from_networks,
-        planning_templates=planning_templates,
-    )
-    rows = rows_by_split(data, seed=seed, min_pixels=min_pixels, max_pixels=max_pixels)
+    """Generate, validate and write the synthetic dataset of ``params`` into ``out_dir`` (returned);
+    ``contact_sheet`` also writes ``contact_sheet.png`` beside the data (atomically with it; listed in
+    ``manifest["extra_files"]``)."""
+    data = build_cities(params)
+    rows = rows_by_split(data, params)
     extra = {
         "data_source": DATA_SOURCE,
         "generator": {
             "name": "data_prep.synthetic",
             "version": GENERATOR_VERSION,
-            "seed": seed,
-            "cities": cities,
-            "questions_per_city": questions_per_city,
-            "difficulty": difficulty,
-            "rendered": render,
-            "planning_templates": list(planning_templates),
+            "seed": params.seed,
+            "cities": params.cities,
+            "questions_per_city": params.questions_per_city,
+            "difficulty": params.difficulty,
+            "rendered": params.render,
+            "planning_templates": list(params.planning_templates),
             "from_networks": [c.source for c in data if c.source != "generated"],
         },
         "difficulty_thresholds": {
@@ -237,7 +225,7 @@ def make_contact_sheet(city_data: Sequence[CityData], *, max_tiles: int = 6, til
         if q is not None:
             text = q.text.replace("\n", " | ")
             lines = textwrap.wrap(text, width=78)[:9]
-            gold = _gold(q).replace("\n", " ")
+            gold = gold_response(q.ground_truth).replace("\n", " ")
             lines += textwrap.wrap("Gold: " + gold, width=78)[:4]
         height = thumb.height + 30 + 18 * len(lines) + 16
         tile = Image.new("RGB", (tile_width, height), "white")
@@ -272,37 +260,29 @@ def _pick_question(questions: Sequence[Question], k: int) -> Question | None:
     return None
 
 
-def _gold(q: Question) -> str:
-    gt = q.ground_truth
-    if gt.question_type == "planning":
-        return prompts.route_answer(gt.routes["0"], gt.template)
-    return prompts.vqa_answer(gt.question_type, int(gt.answer))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data_prep.synthetic", description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="output folder (stage files, val/test, manifest)")
     parser.add_argument("--cities", type=int, required=True, help="number of generated cities")
     parser.add_argument("--seed", type=int, required=True)
-    parser.add_argument("--questions-per-city", type=int, default=30)
-    parser.add_argument("--difficulty", choices=(*MAP_DIFFICULTIES, "mixed"), default="mixed")
+    parser.add_argument("--questions-per-city", type=int, default=SyntheticParams.questions_per_city)
+    parser.add_argument("--difficulty", choices=(*MAP_DIFFICULTIES, "mixed"), default=SyntheticParams.difficulty)
     parser.add_argument("--no-render", action="store_true", help="blank placeholder images (text-only, fast)")
-    parser.add_argument("--min-pixels", type=int, default=DEFAULT_MIN_PIXELS)
-    parser.add_argument("--max-pixels", type=int, default=DEFAULT_MAX_PIXELS)
+    parser.add_argument("--min-pixels", type=int, default=SyntheticParams.min_pixels)
+    parser.add_argument("--max-pixels", type=int, default=SyntheticParams.max_pixels)
     parser.add_argument(
         "--from-network", action="append", default=[], metavar="PATH.json", help="also a real network (repeatable)"
     )
     parser.add_argument(
         "--planning-templates",
-        default=",".join(PLANNING_TEMPLATES),
+        default=",".join(SyntheticParams.planning_templates),
         help="comma-separated subset of short,long1,long2 (the 'released' reward mode credits short only)",
     )
     parser.add_argument("--contact-sheet", action="store_true", help=f"also write {CONTACT_SHEET}")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out folder")
     args = parser.parse_args(argv)
     try:
-        out = generate_dataset(
-            args.out,
+        params = SyntheticParams(
             cities=args.cities,
             seed=args.seed,
             questions_per_city=args.questions_per_city,
@@ -310,11 +290,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             render=not args.no_render,
             min_pixels=args.min_pixels,
             max_pixels=args.max_pixels,
-            from_networks=args.from_network,
-            planning_templates=[t.strip() for t in args.planning_templates.split(",") if t.strip()],
-            contact_sheet=args.contact_sheet,
-            overwrite=args.overwrite,
+            from_networks=tuple(args.from_network),
+            planning_templates=tuple(t.strip() for t in args.planning_templates.split(",") if t.strip()),
         )
+        out = generate_dataset(args.out, params, contact_sheet=args.contact_sheet, overwrite=args.overwrite)
     except (ValueError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

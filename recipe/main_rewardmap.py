@@ -34,23 +34,22 @@ class RewardMapTaskRunner(TaskRunnerV1.__ray_actor_class__):
 
 def prepare_default_data(config: DictConfig) -> Path:
     """The embedded default: a synthetic curriculum in the cache folder, generated once per (cities, seed)."""
-    from data_prep.synthetic import generate_dataset
+    from data_prep.synthetic import SyntheticParams, generate_dataset
 
     settings = config.rewardmap
-    templates = [str(t) for t in settings.synthetic_planning_templates]
+    params = SyntheticParams(
+        cities=int(settings.synthetic_cities),
+        seed=int(settings.synthetic_seed),
+        questions_per_city=int(settings.synthetic_questions_per_city),
+        planning_templates=tuple(str(t) for t in settings.synthetic_planning_templates),
+    )
     out = Path(os.path.expanduser(str(settings.cache_dir))) / (
-        f"synthetic-c{settings.synthetic_cities}-q{settings.synthetic_questions_per_city}"
-        f"-{'+'.join(templates)}-seed{settings.synthetic_seed}"
+        f"synthetic-c{params.cities}-q{params.questions_per_city}"
+        f"-{'+'.join(params.planning_templates)}-seed{params.seed}"
     )
     if not (out / "manifest.json").is_file():  # the writer renames a complete folder into place, or nothing
         print(f"[rewardmap] preparing the embedded synthetic curriculum in {out}", flush=True)
-        generate_dataset(
-            out,
-            cities=int(settings.synthetic_cities),
-            questions_per_city=int(settings.synthetic_questions_per_city),
-            planning_templates=templates,
-            seed=int(settings.synthetic_seed),
-        )
+        generate_dataset(out, params)
     return out
 
 

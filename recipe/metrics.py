@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 
 from reward_fns.ground_truth import MAP_DIFFICULTIES, QUESTION_TYPES
+from reward_fns.score import SCORE_KEYS
 
 PREFIX = "rewardmap"
-COMPONENTS = ("score", "acc", "format", "detail", "weight")
 EQUAL_ATOL = 1e-6
 # Breakdown dimension -> (extra-info key, names by id or None for stage names supplied by the caller).
 DIMENSIONS: dict[str, tuple[str, Sequence[str] | None]] = {
@@ -58,7 +58,7 @@ def reward_metrics(batch: RewardInputs, *, stage_names: Sequence[str] | None = N
         return {}
 
     metrics: dict[str, float] = {}
-    for key in COMPONENTS:
+    for key in SCORE_KEYS:
         if key in columns:
             metrics[f"{PREFIX}/reward/{key}/mean"] = float(columns[key].mean())
     if "reward_error" in columns:

@@ -1,4 +1,4 @@
-"""RewardMap reward manager for verl 0.9.1's reward loop: one trajectory in, one RewardMap reward out.
+"""RewardMap reward manager for verl 0.9.1's reward loop: verl's naive manager scoring with ``reward_fns``.
 
 Select it (it runs inside verl's ``RewardLoopWorker`` Ray actors, so it is loaded by path, not registered)::
 
@@ -7,15 +7,16 @@ Select it (it runs inside verl's ``RewardLoopWorker`` Ray actors, so it is loade
     reward.reward_manager.name=RewardMapRewardManager
 
 Scoring options live in ``reward.reward_kwargs`` (a free-form dict verl hands to every manager; add it with
-``+reward.reward_kwargs.mode=released`` on a command line whose yaml lacks it). Every key is optional::
+``+reward.reward_kwargs.mode=released`` on a command line whose yaml lacks it). Every key is optional and checked
+as ``reward_fns.RewardOptions`` when the manager is built, so a typo, a string, a boolean, nan or inf fails at
+start-up with the key named instead of silently falling back to a default or giving nan rewards::
 
     reward.reward_kwargs.mode             fixed | released | sparse       (default fixed)
-    reward.reward_kwargs.alpha            detail-reward factor          (default 0.5)
-    reward.reward_kwargs.map_weights      {easy: 1.0, middle: 1.2, hard: 1.5} (the default)
-    reward.reward_kwargs.transfer_weight  question (transfer) weight    (default 0.5)
-    reward.reward_kwargs.format_reward    format-reward size            (default 1.0)
+    reward.reward_kwargs.alpha            detail-reward factor, >= 0      (default 0.5)
+    reward.reward_kwargs.map_weights      {easy: 1.0, middle: 1.2, hard: 1.5} (the default), each > 0
+    reward.reward_kwargs.transfer_weight  question (transfer) weight, >= 0 (default 0.5)
+    reward.reward_kwargs.format_reward    format-reward size, >= 0        (default 1.0)
 
-Unknown keys are rejected when the manager is built, so a typo cannot silently fall back to a default.
 ``reward.custom_reward_function`` is not used: this manager always scores with ``reward_fns.compute_score``.
 
 Every sample returns the same numeric ``reward_extra_info`` keys (``EXTRA_INFO_KEYS``), which verl forwards to
@@ -24,61 +25,76 @@ the trainer and ``recipe.metrics`` aggregates per step.
 
 from __future__ import annotations
 
+import functools
 import logging
+import math
+import numbers
 import os
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 from verl import DataProto
-from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
+from verl.experimental.reward_loop.reward_manager.naive import NaiveRewardManager
 
-from reward_fns import MODES, SCORE_KEYS
+from reward_fns import SCORE_KEYS, RewardOptions
 from reward_fns import compute_score as rewardmap_compute_score
 from reward_fns.ground_truth import MAP_DIFFICULTIES, QUESTION_TYPES, GroundTruth
-from reward_fns.weights import check_map_weights
+from reward_fns.question_context import question_context
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "WARN"))
 
-REWARD_KWARGS = ("mode", "alpha", "map_weights", "transfer_weight", "format_reward")
+# Extension point for the evaluation issue: the benchmark-metric keys a validation sample (one served by the plain,
+# non-curriculum dataset: extra_info.plan_stage_name == recipe.dataset.VALIDATION_STAGE_NAME) carries, computed by
+# RewardMapRewardManager.validation_metrics. Every sample carries them (0.0 outside validation) so that the key set
+# is the same for every sample, as verl requires. Empty until benchmark metrics are wired in.
+VALIDATION_METRIC_KEYS: tuple[str, ...] = ()
+
 # The extra-info keys of every sample, all floats; -1 marks "unknown" for the id-like ones.
 EXTRA_INFO_KEYS = (
     *SCORE_KEYS,
-    "stage",  # extra_info.plan_stage: index of the curriculum stage that served the sample
-    "question_type_id",  # index into reward_fns.ground_truth.QUESTION_TYPES
-    "map_difficulty_id",  # 0 easy, 1 middle, 2 hard
-    "question_transfer_count",
-    "reward_error",  # 1.0 when scoring raised (a bug, logged); the reward is then 0
+    "stage",  # extra_info.plan_stage: index of the curriculum stage that served the sample (the dataset's fact)
+    "question_type_id",  # index into reward_fns.ground_truth.QUESTION_TYPES (from the ground truth)
+    "map_difficulty_id",  # index into MAP_DIFFICULTIES: 0 easy, 1 middle, 2 hard (from the ground truth)
+    "question_transfer_count",  # from the ground truth
+    "reward_error",  # 1.0 when scoring raised (a data bug, logged); the reward is then 0
+    *VALIDATION_METRIC_KEYS,
 )
+_MAX_STAGE = 2**31  # a stage index beyond this is junk (and would overflow the metrics' int64 cast)
 
 
 def reward_kwargs_from_config(config: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
-    """Read and check ``reward.reward_kwargs`` as plain Python values (None values dropped: defaults apply).
-
-    Raises ValueError for an unknown key, mode, a non-numeric factor or incomplete map weights: compute_score
-    would raise on every sample for the last two, so they fail here, before any rollout.
-    """
+    """``reward.reward_kwargs`` checked as ``RewardOptions``: the keys given (None values dropped: defaults apply)
+    with their checked values. ValueError names the key ("reward.reward_kwargs.alpha: ...")."""
     reward_cfg = config.get("reward") or {}
     raw = reward_cfg.get("reward_kwargs") or {}
     kwargs = OmegaConf.to_container(raw, resolve=True) if OmegaConf.is_config(raw) else dict(raw)
-    unknown = sorted(set(kwargs) - set(REWARD_KWARGS))
-    if unknown:
-        raise ValueError(f"reward.reward_kwargs: unknown keys {unknown}; known: {list(REWARD_KWARGS)}")
-    mode = kwargs.get("mode", "fixed")
-    if mode not in MODES:
-        raise ValueError(f"reward.reward_kwargs.mode: {mode!r} is not one of {MODES}")
-    kwargs = {key: value for key, value in kwargs.items() if value is not None}
-    for key in ("alpha", "transfer_weight", "format_reward"):
-        if key in kwargs and (isinstance(kwargs[key], bool) or not isinstance(kwargs[key], (int, float))):
-            raise ValueError(f"reward.reward_kwargs.{key}: must be a number, got {kwargs[key]!r}")
-    if "map_weights" in kwargs:
-        check_map_weights(kwargs["map_weights"])
-    return kwargs
+    options = RewardOptions.from_kwargs(kwargs, where="reward.reward_kwargs.")
+    given = {key: getattr(options, key) for key, value in kwargs.items() if value is not None}
+    if "map_weights" in given:
+        given["map_weights"] = dict(given["map_weights"])
+    return given
 
 
-class RewardMapRewardManager(RewardManagerBase):
-    """Decode a response, score it with ``reward_fns.compute_score``, return the score and numeric extra info.
+class RewardMapRewardManager(NaiveRewardManager):
+    """verl's naive reward manager (decoding, the score-function call in its executor, the result layout) with
+    ``reward_fns.compute_score`` and the checked ``reward.reward_kwargs`` as its score function.
+
+    What it adds, because verl's naive manager cannot carry it:
+
+    - the scoring options: naive calls its score function without options, so the manager binds the checked
+      ``reward.reward_kwargs`` (``score_kwargs``) into the function it hands to naive;
+    - per-sample facts for the metrics (``EXTRA_INFO_KEYS``), the same keys for every sample: naive forwards only
+      what the score function returns, so the function returns them;
+    - error containment: naive lets any exception through (a row without ``reward_model``, an invalid ground truth,
+      a tokenizer failure), which fails the whole training step. Here the sample gets reward 0 and
+      ``reward_error=1`` (logged), inside the score function for scoring errors and around naive's ``run_single``
+      for everything before it;
+    - rows whose ``extra_info`` is missing or None: naive writes ``num_turns`` into ``extra_info`` in place, which
+      fails on None and edits the batch's own row, so it gets a fresh dict copy;
+    - the validation-metrics extension point (``validation_metrics``, keys ``VALIDATION_METRIC_KEYS``).
 
     ``compute_score`` (verl's default, or a ``reward.custom_reward_function``) is accepted for the constructor
     contract but not used: the RewardMap reward and its options are this manager's whole purpose.
@@ -92,80 +108,118 @@ class RewardMapRewardManager(RewardManagerBase):
         reward_router_address: str | None = None,
         reward_model_tokenizer: Any = None,
     ) -> None:
-        super().__init__(config, tokenizer, compute_score)
+        self.score_kwargs = reward_kwargs_from_config(config)  # first: a bad option fails before anything else
         self.score_fn = rewardmap_compute_score
-        self.score_kwargs = reward_kwargs_from_config(config)
-        self.reward_router_address = reward_router_address
-        self.reward_model_tokenizer = reward_model_tokenizer
+        super().__init__(config, tokenizer, self.score_sample, reward_router_address, reward_model_tokenizer)
         custom = (config.get("reward") or {}).get("custom_reward_function") or {}
         if custom.get("path"):
             logger.warning("reward.custom_reward_function.path is ignored by RewardMapRewardManager")
 
-    def decode(self, response_ids: Any) -> str:
-        """Token ids to text; any decoding failure (ids out of vocabulary, odd bytes) yields ''."""
-        try:
-            text = self.tokenizer.decode(response_ids, skip_special_tokens=True)
-        except Exception:  # a model output must never crash training
-            logger.warning("could not decode a response; scoring it as empty", exc_info=True)
-            return ""
-        return text if isinstance(text, str) else ""
-
     async def run_single(self, data: DataProto) -> dict[str, Any]:
-        """Score the last trajectory of ``data``; compute_score runs inline (microseconds, pure Python)."""
-        item = data[-1:][0]  # multi-output agent loops: the reward is for the last sequence, as in verl
-        response_ids = item.batch["responses"]
-        if "attention_mask" in item.batch.keys():
-            valid_length = int(item.batch["attention_mask"][-response_ids.shape[-1] :].sum())
-            response_ids = response_ids[:valid_length]
-        solution = self.decode(response_ids)
-
-        non_tensor = item.non_tensor_batch
-        data_source = str(non_tensor.get("data_source", ""))
-        reward_model = non_tensor.get("reward_model") or {}
-        ground_truth = reward_model.get("ground_truth", "") if isinstance(reward_model, Mapping) else ""
-        extra_info = non_tensor.get("extra_info")
-        extra_info = dict(extra_info) if isinstance(extra_info, Mapping) else {}
-
-        info = dict.fromkeys(EXTRA_INFO_KEYS, 0.0)
+        """Naive's ``run_single`` on the last trajectory, with a private ``extra_info``; 0 and reward_error=1 if it
+        raises before the score function (which contains its own errors)."""
+        data = data[-1:]  # multi-output agent loops: the reward is for the last sequence, as in verl
+        extra_info = data[0].non_tensor_batch.get("extra_info")
+        private = np.empty(1, dtype=object)
+        private[0] = dict(extra_info) if isinstance(extra_info, Mapping) else {}
+        data.non_tensor_batch["extra_info"] = private
         try:
-            result = self.score_fn(data_source, solution, ground_truth, extra_info, **self.score_kwargs)
-            for key in SCORE_KEYS:
-                info[key] = float(result.get(key, 0.0))
+            return await super().run_single(data)
+        except Exception:  # a data bug must not kill training: logged, counted in rewardmap/reward/error_rate
+            logger.error("scoring a sample failed before compute_score; reward set to 0", exc_info=True)
+            reward_model = data[0].non_tensor_batch.get("reward_model")
+            ground_truth = reward_model.get("ground_truth") if isinstance(reward_model, Mapping) else None
+            info = self.sample_info(None, ground_truth, private[0], "")
+            return {"reward_score": info["score"], "reward_extra_info": info}
+
+    def score_sample(
+        self, data_source: Any, solution_str: str, ground_truth: Any, extra_info: Any = None, **_: Any
+    ) -> dict[str, float]:
+        """The score function naive calls: ``reward_fns.compute_score`` with the options, plus the sample's facts
+        and (validation samples) benchmark metrics; ``EXTRA_INFO_KEYS`` in that order, every value a finite float."""
+        extra_info = extra_info if isinstance(extra_info, Mapping) else {}
+        scores = None
+        try:
+            result = self.score_fn(data_source, solution_str, ground_truth, extra_info, **self.score_kwargs)
+            scores = {key: float(result[key]) for key in SCORE_KEYS}
+            if not all(math.isfinite(value) for value in scores.values()):
+                raise ValueError(f"non-finite reward components {scores}")
         except Exception:  # total on responses; raises only for a bad ground truth (a data bug): logged, counted
             logger.error("compute_score raised for data_source=%r; reward set to 0", data_source, exc_info=True)
-            info.update(dict.fromkeys(SCORE_KEYS, 0.0), reward_error=1.0)
-        info.update(sample_facts(extra_info, ground_truth))
-        return {"reward_score": info["score"], "reward_extra_info": info}
+            scores = None
+        return self.sample_info(scores, ground_truth, extra_info, solution_str)
+
+    def sample_info(
+        self, scores: Mapping[str, float] | None, ground_truth: Any, extra_info: Mapping[str, Any], solution_str: str
+    ) -> dict[str, float]:
+        """The extra-info dict of one sample: the scores (zeros and reward_error=1 when None), the facts, and the
+        validation metrics of a validation sample."""
+        info = dict.fromkeys(EXTRA_INFO_KEYS, 0.0)
+        if scores is None:
+            info["reward_error"] = 1.0
+        else:
+            info.update(scores)
+        info.update(sample_facts(ground_truth, extra_info))
+        if VALIDATION_METRIC_KEYS and is_validation_sample(extra_info):
+            try:
+                metrics = self.validation_metrics(solution_str, ground_truth, extra_info)
+                info.update({key: float(metrics[key]) for key in VALIDATION_METRIC_KEYS})
+            except Exception:
+                logger.error("validation metrics raised; they are 0 for this sample", exc_info=True)
+                info["reward_error"] = 1.0
+        return info
+
+    def validation_metrics(
+        self, solution_str: str, ground_truth: Any, extra_info: Mapping[str, Any]
+    ) -> dict[str, float]:
+        """Extension point: the benchmark metrics of one validation sample, keyed by ``VALIDATION_METRIC_KEYS``
+        (verl logs them as ``val-aux/<data_source>/<key>/mean``). None yet: the evaluation issue supplies them."""
+        return {}
 
 
-def sample_facts(extra_info: Mapping[str, Any], ground_truth: str) -> dict[str, float]:
+def sample_facts(ground_truth: Any, extra_info: Mapping[str, Any]) -> dict[str, float]:
     """Stage, question type, map difficulty and transfer count of a sample as numbers (-1 when unknown).
 
-    Read from ``extra_info`` (the schema's flat keys) and, where a key is missing, from the ground truth.
+    Everything but the stage comes from the ground truth (what the reward scored, even where ``extra_info``
+    disagrees); the stage is ``extra_info.plan_stage`` (only the dataset knows it) when it is a finite integer
+    from -1 up, else -1.
     """
-    qtype, difficulty, transfers = (
-        extra_info.get("question_type"),
-        extra_info.get("map_difficulty"),
-        extra_info.get("question_transfer_count"),
-    )
-    if qtype is None or difficulty is None or transfers is None:
-        try:
-            gt = GroundTruth.from_json(ground_truth)
-            qtype = gt.question_type if qtype is None else qtype
-            difficulty = gt.map_difficulty if difficulty is None else difficulty
-            transfers = gt.question_transfer_count if transfers is None else transfers
-        except (TypeError, ValueError):
-            pass
+    gt = _ground_truth(ground_truth)
     return {
-        "stage": _as_float(extra_info.get("plan_stage"), default=-1.0),
-        "question_type_id": float(QUESTION_TYPES.index(qtype)) if qtype in QUESTION_TYPES else -1.0,
-        "map_difficulty_id": float(MAP_DIFFICULTIES.index(difficulty)) if difficulty in MAP_DIFFICULTIES else -1.0,
-        "question_transfer_count": _as_float(transfers, default=-1.0),
+        "stage": _stage(extra_info.get("plan_stage")),
+        "question_type_id": float(QUESTION_TYPES.index(gt.question_type)) if gt else -1.0,
+        "map_difficulty_id": float(MAP_DIFFICULTIES.index(gt.map_difficulty)) if gt else -1.0,
+        "question_transfer_count": float(gt.question_transfer_count) if gt else -1.0,
     }
 
 
-def _as_float(value: Any, *, default: float) -> float:
+def is_validation_sample(extra_info: Mapping[str, Any]) -> bool:
+    """Whether the plain (validation) dataset served the sample (``recipe.dataset`` marks its stage name)."""
+    return extra_info.get("plan_stage_name") == _validation_stage_name()
+
+
+@functools.cache
+def _validation_stage_name() -> str:
+    from recipe.dataset import VALIDATION_STAGE_NAME  # when first needed: it imports verl's dataset stack (~1 s)
+
+    return VALIDATION_STAGE_NAME
+
+
+def _ground_truth(value: Any) -> GroundTruth | None:
     try:
-        return float(value) if value is not None else default
-    except (TypeError, ValueError):
-        return default
+        if isinstance(value, GroundTruth):
+            return value
+        return GroundTruth.from_json(value) if isinstance(value, str) else question_context(value).gt
+    except ValueError:
+        return None
+
+
+def _stage(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return -1.0
+    try:
+        stage = float(value)
+    except OverflowError:
+        return -1.0
+    integral = math.isfinite(stage) and stage == int(stage)
+    return stage if integral and -1 <= stage < _MAX_STAGE else -1.0

@@ -4,6 +4,6 @@
 benchmark metrics; ``reward_fns.gold.gold_response`` writes a correct answer for a ground truth.
 """
 
-from reward_fns.score import MODES, SCORE_KEYS, ScoreResult, compute_score
+from reward_fns.score import MODES, SCORE_KEYS, RewardOptions, ScoreResult, compute_score
 
-__all__ = ["MODES", "SCORE_KEYS", "ScoreResult", "compute_score"]
+__all__ = ["MODES", "SCORE_KEYS", "RewardOptions", "ScoreResult", "compute_score"]

@@ -4,7 +4,8 @@ Planning, as the released code and the benchmark decide it: the answer parses in
 block's departure is the origin and the last block's arrival the destination; every route name is a line of the
 city (after the released code's two hard-coded renames, "八通" -> "Line 1" and "大兴" -> "Line 4"); both stops of
 every block lie on that block's line; each block's arrival is the next block's departure. Stop order along the
-line, the number of transfers and optimality are not checked. Stations compare after ``normalize_station``.
+line, the number of transfers and optimality are not checked. Stations compare after the context's normaliser
+(``normalize_station``; the released code's order in released mode).
 
 The rule is the same in every mode; what differs is how a response becomes legs: ``tolerant_legs`` here, from the
 tolerant parser with ``QuestionContext.tolerant_line`` names, and ``reward_fns.released.released_legs`` from the
@@ -18,18 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from reward_fns.ground_truth import GroundTruth
-from reward_fns.network import normalize_station
+from reward_fns.ground_truth import YES_NO_TYPES, GroundTruth
 from reward_fns.question_context import Leg, QuestionContext
 from reward_fns.route_parsing import RouteBlock
 
 
 def tolerant_legs(blocks: Sequence[RouteBlock], ctx: QuestionContext) -> list[Leg]:
     """Legs of tolerantly parsed blocks: lines resolved with ``tolerant_line``, stops normalised once."""
-    return [
-        Leg(ctx.tolerant_line(b.route_name), normalize_station(b.departure), normalize_station(b.arrival))
-        for b in blocks
-    ]
+    return [Leg(ctx.tolerant_line(b.route_name), ctx.normalize(b.departure), ctx.normalize(b.arrival)) for b in blocks]
 
 
 def endpoints_match(legs: Sequence[Leg], ctx: QuestionContext) -> bool:
@@ -56,7 +53,7 @@ def route_correct(legs: Sequence[Leg], ctx: QuestionContext) -> bool:
 
 def expected_vqa_answer(gt: GroundTruth) -> str | int:
     """The answer a VQA question expects: "yes"/"no" for TorF (1 means yes), else the integer (option index)."""
-    if gt.question_type.startswith("TorF"):
+    if gt.question_type in YES_NO_TYPES:
         return "yes" if gt.answer == 1 else "no"
     return int(gt.answer) if gt.answer is not None else -1
 

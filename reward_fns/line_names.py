@@ -1,6 +1,10 @@
 """Line names: the key two spellings of one line share, and how a response's line name is resolved onto the network.
 
-``line_key`` is the one rule for "the same line name written differently" ("line 1", "Line1" and "Line 1").
+Two key rules, for two kinds of names. ``line_key`` (case and whitespace ignored: "line 1", "Line1" and "Line 1")
+reads a line name a model or a question writes for a line of the map: everything but case and spacing can carry
+meaning there ("S1" vs "S-1", "1-2" vs "12"), and it decides the fixed reward. ``reference_line_key`` (also
+punctuation ignored) reads the benchmark's map-app names ("M1-es Metróvonal", "Line (A)"), which add punctuation of
+their own; it is only one of ``match_line_name``'s steps, and a key shared by two lines matches neither.
 The Beijing renames are the released code's hard-coded ones (Batong runs through to Line 1, Daxing to Line 4);
 the released reward applies them in every city (``reward_fns.released.released_line``), the tolerant resolver only
 in Beijing (``resolve_line``). ``match_line_name`` maps a benchmark reference's map-app line name onto the
@@ -26,6 +30,11 @@ _MAX_LINE_NAME = 200  # longer "line names" are junk; never build keys from mega
 def line_key(name: str) -> str:
     """Case- and whitespace-insensitive key of a line name ("line 1" and "Line1" match "Line 1")."""
     return _SPACES.sub("", name[:_MAX_LINE_NAME].strip().strip("*_`.").casefold())
+
+
+def reference_line_key(name: str) -> str:
+    """``line_key`` with punctuation dropped too: the key of a map-app reference name (module docstring)."""
+    return "".join(ch for ch in line_key(name) if ch.isalnum())
 
 
 def resolve_line(
@@ -129,14 +138,10 @@ def match_line_name(name: str, lines: Iterable[str], *, city: str = "") -> str |
     if name in lines:
         return name
     cleaned = drop_parenthesised(name[:_MAX_LINE_NAME]).replace("地铁", "").strip()
-
-    def key(text: str) -> str:
-        return "".join(ch for ch in line_key(text) if ch.isalnum())
-
     by_key: dict[str, list[str]] = {}
     for line in lines:
-        by_key.setdefault(key(line), []).append(line)
-    same = by_key.get(key(cleaned), [])
+        by_key.setdefault(reference_line_key(line), []).append(line)
+    same = by_key.get(reference_line_key(cleaned), [])
     if len(same) == 1:
         return same[0]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,8 +45,9 @@ def drop_parenthesised(s: str) -> str:
     return _PARENTHESISED.sub("", s[: last_close + 1]) + s[last_close + 1 :]
 
 
-@functools.lru_cache(maxsize=65536)
-def _normalize_cached(name: str) -> str:
+def replace_station_words(name: str) -> str:
+    """The official word replacements of station cleaning, in the official order (quirks included: "Univ" also
+    rewrites "University"); both normalisers start with them."""
     s = (
         name.replace("Metro", "")
         .replace("metro", "")
@@ -60,27 +62,47 @@ def _normalize_cached(name: str) -> str:
         .replace("road", "lu")
         .replace("Road", "lu")
     )
-    s = s.replace("Station", "").replace("station", "").replace("Asian Games Village", "yayuncun")
-    if s.endswith("站"):
-        s = s[:-1]
-    s = drop_parenthesised(s)
+    return s.replace("Station", "").replace("station", "").replace("Asian Games Village", "yayuncun")
+
+
+def squeeze(s: str) -> str:
+    """Drop whitespace and hyphens, lower-case (the last step of the official cleaning)."""
     return _SPACES_AND_HYPHENS.sub("", s).lower()
 
 
-def normalize_station(name: str) -> str:
-    """Normalise a station name exactly as the official evaluation does, so matching agrees with it.
+def cached_normaliser(normalise: Callable[[str], str]) -> Callable[[str], str]:
+    """``normalise`` behind an LRU cache for station-sized names; longer text (model output can be megabytes) is
+    normalised uncached, so the cache never grows with it."""
+    cached = functools.lru_cache(maxsize=65536)(normalise)
 
-    The replacements run in the official order, quirks included ("Univ" also rewrites "University"): they
-    are applied to both sides of every comparison, so only their agreement matters.
+    @functools.wraps(normalise)
+    def normaliser(name: str) -> str:
+        return normalise(name) if len(name) > 512 else cached(name)
+
+    normaliser.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
+    return normaliser
+
+
+@cached_normaliser
+def normalize_station(name: str) -> str:
+    """Normalise a station name for comparison: the training normaliser of the ``fixed`` reward and the metrics.
+
+    The official cleaning (``replace_station_words``, parenthesised text dropped, whitespace and hyphens dropped,
+    lower-case) with its trailing "站" dropped LAST. The released code drops the "站" first, so "土桥站 Station"
+    (a model writing the prompt's "xx Station"), "土桥站 (换乘)" and Beijing Line 16's own "东管头南站 " keep it
+    there and never match "土桥" / "东管头南"; ``reward_fns.released.normalize_station_released`` keeps that order
+    for the released mode. The replacements are applied to both sides of every comparison, so only their
+    agreement matters.
 
     >>> normalize_station("Dongzhimen Station (Transfer Station)")
     'dongzhimen'
     >>> normalize_station("西单站")
     '西单'
+    >>> normalize_station("土桥站 Station"), normalize_station("东管头南站 ")
+    ('土桥', '东管头南')
     """
-    if len(name) > 512:  # model output can be arbitrarily long; never grow the cache with it
-        return _normalize_cached.__wrapped__(name)
-    return _normalize_cached(name)
+    s = squeeze(drop_parenthesised(replace_station_words(name)))
+    return s[:-1] if s.endswith("站") else s
 
 
 @dataclass(frozen=True)
@@ -168,7 +190,12 @@ class MetroNetwork:
         return len(self.lines_through(station)) > 1
 
     def stops_between(self, line: str, a: str, b: str) -> list[str]:
-        """Stations strictly between ``a`` and ``b`` along ``line`` (by list position, as the benchmark counts)."""
+        """Stations strictly between ``a`` and ``b`` along ``line`` (by list position, as the benchmark counts), in
+        travel order: the order a rider from ``a`` to ``b`` passes them.
+
+        >>> MetroNetwork({"L": ["A", "B", "C", "D"]}).stops_between("L", "D", "A")
+        ['C', 'B']
+        """
         norms = self._line_norms.get(line)
         if norms is None:
             raise KeyError(f"line {line!r} not in network {self.name!r}")
@@ -176,8 +203,7 @@ class MetroNetwork:
         if na not in norms or nb not in norms:
             raise KeyError(f"{a!r} or {b!r} not on line {line!r}")
         i, j = norms.index(na), norms.index(nb)
-        lo, hi = min(i, j), max(i, j)
-        return list(self.lines[line][lo + 1 : hi])
+        return list(self.lines[line][i + 1 : j]) if i <= j else list(self.lines[line][j + 1 : i])[::-1]
 
     # routes -----------------------------------------------------------------------------------------------
     @property

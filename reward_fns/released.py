@@ -3,6 +3,9 @@
 Reward: ``W x (10 x correct + 0.5 x detail)`` (``reward_fns.score`` applies W), no format term. Everything a
 response goes through in that mode is here, quirks included, each documented where it is reproduced:
 
+0. station names (``normalize_station_released``): the released cleaning, which drops a trailing "站" before
+   whitespace and parenthesised text, so "土桥站 Station" does not match "土桥" (``released_context`` builds the
+   question's view with it);
 1. parsing (``parse_route_blocks_strict``): split on every ``--``; keep sections that hold the three labels; the
    arrival is the rest of its section, so a trailing explanation or a long template's via-stop line becomes
    part of it and never matches the destination;
@@ -19,9 +22,9 @@ The benchmark metrics (``reward_fns.metrics``) reuse the strict parser with the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from reward_fns.correctness import endpoints_match, expected_vqa_answer, route_correct
 from reward_fns.detail import (
@@ -32,14 +35,39 @@ from reward_fns.detail import (
     OVERLENGTH_PENALTY,
     TRANSFER_POINTS,
 )
-from reward_fns.ground_truth import GroundTruth
+from reward_fns.ground_truth import COUNT_TYPES, OPTION_LETTERS, OPTION_TYPES, YES_NO_TYPES, GroundTruth
 from reward_fns.line_names import BEIJING_RENAMES
-from reward_fns.network import normalize_station
-from reward_fns.question_context import Leg, QuestionContext
+from reward_fns.network import cached_normaliser, drop_parenthesised, normalize_station, replace_station_words, squeeze
+from reward_fns.question_context import Leg, Normaliser, QuestionContext, question_context
 
 RELEASED_ALPHA = 0.5
-_LETTER_INDEX = {"a": 0, "b": 1, "c": 2, "d": 3}
+_LETTER_INDEX = {letter.lower(): index for index, letter in enumerate(OPTION_LETTERS)}  # {"a": 0, ..., "d": 3}
 _MAX_INT_CHARS = 4300  # CPython's default int() digit limit: longer strings are never parsed (and never quadratic)
+
+# ----------------------------------------------------------------------------------------------------------------
+# Station names
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@cached_normaliser
+def normalize_station_released(name: str) -> str:
+    """The released ``clean_string``: the official cleaning with the trailing "站" dropped BEFORE parenthesised text,
+    whitespace and hyphens, so "土桥站 Station" stays "土桥站" (``reward_fns.network.normalize_station`` drops it
+    last).
+
+    >>> normalize_station_released("土桥站 Station"), normalize_station_released("土桥站")
+    ('土桥站', '土桥')
+    """
+    s = replace_station_words(name)
+    if s.endswith("站"):
+        s = s[:-1]
+    return squeeze(drop_parenthesised(s))
+
+
+def released_context(ground_truth: str | GroundTruth | Mapping[str, Any]) -> QuestionContext:
+    """The question's cached view with the released station normaliser (origin, destination, line stations)."""
+    return question_context(ground_truth, normalize=normalize_station_released)
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # Route blocks
@@ -55,7 +83,7 @@ class StrictBlock:
     """A section as the released code records it.
 
     ``route_name`` is the stripped text after ``Route Name: `` up to the line end (``"Wrong"`` if absent);
-    ``departure`` and ``arrival`` are already passed through ``normalize_station`` once (the released code
+    ``departure`` and ``arrival`` are already passed through the parse's normaliser once (the released code
     normalises at parse time and again when comparing). ``num_via_stops`` / ``via_stops`` hold the raw text after
     the last ``Number of Via Stops: `` / ``Via Stops: `` of the section when requested (evaluation only).
     """
@@ -88,8 +116,12 @@ def parse_route_blocks_strict(
     lowercase_check: bool = False,
     arrival: Literal["tail", "line"] = "tail",
     via: Literal["number", "list"] | None = None,
+    normalize: Normaliser = normalize_station,
 ) -> list[StrictBlock]:
     """Parse sections exactly as the released code does (linear time, never raises).
+
+    Stops are normalised with ``normalize``: the released reward passes ``normalize_station_released``; the
+    benchmark metrics keep the training normaliser.
 
     - The text is split on every ``--`` (anywhere, not only on separator lines); blank sections are skipped.
     - A section is kept only if it contains ``Route Name:``, ``Departure Stop:`` and ``Arrival Stop:``:
@@ -118,10 +150,10 @@ def parse_route_blocks_strict(
         route = _line_after(section, "Route Name: ")
         departure = _line_after(section, "Departure Stop: ")
         if arrival == "tail":
-            arrival_value = normalize_station(section.rpartition("Arrival Stop:")[2].strip())
+            arrival_value = normalize(section.rpartition("Arrival Stop:")[2].strip())
         else:
             raw_arrival = _line_after(section, "Arrival Stop: ")
-            arrival_value = WRONG if raw_arrival is None else normalize_station(raw_arrival)
+            arrival_value = WRONG if raw_arrival is None else normalize(raw_arrival)
         num_via = via_list = None
         if via == "number" and "Number of Via Stops: " in section:
             num_via = section.rpartition("Number of Via Stops: ")[2].strip()
@@ -130,7 +162,7 @@ def parse_route_blocks_strict(
         blocks.append(
             StrictBlock(
                 route_name=WRONG if route is None else route.strip(),
-                departure=WRONG if departure is None else normalize_station(departure),
+                departure=WRONG if departure is None else normalize(departure),
                 arrival=arrival_value,
                 num_via_stops=num_via,
                 via_stops=via_list,
@@ -151,22 +183,20 @@ def released_line(name: str, ctx: QuestionContext) -> str | None:
 def released_legs(blocks: Sequence[StrictBlock], ctx: QuestionContext) -> list[Leg]:
     """Legs of strictly parsed blocks, as the released code compares them.
 
-    Stops were normalised at parse time and are normalised again here (the released code calls ``clean_string``
-    on already-cleaned stops), which differs from one pass only on odd input such as "站站" or "METRO".
+    Stops were normalised at parse time and are normalised again here with the context's normaliser (the released
+    code calls ``clean_string`` on already-cleaned stops), which differs from one pass only on odd input such as
+    "站站" or "METRO".
     """
-    return [
-        Leg(released_line(b.route_name, ctx), normalize_station(b.departure), normalize_station(b.arrival))
-        for b in blocks
-    ]
+    return [Leg(released_line(b.route_name, ctx), ctx.normalize(b.departure), ctx.normalize(b.arrival)) for b in blocks]
 
 
 def released_planning(text: str, ctx: QuestionContext) -> tuple[bool, float]:
-    """(correct, detail) of a planning answer as the released reward decides them.
+    """(correct, detail) of a planning answer as the released reward decides them; ``ctx`` from ``released_context``.
 
     One parse serves both: the detail reward reads sections case-insensitively, correctness only those whose
     labels are written exactly.
     """
-    strict = parse_route_blocks_strict(text, lowercase_check=True)
+    strict = parse_route_blocks_strict(text, lowercase_check=True, normalize=ctx.normalize)
     legs = released_legs(strict, ctx)
     exact = [leg for leg, block in zip(legs, strict, strict=True) if block.exact_labels]
     return route_correct(exact, ctx), released_detail(legs, ctx, ctx.gt.question_transfer_count)
@@ -311,15 +341,15 @@ def vqa_correct_released(answer: str, gt: GroundTruth) -> bool:
     answer is one letter a-d whose index equals the ground truth.
     """
     qtype = gt.question_type
-    if qtype.startswith("TorF"):
+    if qtype in YES_NO_TYPES:
         return answer.lower() == expected_vqa_answer(gt)
-    if qtype in ("Counting2", "Counting3"):
+    if qtype in COUNT_TYPES:
         if len(answer) > _MAX_INT_CHARS:
             return False
         try:
             return int(answer) == gt.answer
         except (ValueError, TypeError):
             return False
-    if qtype == "Counting1":
+    if qtype in OPTION_TYPES:
         return _LETTER_INDEX.get(answer.lower(), -1) == gt.answer
     return False

@@ -134,11 +134,17 @@ def parse_route_blocks(text: str) -> list[RouteBlock]:
 
 
 def first_integer(text: str) -> int | None:
-    """The first run of ASCII digits in ``text`` as an int (at most 9 digits read), else None."""
+    """The first run of decimal digits in ``text`` as an int (at most 9 digits read), else None.
+
+    Any script's decimal digits count, so a full-width "６" (as CJK input methods type it) reads as 6.
+
+    >>> first_integer("Number of Via Stops: ６"), first_integer("none")
+    (6, None)
+    """
     if not isinstance(text, str):
         return None
     match = _DIGITS.search(text)
     return None if match is None else int(match.group()[:9])
 
 
-_DIGITS = re.compile(r"\d+", re.ASCII)
+_DIGITS = re.compile(r"\d+")  # Unicode decimal digits (category Nd), all of which int() reads

@@ -23,38 +23,93 @@ The two flaws of the released reward that ``fixed`` corrects (``reward_fns.detai
    correct route loses 5 on its last block and a wrong single-block answer to a one-transfer question earns more
    detail than the correct answer. ``fixed`` penalises only blocks beyond transfers+1.
 2. No floor and no ordering guarantee: released detail can go far below 0 and padding can pay. ``fixed`` clamps
-   detail to [0, 10], pays nothing for repeated blocks or for splitting a ride at every station, and with
-   10 > format_reward + 10 x alpha (true for the defaults) a correct answer always outscores an incorrect one.
+   detail to [0, 10], pays nothing for padding (a repeated block, a standstill ride, one ride split in two) and
+   pays for at most as many rides as a minimum-transfer route needs, so no correct route outscores the shortest
+   one even when the question's transfer count exceeds the minimum; with 10 > format_reward + 10 x alpha (true
+   for the defaults) a correct answer always outscores an incorrect one.
+
+Also corrected: station names compare after ``normalize_station``, which drops a trailing "站" after whitespace
+and brackets ("土桥站 Station" is "土桥"); ``released`` keeps the released order (``normalize_station_released``).
 
 Also: ``fixed`` adds an explicit format term (the released code has none), reads answers tolerantly (markdown,
 bullets, case, full-width colons; VQA "yes." / "(B)" / "3 lines") and credits the format only for the exact
 demanded shape (labels as in the prompt, blocks separated by ``--``, the via-stop field of long templates, VQA
 answers in ``\\boxed{}``).
 
+Options (``RewardOptions``, also what ``reward.reward_kwargs`` holds): ``mode``; ``alpha``, ``transfer_weight`` and
+``format_reward`` finite numbers >= 0; ``map_weights`` finite numbers > 0 for exactly easy / middle / hard.
+Booleans, strings, nan and inf are refused.
+
 Total on responses: any ``solution_str`` (empty, megabytes, binary junk, not even a str) and any ``extra_info``
 give a result; everything is linear in the response length. An invalid ``ground_truth`` or option (a data or
-configuration bug) raises ValueError.
+configuration bug) raises ValueError naming the field or option.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
 from reward_fns.correctness import route_correct, tolerant_legs, vqa_correct
 from reward_fns.detail import fixed_detail
 from reward_fns.ground_truth import GroundTruth
 from reward_fns.question_context import QuestionContext, question_context
-from reward_fns.released import RELEASED_ALPHA, extract_vqa_answer_released, released_planning, vqa_correct_released
+from reward_fns.released import (
+    RELEASED_ALPHA,
+    extract_vqa_answer_released,
+    released_context,
+    released_planning,
+    vqa_correct_released,
+)
 from reward_fns.route_parsing import RouteBlock, first_integer, parse_route_blocks
 from reward_fns.vqa_answers import extract_vqa_answer, normalize_vqa_answer
-from reward_fns.weights import DEFAULT_TRANSFER_WEIGHT, difficulty_weight
+from reward_fns.weights import (
+    DEFAULT_TRANSFER_WEIGHT,
+    check_map_weights,
+    difficulty_weight,
+    is_finite_number,
+)
 
 MODES = ("fixed", "released", "sparse")
-SCORE_KEYS = ("score", "acc", "format", "detail", "weight")
 CORRECT_POINTS = 10.0
 
 Mode = Literal["fixed", "released", "sparse"]
+
+
+@dataclass(frozen=True)
+class RewardOptions:
+    """The options of ``compute_score``, checked when built (module docstring); ValueError names the option."""
+
+    mode: Mode = "fixed"
+    alpha: float = 0.5
+    map_weights: Mapping[str, float] | None = None  # None: DEFAULT_MAP_WEIGHTS
+    transfer_weight: float = DEFAULT_TRANSFER_WEIGHT
+    format_reward: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.mode, str) or self.mode not in MODES:
+            raise ValueError(f"mode: {self.mode!r} is not one of {MODES}")
+        for name in ("alpha", "transfer_weight", "format_reward"):
+            value = getattr(self, name)
+            if not is_finite_number(value) or value < 0:
+                raise ValueError(f"{name}: must be a finite number >= 0, got {value!r}")
+            object.__setattr__(self, name, float(value))
+        object.__setattr__(self, "map_weights", check_map_weights(self.map_weights))
+
+    @classmethod
+    def from_kwargs(cls, kwargs: Mapping[str, Any], *, where: str = "") -> RewardOptions:
+        """Options from a mapping of them (None values mean "the default"); unknown keys are refused, and every
+        error message starts with ``where`` + the option's name (e.g. "reward.reward_kwargs.alpha: ...")."""
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(str(key) for key in kwargs if key not in known)
+        if unknown:
+            raise ValueError(f"{where.rstrip('.') or 'options'}: unknown keys {unknown}; known: {known}")
+        try:
+            return cls(**{key: value for key, value in kwargs.items() if value is not None})
+        except ValueError as err:
+            raise ValueError(f"{where}{err}") from None
 
 
 class ScoreResult(TypedDict):
@@ -65,6 +120,9 @@ class ScoreResult(TypedDict):
     format: float
     detail: float
     weight: float
+
+
+SCORE_KEYS = tuple(ScoreResult.__annotations__)  # ("score", "acc", "format", "detail", "weight")
 
 
 def _as_text(solution: Any) -> str:
@@ -128,18 +186,25 @@ def compute_score(
 
     ``data_source``, ``extra_info`` and unknown keyword arguments are accepted and ignored: the ground truth
     carries everything scoring needs. ``alpha`` and ``format_reward`` apply to ``fixed`` only (``released`` uses the
-    released 0.5 and no format term); ``map_weights`` / ``transfer_weight`` set W in every mode.
+    released 0.5 and no format term); ``map_weights`` / ``transfer_weight`` set W in every mode. The options are
+    checked as ``RewardOptions``.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode: {mode!r} is not one of {MODES}")
-    ctx = question_context(ground_truth)
+    options = RewardOptions(
+        mode=mode,
+        alpha=alpha,
+        map_weights=map_weights,
+        transfer_weight=transfer_weight,
+        format_reward=format_reward,
+    )
+    mode = options.mode
+    ctx = released_context(ground_truth) if mode == "released" else question_context(ground_truth)
     gt = ctx.gt
     weight = difficulty_weight(
         gt.question_type,
         gt.map_difficulty,
         gt.question_transfer_count,
-        map_weights=map_weights,
-        transfer_weight=transfer_weight,
+        map_weights=options.map_weights,
+        transfer_weight=options.transfer_weight,
     )
     text = _as_text(solution_str)
     detail = 0.0
@@ -152,10 +217,10 @@ def compute_score(
     if mode == "released":
         score = weight * (CORRECT_POINTS * acc + RELEASED_ALPHA * detail)
     elif mode == "fixed":
-        score = weight * (float(format_reward) * fmt_value + CORRECT_POINTS * acc + float(alpha) * detail)
+        score = weight * (options.format_reward * fmt_value + CORRECT_POINTS * acc + options.alpha * detail)
     else:
         score = CORRECT_POINTS * acc
     return ScoreResult(score=float(score), acc=acc, format=fmt_value, detail=float(detail), weight=float(weight))
 
 
-__all__ = ["MODES", "SCORE_KEYS", "ScoreResult", "compute_score", "planning_format"]
+__all__ = ["MODES", "SCORE_KEYS", "RewardOptions", "ScoreResult", "compute_score", "planning_format"]

@@ -10,6 +10,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
+from reward_fns.ground_truth import COUNT_TYPES, OPTION_LETTERS, OPTION_TYPES, YES_NO_TYPES
+
 _BOX_OR_BRACE = re.compile(r"[bB][oO][xX][eE][dD]\{|[{}]")
 
 
@@ -45,7 +47,7 @@ _MARKUP = str.maketrans("", "", "{}$*`\"'“”‘’")
 _WORD = re.compile(r"[a-z]+|\d+")
 _YES = frozenset({"yes", "true"})
 _NO = frozenset({"no", "false"})
-_LETTERS = {"a": 0, "b": 1, "c": 2, "d": 3}
+_LETTERS = {letter.lower(): index for index, letter in enumerate(OPTION_LETTERS)}
 _LETTER_WORDS = frozenset({"option", "choice", "answer"})
 _NUMBER_WORDS = {
     w: i
@@ -103,20 +105,20 @@ def normalize_vqa_answer(raw: str, question_type: str) -> str | int | None:
     words = _WORD.findall(_plain(raw))
     if not words:
         return None
-    if question_type in ("TorF1", "TorF2"):
+    if question_type in YES_NO_TYPES:
         polar = {"yes" if w in _YES else "no" for w in words if w in _YES or w in _NO}
         first = words[0]
         if len(polar) == 1 and (first in _YES or first in _NO):
             return polar.pop()
         return None
-    if question_type == "Counting1":
+    if question_type in OPTION_TYPES:
         if words[0] in _LETTER_WORDS and len(words) > 1:
             words = words[1:]
         letters = {w for w in words if w in _LETTERS}
         if words[0] in _LETTERS and len(letters) == 1:
             return _LETTERS[words[0]]
         return None
-    if question_type in ("Counting2", "Counting3"):
+    if question_type in COUNT_TYPES:
         numbers = {int(w) for w in words if w.isdigit() and len(w) <= 6}
         numbers |= {_NUMBER_WORDS[w] for w in words if w in _NUMBER_WORDS}
         return numbers.pop() if len(numbers) == 1 else None

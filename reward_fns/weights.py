@@ -12,6 +12,8 @@ levels 0/1/2 (question level: 0 transfers easy, 1 medium, 2+ hard); ReasonMap-Pl
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Mapping
 from types import MappingProxyType
 
@@ -20,19 +22,34 @@ from reward_fns.ground_truth import MAP_DIFFICULTIES
 DEFAULT_MAP_WEIGHTS: Mapping[str, float] = MappingProxyType({"easy": 1.0, "middle": 1.2, "hard": 1.5})
 DEFAULT_TRANSFER_WEIGHT = 0.5
 
-MAP_LEVELS: Mapping[str, int] = MappingProxyType({"easy": 0, "middle": 1, "hard": 2})
+MAP_LEVELS: Mapping[str, int] = MappingProxyType({name: level for level, name in enumerate(MAP_DIFFICULTIES)})
 PLUS_EVAL_MAP_WEIGHTS: Mapping[str, float] = MappingProxyType({"easy": 1.0, "middle": 1.5, "hard": 2.0})
 
 
 def check_map_weights(map_weights: Mapping[str, float] | None) -> Mapping[str, float]:
-    """The map weights to use (defaults when None); ValueError unless they give a number for every difficulty."""
-    if map_weights is None:
+    """The map weights to use (defaults when None) as floats; ValueError naming ``map_weights`` unless they give a
+    finite positive number (not a boolean) for exactly the difficulties ``MAP_DIFFICULTIES``."""
+    if map_weights is None or map_weights is DEFAULT_MAP_WEIGHTS:
         return DEFAULT_MAP_WEIGHTS
+    if not isinstance(map_weights, Mapping) or set(map_weights) != set(MAP_DIFFICULTIES):
+        raise ValueError(f"map_weights: need a number for each of {MAP_DIFFICULTIES} and no other, got {map_weights!r}")
+    for key in MAP_DIFFICULTIES:
+        if not is_finite_number(map_weights[key]) or not map_weights[key] > 0:
+            raise ValueError(f"map_weights.{key}: must be a finite positive number, got {map_weights[key]!r}")
+    return MappingProxyType({key: float(map_weights[key]) for key in MAP_DIFFICULTIES})
+
+
+def is_finite_number(value: object) -> bool:
+    """A real number that is finite as a float (a huge int is not) and not a boolean (``True`` is an int to Python,
+    never a weight to a user)."""
+    if type(value) is float:  # the common case, without the ABC check
+        return math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return False
     try:
-        weights = {key: float(map_weights[key]) for key in MAP_DIFFICULTIES}
-    except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"map_weights: need a number for each of {MAP_DIFFICULTIES}, got {map_weights!r}") from err
-    return weights
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def difficulty_weight(

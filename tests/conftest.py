@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-# beside the project; REWARDMAP_REASONMAP_DIR points elsewhere (a git worktree has no ../shared)
+# ``shared/reasonmap`` beside the checkout; REWARDMAP_REASONMAP_DIR points elsewhere (a git worktree, a cluster copy).
 REASONMAP_DIR = Path(
     os.environ.get("REWARDMAP_REASONMAP_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "reasonmap"
 )

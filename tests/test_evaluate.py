@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from data_prep.reasonmap import record_to_row
-from data_prep.synthetic import generate_dataset
+from data_prep.synthetic import SyntheticParams, generate_dataset
 from data_prep.writer import write_dataset
 from recipe.evaluate import scoring
 from recipe.evaluate.cli import main
@@ -85,7 +85,7 @@ def benchmark_rows() -> list[dict[str, Any]]:
 @pytest.fixture(scope="module")
 def test_files(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     root = tmp_path_factory.mktemp("testset")
-    synthetic = generate_dataset(root / "syn", cities=3, seed=5, questions_per_city=12, render=False)
+    synthetic = generate_dataset(root / "syn", SyntheticParams(cities=3, seed=5, questions_per_city=12, render=False))
     bench = write_dataset(root / "bench", {"test": benchmark_rows()}, manifest_extra={"generator": "test"})
     return [str(synthetic / "test.parquet"), str(bench / "test.parquet")]
 

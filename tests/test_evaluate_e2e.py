@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from data_prep.synthetic import generate_dataset
+from data_prep.synthetic import SyntheticParams, generate_dataset
 from data_prep.writer import write_dataset
 from recipe.evaluate.cli import main
 from recipe.evaluate.files import read_jsonl
@@ -32,7 +32,9 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def small_split(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     """A small prepared test split (rendered maps at a tiny pixel budget) plus hand-built benchmark rows."""
     root = tmp_path_factory.mktemp("e2e_data")
-    synthetic = generate_dataset(root / "syn", cities=3, seed=1, questions_per_city=8, max_pixels=4 * 3136)
+    synthetic = generate_dataset(
+        root / "syn", SyntheticParams(cities=3, seed=1, questions_per_city=8, max_pixels=4 * 3136)
+    )
     bench = write_dataset(root / "bench", {"test": benchmark_rows()}, manifest_extra={"generator": "test"})
     return [str(synthetic / "test.parquet"), str(bench / "test.parquet")]
 

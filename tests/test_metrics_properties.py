@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from data_prep.synthetic import build_cities
+from data_prep.synthetic import SyntheticParams, build_cities
 from reward_fns.gold import gold_response
 from reward_fns.ground_truth import GroundTruth
 from reward_fns.metrics import (
@@ -30,7 +30,7 @@ from tests.conftest import real_station_files
 
 @pytest.fixture(scope="module")
 def synthetic_questions() -> list[GroundTruth]:
-    cities = build_cities(cities=4, seed=7, questions_per_city=30, render=False)
+    cities = build_cities(SyntheticParams(cities=4, seed=7, questions_per_city=30, render=False))
     return [q.ground_truth for c in cities for q in c.questions]
 
 

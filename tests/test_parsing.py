@@ -15,6 +15,7 @@ from reward_fns.released import (
     _line_after,
     extract_vqa_answer_released,
     find_math_answer,
+    normalize_station_released,
     parse_route_blocks_strict,
 )
 from reward_fns.route_parsing import RouteBlock, first_integer, parse_route_blocks, split_via_stops
@@ -93,6 +94,13 @@ def test_via_fields() -> None:
     assert first_integer("about 12 stops (3 transfers)") == 12 and first_integer("none") is None
 
 
+@pytest.mark.parametrize(("text", "expected"), [("６", 6), ("１２ stops", 12), ("共３站", 3), ("٣", 3), ("x²", None)])
+def test_via_counts_in_any_script_are_read(text: str, expected: int | None) -> None:
+    assert first_integer(text) == expected
+    (block,) = parse_route_blocks(f"Route Name: L\nDeparture Stop: A\nArrival Stop: B\nNumber of Via Stops: {text}\n")
+    assert first_integer(block.num_via_stops) == expected
+
+
 def test_values_are_stripped_of_markup() -> None:
     (block,) = parse_route_blocks('Route Name: **Line 1**\nDeparture Stop: "Alder Station"\nArrival Stop: `Cedar`  ')
     assert (block.route_name, block.departure, block.arrival) == ("Line 1", "Alder Station", "Cedar")
@@ -154,6 +162,26 @@ def test_strict_via_fields_for_the_benchmark() -> None:
 def test_line_after_matches_the_released_regex(section: str) -> None:
     match = re.search(r"Route Name: (.*?)\n", section)
     assert _line_after(section, "Route Name: ") == (match.group(1) if match else None)
+
+
+# Station normalisation -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    ["土桥站 Station", "土桥站 ", "土桥 站", "土桥站\t", "土桥站 (Line 1)", "土桥站（八通线）", "土桥站-"],
+)
+def test_a_trailing_station_marker_is_dropped_after_whitespace_and_brackets(spelling: str) -> None:
+    assert normalize_station(spelling) == normalize_station("土桥站") == normalize_station("土桥") == "土桥"
+
+
+def test_the_released_normaliser_keeps_the_released_order() -> None:
+    """Released mode drops "站" before whitespace and brackets, so these keep it: the released code's behaviour."""
+    assert normalize_station_released("土桥站 Station") == "土桥站"
+    assert normalize_station_released("东管头南站 ") == "东管头南站"
+    assert normalize_station_released("土桥站（八通线）") == "土桥站"
+    for name in ("西单站", "Dongzhimen Station (Transfer Station)", "Xi'an Rd.", "Asian Games Village", "Univ-Tech"):
+        assert normalize_station_released(name) == normalize_station(name)  # the two differ only in that order
 
 
 # Station normalisation in linear time ----------------------------------------------------------------------------

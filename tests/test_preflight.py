@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from data_prep.synthetic import generate_dataset
+from data_prep.synthetic import SyntheticParams, generate_dataset
 from recipe.preflight import run_preflight
 from tests.fixtures.configs import compose_config
 
@@ -21,7 +21,9 @@ SMALL_BATCH = ("data.train_batch_size=4", "actor_rollout_ref.actor.ppo_mini_batc
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate_dataset(tmp_path_factory.mktemp("synthetic") / "data", cities=3, seed=7, questions_per_city=24)
+    return generate_dataset(
+        tmp_path_factory.mktemp("synthetic") / "data", SyntheticParams(cities=3, seed=7, questions_per_city=24)
+    )
 
 
 def preflight(data_dir: Path, *overrides: str):

@@ -16,8 +16,10 @@ import pytest
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+import recipe.reward_manager as reward_manager_module
 import reward_fns
 from data_prep.schema import STAGE_OF_TYPE, STAGES
+from recipe.metrics import reward_metrics
 from recipe.reward_manager import EXTRA_INFO_KEYS, RewardMapRewardManager, reward_kwargs_from_config
 from reward_fns.gold import gold_response
 from reward_fns.ground_truth import MAP_DIFFICULTIES, QUESTION_TYPES, GroundTruth
@@ -43,22 +45,13 @@ JUNK_TEXTS = ["", "asdf qwer \x00 ✓✓ <html>", "\\boxed{", "Route Name:\n--\n
 
 
 @pytest.fixture(scope="module")
-def tokenizer_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny Qwen2.5-VL checkpoint (Qwen's byte-level tokenizer and special tokens), built offline."""
-    from recipe.tiny_model import build_tiny_qwen
-
-    return Path(build_tiny_qwen(tmp_path_factory.mktemp("tiny_qwen")))
+def tokenizer(tiny):
+    """The tiny Qwen2.5-VL's tokenizer (Qwen's byte-level BPE and special tokens), loaded as verl loads it."""
+    return tiny[0]
 
 
 @pytest.fixture(scope="module")
-def tokenizer(tokenizer_dir: Path):
-    from verl.utils import hf_tokenizer
-
-    return hf_tokenizer(str(tokenizer_dir))
-
-
-@pytest.fixture(scope="module")
-def base_config(tokenizer_dir: Path) -> DictConfig:
+def base_config(tiny_dir: Path) -> DictConfig:
     """verl's composed ppo_trainer config selecting the recipe's manager exactly as configs/rewardmap.yaml does."""
     from hydra import compose, initialize_config_module
 
@@ -66,7 +59,7 @@ def base_config(tokenizer_dir: Path) -> DictConfig:
         return compose(
             "ppo_trainer",
             overrides=[
-                f"actor_rollout_ref.model.path={tokenizer_dir}",
+                f"actor_rollout_ref.model.path={tiny_dir}",
                 "reward.reward_manager.source=importlib",
                 "reward.reward_manager.module.path=pkg://recipe.reward_manager",
                 "reward.reward_manager.name=RewardMapRewardManager",
@@ -250,3 +243,131 @@ def test_scoring_failure_is_a_zero_reward(base_config, tokenizer, monkeypatch) -
         assert out["reward_score"] == 0.0
         assert list(out["reward_extra_info"]) == list(EXTRA_INFO_KEYS)
         assert out["reward_extra_info"]["reward_error"] == 1.0
+
+
+def _one(tokenizer, gt: GroundTruth, text: str, extra_info: object, *, drop: str = "") -> tuple:
+    """A one-sample batch (optionally without the non-tensor column ``drop``)."""
+    batch = _batch(tokenizer, [(gt, tokenizer.encode(text, add_special_tokens=False))])
+    batch.non_tensor_batch["extra_info"] = np.array([extra_info], dtype=object)
+    if drop:
+        del batch.non_tensor_batch[drop]
+    return batch
+
+
+def test_facts_come_from_the_ground_truth_even_when_extra_info_disagrees(base_config, tokenizer) -> None:
+    from verl.trainer.ppo.reward import load_reward_manager
+
+    manager = load_reward_manager(_config(base_config), tokenizer)
+    gt = QUESTIONS[0]  # planning, hard map, one transfer
+    lying = {"question_type": "Counting3", "map_difficulty": "easy", "question_transfer_count": 7, "plan_stage": 2}
+    (out,) = _run_manager(manager, _one(tokenizer, gt, gold_response(gt), lying))
+    info = out["reward_extra_info"]
+    assert info["question_type_id"] == QUESTION_TYPES.index("planning")
+    assert info["map_difficulty_id"] == MAP_DIFFICULTIES.index("hard")
+    assert info["question_transfer_count"] == 1.0 and info["stage"] == 2.0 and info["acc"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("plan_stage", "stage"),
+    [
+        (float("nan"), -1.0),
+        (float("inf"), -1.0),
+        (-float("inf"), -1.0),
+        (1.5, -1.0),
+        (True, -1.0),
+        ("3", -1.0),
+        (10**30, -1.0),
+        (-5, -1.0),
+        ([1], -1.0),
+        (None, -1.0),
+        (2, 2.0),
+        (np.int64(3), 3.0),
+        (1.0, 1.0),
+        (-1, -1.0),
+    ],
+    ids=repr,
+)
+def test_the_stage_is_a_finite_integral_plan_stage_or_minus_one(base_config, tokenizer, plan_stage, stage) -> None:
+    from verl.trainer.ppo.reward import load_reward_manager
+
+    manager = load_reward_manager(_config(base_config), tokenizer)
+    (out,) = _run_manager(manager, _one(tokenizer, QUESTIONS[2], "\\boxed{yes}", {"plan_stage": plan_stage}))
+    info = out["reward_extra_info"]
+    assert info["stage"] == stage and type(info["stage"]) is float
+    assert all(math.isfinite(v) for v in info.values()) and info["reward_error"] == 0.0
+    infos = {key: np.array([info[key]]) for key in info}  # what the trainer's per-step metrics read
+    assert reward_metrics((infos, None, ["uid"]))["rewardmap/stage"] == stage
+
+
+def test_data_bugs_give_zero_and_reward_error_not_a_crash(base_config, tokenizer) -> None:
+    """An invalid ground truth, a row without reward_model, a row without extra_info: reward 0, reward_error 1."""
+    from verl.trainer.ppo.reward import load_reward_manager
+
+    manager = load_reward_manager(_config(base_config), tokenizer)
+    gt = QUESTIONS[2]
+    invalid = _one(tokenizer, gt, "\\boxed{yes}", {"plan_stage": 0})
+    invalid.non_tensor_batch["reward_model"] = np.array([{"ground_truth": '{"question_type": "TorF1"}'}], dtype=object)
+    batches = [invalid, _one(tokenizer, gt, "\\boxed{yes}", {"plan_stage": 0}, drop="reward_model")]
+    for batch in batches:
+        (out,) = _run_manager(manager, batch)
+        info = out["reward_extra_info"]
+        assert out["reward_score"] == 0.0 and list(info) == list(EXTRA_INFO_KEYS)
+        assert info["reward_error"] == 1.0 and info["question_type_id"] == -1.0 and info["stage"] == 0.0
+    (out,) = _run_manager(manager, _one(tokenizer, gt, "\\boxed{yes}", None, drop="extra_info"))
+    assert out["reward_extra_info"]["reward_error"] == 0.0 and out["reward_score"] > 0  # scored, stage unknown
+    assert out["reward_extra_info"]["stage"] == -1.0
+
+
+def test_the_batch_rows_own_extra_info_is_left_as_it_was(base_config, tokenizer) -> None:
+    """verl's naive manager writes num_turns into extra_info; the manager hands it a copy."""
+    from verl.trainer.ppo.reward import load_reward_manager
+
+    manager = load_reward_manager(_config(base_config), tokenizer)
+    extra = {"plan_stage": 1, "plan_stage_name": "torf"}
+    batch = _one(tokenizer, QUESTIONS[2], "\\boxed{yes}", extra)
+    _run_manager(manager, batch)
+    assert batch.non_tensor_batch["extra_info"][0] == {"plan_stage": 1, "plan_stage_name": "torf"}
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("alpha=nan", "alpha"),
+        ("alpha=inf", "alpha"),
+        ("transfer_weight=-inf", "transfer_weight"),
+        ("format_reward=-1", "format_reward"),
+        ("alpha=true", "alpha"),
+        ("alpah=0.5", "alpah"),
+    ],
+)
+def test_bad_options_from_the_command_line_fail_at_start_up_naming_the_key(base_config, tokenizer, override, key):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from verl.trainer.ppo.reward import load_reward_manager
+
+    (parsed,) = OverridesParser.create().parse_overrides([f"+reward.reward_kwargs.{override}"])
+    assert not isinstance(parsed.value(), str)  # Hydra reads nan, inf, -1, true as numbers and booleans
+    config = _config(base_config, **{override.split("=")[0]: parsed.value()})
+    with pytest.raises(ValueError, match=f"reward.reward_kwargs.*{key}"):
+        load_reward_manager(config, tokenizer)
+
+
+def test_validation_samples_get_the_validation_metrics_every_sample_the_keys(base_config, tokenizer, monkeypatch):
+    """The extension point: keys declared in VALIDATION_METRIC_KEYS, values from validation_metrics."""
+    from recipe.dataset import VALIDATION_STAGE_NAME
+
+    keys = (*EXTRA_INFO_KEYS, "map_score")
+    monkeypatch.setattr(reward_manager_module, "VALIDATION_METRIC_KEYS", ("map_score",))
+    monkeypatch.setattr(reward_manager_module, "EXTRA_INFO_KEYS", keys)
+
+    class WithMetrics(RewardMapRewardManager):
+        def validation_metrics(self, solution_str, ground_truth, extra_info):
+            return {"map_score": 7.0}
+
+    manager = WithMetrics(_config(base_config), tokenizer)
+    gt = QUESTIONS[2]
+    validation = {"plan_stage": -1, "plan_stage_name": VALIDATION_STAGE_NAME}
+    (val,) = _run_manager(manager, _one(tokenizer, gt, "\\boxed{yes}", validation))
+    (train,) = _run_manager(manager, _one(tokenizer, gt, "\\boxed{yes}", {"plan_stage": 0, "plan_stage_name": "torf"}))
+    assert list(val["reward_extra_info"]) == list(train["reward_extra_info"]) == list(keys)
+    assert (val["reward_extra_info"]["map_score"], train["reward_extra_info"]["map_score"]) == (7.0, 0.0)
+    assert RewardMapRewardManager(_config(base_config), tokenizer).validation_metrics("", gt.to_json(), {}) == {}

@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass
 
+import networkx as nx
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from reward_fns import SCORE_KEYS, compute_score
 from reward_fns.gold import gold_response
-from reward_fns.ground_truth import GroundTruth
-from reward_fns.network import MetroNetwork
+from reward_fns.ground_truth import MAP_DIFFICULTIES, PLANNING_TEMPLATES, VQA_TYPES, YES_NO_TYPES, GroundTruth
+from reward_fns.network import MetroNetwork, normalize_station
 from tests.reward_helpers import route
 
 PROPERTY_SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 STATION_POOL = [f"Stop {c}" for c in "ABCDEFGHIJKL"] + ["Xi'an Rd", "中关村", "Oak (Transfer Station)"]
 LINE_NAMES = [f"Line {i}" for i in range(1, 7)]
 ALPHA, FORMAT = 0.5, 1.0
+AT_THE_MINIMUM, ABOVE_THE_MINIMUM = st.just(0), st.integers(0, 2)  # stated transfers beyond the minimum
 
 
 @dataclass(frozen=True)
@@ -33,8 +36,9 @@ class Question:
 
 
 @st.composite
-def questions(draw: st.DrawFn) -> Question:
-    """A random network of 2-5 lines over a small station pool, two connected stations, the minimum transfers."""
+def questions(draw: st.DrawFn, extra_transfers: st.SearchStrategy[int] = AT_THE_MINIMUM) -> Question:
+    """A random network of 2-5 lines over a small station pool, two connected stations, and a stated transfer count:
+    the minimum plus ``extra_transfers`` (ReasonMap's counts come from map apps and can exceed the minimum)."""
     n_lines = draw(st.integers(2, 5))
     lines = {}
     for name in LINE_NAMES[:n_lines]:
@@ -48,12 +52,12 @@ def questions(draw: st.DrawFn) -> Question:
     gt = GroundTruth(
         question_type="planning",
         city="randomville",
-        map_difficulty=draw(st.sampled_from(["easy", "middle", "hard"])),
+        map_difficulty=draw(st.sampled_from(MAP_DIFFICULTIES)),
         network=network.to_dict(),
         station_1=origin,
         station_2=destination,
-        template=draw(st.sampled_from(["short", "long1", "long2"])),
-        question_transfer_count=len(rides) - 1,
+        template=draw(st.sampled_from(PLANNING_TEMPLATES)),
+        question_transfer_count=len(rides) - 1 + draw(extra_transfers),
     )
     return Question(gt, network, tuple((r.line, r.departure, r.arrival) for r in rides))
 
@@ -117,7 +121,7 @@ def test_every_mode_gives_a_bounded_result(data: st.DataObject) -> None:
 @PROPERTY_SETTINGS
 @given(st.data())
 def test_gold_is_never_beaten_and_correct_beats_incorrect_in_fixed_mode(data: st.DataObject) -> None:
-    q = data.draw(questions())
+    q = data.draw(questions(ABOVE_THE_MINIMUM))
     gold = fixed(gold_response(q.gt), q)
     assert (gold["acc"], gold["format"]) == (1.0, 1.0)
     w = gold["weight"]
@@ -133,7 +137,7 @@ def test_gold_is_never_beaten_and_correct_beats_incorrect_in_fixed_mode(data: st
 @PROPERTY_SETTINGS
 @given(st.data())
 def test_repeating_a_block_never_pays_in_fixed_mode(data: st.DataObject) -> None:
-    q = data.draw(questions())
+    q = data.draw(questions(ABOVE_THE_MINIMUM))
     rides = data.draw(st.one_of(ride_lists(q), st.just(list(q.gold_rides))))
     i = data.draw(st.integers(0, len(rides) - 1))
     repeated = rides[: i + 1] + [rides[i]] * data.draw(st.integers(1, 3)) + rides[i + 1 :]
@@ -161,6 +165,63 @@ def test_listing_every_station_never_pays_in_fixed_mode(data: st.DataObject) -> 
         assert listed["score"] == gold["score"]
 
 
+def correct_routes(q: Question) -> st.SearchStrategy[list[tuple[str, str, str]]]:
+    """Correct routes from origin to destination (rides along simple paths of the station-line graph), the
+    minimum-transfer ones and longer detours alike."""
+    net = q.network
+    start, end = ("s", normalize_station(q.gt.station_1)), ("s", normalize_station(q.gt.station_2))
+    paths = list(itertools.islice(nx.all_simple_paths(net.graph, start, end), 200))
+
+    def rides(path: list[tuple[str, str]]) -> list[tuple[str, str, str]]:
+        names = [net.canonical(node[1]) or node[1] for node in path[::2]]
+        return [(line[1], a, b) for line, a, b in zip(path[1::2], names[:-1], names[1:], strict=True)]
+
+    return st.sampled_from(paths).map(rides)
+
+
+def lengthened(data: st.DataObject, q: Question, rides: list[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    """The route one step longer and still correct: a ride split at a stop it passes, or a standstill ride (on any
+    line serving the station) inserted where the route already is."""
+    k = data.draw(st.integers(0, len(rides) - 1))
+    line, departure, arrival = rides[k]
+    passed = q.network.stops_between(line, departure, arrival)
+    if passed and data.draw(st.booleans()):
+        stop = data.draw(st.sampled_from(passed))
+        return [*rides[:k], (line, departure, stop), (line, stop, arrival), *rides[k + 1 :]]
+    at = data.draw(st.sampled_from([departure, arrival]))
+    standstill = (data.draw(st.sampled_from(q.network.lines_through(at))), at, at)
+    return [*rides[:k], standstill, *rides[k:]] if at == departure else [*rides[: k + 1], standstill, *rides[k + 1 :]]
+
+
+@PROPERTY_SETTINGS
+@given(st.data())
+def test_no_correct_route_beats_a_minimum_transfer_route_at_any_stated_count(data: st.DataObject) -> None:
+    """Detours, padding and the minimum route alike: when the stated count exceeds the minimum, a longer correct
+    route may match the gold answer's detail, never exceed it."""
+    q = data.draw(questions(ABOVE_THE_MINIMUM))
+    gold = fixed(route(*q.gold_rides), q)
+    rides = data.draw(correct_routes(q))
+    for _ in range(data.draw(st.integers(0, 3))):
+        rides = lengthened(data, q, rides)
+    result = fixed(route(*rides), q)
+    assert result["acc"] == 1.0, rides
+    assert result["detail"] <= gold["detail"] and result["score"] <= gold["score"], (rides, result, gold)
+
+
+@PROPERTY_SETTINGS
+@given(st.data())
+def test_a_correct_route_never_gains_by_getting_longer(data: st.DataObject) -> None:
+    q = data.draw(questions(ABOVE_THE_MINIMUM))
+    rides = list(q.gold_rides)
+    details = [fixed(route(*rides), q)["detail"]]
+    for _ in range(4):
+        rides = lengthened(data, q, rides)
+        result = fixed(route(*rides), q)
+        assert result["acc"] == 1.0, rides
+        details.append(result["detail"])
+    assert details == sorted(details, reverse=True), details
+
+
 @PROPERTY_SETTINGS
 @given(st.data())
 def test_released_mode_reproduces_the_off_by_one_on_every_gold_route(data: st.DataObject) -> None:
@@ -173,9 +234,9 @@ def test_released_mode_reproduces_the_off_by_one_on_every_gold_route(data: st.Da
 
 @PROPERTY_SETTINGS
 @given(
-    qtype=st.sampled_from(["TorF1", "TorF2", "Counting1", "Counting2", "Counting3"]),
+    qtype=st.sampled_from(VQA_TYPES),
     answer=st.integers(0, 3),
-    difficulty=st.sampled_from(["easy", "middle", "hard"]),
+    difficulty=st.sampled_from(MAP_DIFFICULTIES),
     text=st.one_of(
         st.text(max_size=100),
         st.sampled_from(["yes", "no", "A", "B", "C", "D", "0", "1", "2", "3", "three"]).map(
@@ -185,7 +246,7 @@ def test_released_mode_reproduces_the_off_by_one_on_every_gold_route(data: st.Da
     ),
 )
 def test_vqa_results_are_bounded_and_hedging_never_pays(qtype: str, answer: int, difficulty: str, text: str) -> None:
-    if qtype.startswith("TorF"):
+    if qtype in YES_NO_TYPES:
         answer = answer % 2
     gt = GroundTruth(question_type=qtype, city="c", map_difficulty=difficulty, network={"L": ["a", "b"]}, answer=answer)
     for mode in ("released", "fixed", "sparse"):

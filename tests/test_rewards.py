@@ -9,14 +9,20 @@ import random
 
 import pytest
 
-from reward_fns import SCORE_KEYS, compute_score
+from reward_fns import SCORE_KEYS, RewardOptions, compute_score
 from reward_fns.correctness import route_correct, tolerant_legs
 from reward_fns.detail import fixed_detail
 from reward_fns.gold import gold_response
-from reward_fns.ground_truth import GroundTruth
-from reward_fns.network import MetroNetwork
+from reward_fns.ground_truth import PLANNING_TEMPLATES, GroundTruth
+from reward_fns.network import MetroNetwork, normalize_station
 from reward_fns.question_context import question_context
-from reward_fns.released import parse_route_blocks_strict, released_detail, released_legs, released_line
+from reward_fns.released import (
+    normalize_station_released,
+    parse_route_blocks_strict,
+    released_detail,
+    released_legs,
+    released_line,
+)
 from reward_fns.route_parsing import parse_route_blocks
 from reward_fns.weights import difficulty_weight
 from tests.conftest import real_station_files
@@ -86,8 +92,8 @@ def test_released_penalises_every_correct_route_fixed_only_overlong_ones() -> No
     gt = planning_gt(A, G, 1)
     detour = route(("Line 1", A, "Cedar"), ("Line 2", "Cedar", "Fir"), ("Line 2", "Fir", G))  # correct, 3 rides
     assert score(detour, gt, "released")["detail"] == 2 + 3 + 1 + (3 - 5) + (3 - 5)
-    # fixed: only the third ride is over-long (-5 + 3); the second transfer is beyond the one expected.
-    assert score(detour, gt)["detail"] == 2 + 3 + 1 + 3 + (3 - 5)
+    # fixed: only the third block is over-long (-5), and it stays on Line 2 (one ride split in two): no points.
+    assert score(detour, gt)["detail"] == 2 + 3 + 1 + 3 + (0 - 5)
     assert score(detour, gt)["acc"] == 1.0 and score(detour, gt)["score"] < score(route(*ONE_TRANSFER), gt)["score"]
 
 
@@ -103,7 +109,7 @@ def test_direct_question_block_points_need_a_line_holding_both_endpoints() -> No
     gt = planning_gt(A, E, 0)
     two_rides = route(("Line 1", A, "Cedar"), ("Line 1", "Cedar", E))  # correct, but split in two
     assert score(two_rides, gt, "released")["detail"] == 2 + (4 - 5) + (4 - 5)
-    assert score(two_rides, gt)["detail"] == 2 + 4 + (4 - 5)
+    assert score(two_rides, gt)["detail"] == 2 + 4 + (0 - 5)  # the second block stays on Line 1: padding
     wrong_line = route(("Line 4", A, E))
     assert score(wrong_line, gt, "released")["detail"] == 2 - 5  # Line 4 does not hold Elm: no +4
     assert score(wrong_line, gt)["detail"] == 2
@@ -121,16 +127,48 @@ def test_splitting_a_ride_earns_no_transfer_point_in_fixed_mode() -> None:
     gt = planning_gt(A, G, 1)
     split = route(("Line 1", A, "Birch"), ("Line 1", "Birch", "Cedar"), ("Line 2", "Cedar", G))  # correct
     assert score(split, gt, "released")["detail"] == 2 + 3 + 1 + (3 - 5) + (3 - 5)
-    assert score(split, gt)["detail"] == 2 + 3 + 3 + (3 - 5)  # staying on Line 1 at Birch is no transfer
+    # staying on Line 1 at Birch is no transfer and no new ride; boarding Line 2 at Cedar is both
+    assert score(split, gt)["detail"] == 2 + 3 + 0 + 3 + 1 - 5
 
 
 def test_repeating_a_standstill_ride_earns_nothing_in_fixed_mode() -> None:
     gt = planning_gt("Cedar", G, 2)  # a (non-minimal) transfer count from the data
     standstill, onward = ("Line 1", "Cedar", "Cedar"), ("Line 2", "Cedar", G)
     once, repeated = route(standstill, onward), route(standstill, standstill, onward)
-    assert score(once, gt)["detail"] == 2 + 3 + 1 + 3
-    assert score(repeated, gt)["detail"] == 2 + 3 + 0 + 0 + 1 + 3
+    # a standstill is no ride, and one ride (Line 2 is direct) is all that is paid: the gold answer's 2 + 3
+    assert score(once, gt)["detail"] == score(repeated, gt)["detail"] == score(route(onward), gt)["detail"] == 2 + 3
     assert score(repeated, gt, "released")["detail"] == 2 + 3 + 1 + 3 + 1 + (3 - 5)
+
+
+def test_padding_never_beats_the_gold_when_the_stated_count_exceeds_the_minimum() -> None:
+    """The data's transfer count can exceed the minimum (map-app routes): padding up to it used to pay +3 a block."""
+    gt = planning_gt(A, G, 2)  # the minimum is 1 transfer
+    gold = score(route(*ONE_TRANSFER), gt)["detail"]
+    assert gold == 2 + 3 + 1 + 3
+    standstill_at_the_end = route(*ONE_TRANSFER, ("Line 2", G, G))
+    split_in_two = route(("Line 1", A, "Birch"), ("Line 1", "Birch", "Cedar"), ("Line 2", "Cedar", G))
+    for padded in (standstill_at_the_end, split_in_two):
+        assert score(padded, gt)["acc"] == 1.0
+        assert score(padded, gt)["detail"] == gold
+
+
+def test_standstills_neither_earn_nor_split_the_ride_around_them() -> None:
+    gt = planning_gt(A, E, 2)  # Line 1 is direct; the data says two transfers
+    ride = ("Line 1", A, E)
+    details = [
+        score(route(*rides), gt)["detail"]
+        for rides in ([ride], [("Line 1", A, A), ride], [("Line 1", A, A), ("Line 4", A, A), ride])
+    ]
+    assert details == [2 + 3] * 3
+
+
+def test_a_longer_real_route_earns_no_more_than_the_direct_one() -> None:
+    network = {"Line 1": ["A", "B", "C"], "Line 2": ["C", "D"], "Line 3": ["A", "X", "D"]}
+    gt = planning_gt("A", "D", 1, network=network)  # Line 3 is direct; the data says one transfer
+    direct = score(route(("Line 3", "A", "D")), gt)
+    via_c = score(route(("Line 1", "A", "C"), ("Line 2", "C", "D")), gt)
+    assert direct["acc"] == via_c["acc"] == 1.0
+    assert via_c["detail"] <= direct["detail"] == 2 + 3
 
 
 def test_endpoints_gate_everything() -> None:
@@ -162,6 +200,16 @@ def test_station_spellings_are_normalised() -> None:
     gt = planning_gt(A, G, 1)
     spelled = route(("Line 1", "alder", "Cedar Station (Transfer Station)"), ("Line 2", "CEDAR", "Ginkgo站"))
     assert score(spelled, gt, "released")["acc"] == score(spelled, gt)["acc"] == 1.0
+
+
+def test_station_written_with_station_after_its_marker_is_the_station() -> None:
+    """The prompt asks for "xx Station", so a model writes "土桥站 Station"; released mode keeps the released flaw."""
+    gt = planning_gt("土桥站", "梨园站", 0, network={"八通线": ["土桥站", "临河里站", "梨园站"], "Line 7": ["土桥站"]})
+    for spelling in ("{} Station", "{} ", "{}（换乘站）"):
+        response = route(("八通线", spelling.format("土桥站"), spelling.format("梨园站")))
+        assert score(response, gt)["acc"] == 1.0, spelling
+        assert score(response, gt)["detail"] == 6.0, spelling
+        assert score(response, gt, "released")["acc"] == 0.0, spelling
 
 
 def test_released_arrival_swallows_trailing_text_fixed_does_not() -> None:
@@ -218,6 +266,11 @@ def test_planning_format_needs_the_template_via_field() -> None:
     assert score(route(*ONE_TRANSFER, extra="Number of Via Stops: 1\n"), long1)["format"] == 1.0
     assert score(route(*ONE_TRANSFER, extra="Number of Via Stops: many\n"), long1)["format"] == 0.0
     assert score(route(*ONE_TRANSFER, extra="Via Stops: Birch\n"), long2)["format"] == 1.0
+
+
+def test_a_full_width_via_count_is_a_via_count() -> None:
+    long1 = planning_gt(A, G, 1, template="long1")
+    assert score(route(*ONE_TRANSFER, extra="Number of Via Stops: １\n"), long1)["format"] == 1.0
 
 
 def test_junk_scores_nothing() -> None:
@@ -317,9 +370,91 @@ def test_invalid_ground_truth_raises_value_error(bad: object) -> None:
         compute_score("x", "anything", bad)  # type: ignore[arg-type]
 
 
+NAN, INF, HUGE = float("nan"), float("inf"), 10**400
+HOSTILE_FIELDS: dict[str, list[object]] = {
+    "question_type": [None, 1, ["planning"], "Planning"],
+    "city": [None, 1, ["x"]],
+    "map_difficulty": [None, 2, "extreme", ["easy"]],
+    "network": [None, [], {}, "x", {"L": "AB"}, {"L": []}, {"L": [1, 2]}, {"L": [["A"]]}, {"L": {"a": "b"}}],
+    "station_1": [None, 1, ["A"], {"a": {"b": []}}],
+    "station_2": [None, 2.5],
+    "template": [None, 1, "long3"],
+    "question_transfer_count": [None, True, 1.5, 1.0, -1, HUGE, NAN, INF, "1", [1], {"a": {"b": []}}],
+    "line": [None, 1],
+    "options": [None, "ABCD", ["1", "2"], [1, 2, 3, 4], {"a": 1}],
+    "country": [None, 1],
+    "routes": ["x", [], {"0": "x"}, {"0": [1]}, {"0": {"a": 1}}],
+    "schema_version": [None, True, 2, 1.0, "1"],
+    "answer": [True, 1.0, -1, 2, HUGE, NAN, INF, "1", [1], {"a": 1}],  # on a TorF question: 1 or 0
+}
+
+
+@pytest.mark.parametrize(
+    ("name", "value"), [(name, value) for name, values in HOSTILE_FIELDS.items() for value in values], ids=repr
+)
+def test_a_hostile_ground_truth_field_is_a_value_error_naming_it(name: str, value: object) -> None:
+    """Wrong types, booleans and floats for counts, huge ints, nan/inf, nested junk: never TypeError/OverflowError."""
+    base = vqa_gt("TorF1", 1) if name == "answer" else planning_gt(A, G, 1)
+    fields = {**dataclasses.asdict(base), name: value}
+    with pytest.raises(ValueError, match=name):
+        GroundTruth(**fields)
+    for ground_truth in (json.dumps(fields), fields):
+        for mode in ("fixed", "released", "sparse"):
+            with pytest.raises(ValueError, match=name):
+                compute_score("x", route(*ONE_TRANSFER), ground_truth, mode=mode)
+
+
+@pytest.mark.parametrize(
+    "text", ["[" * 100_000 + "]" * 100_000, '{"a":' * 50_000 + "1" + "}" * 50_000, "NaN", "1e999", '"x"', "null"]
+)
+def test_hostile_ground_truth_json_is_a_value_error(text: str) -> None:
+    with pytest.raises(ValueError, match="ground_truth"):
+        compute_score("x", "", text)
+    with pytest.raises(ValueError, match="ground_truth"):
+        GroundTruth.from_json(text)
+
+
 def test_unknown_mode_raises_value_error() -> None:
     with pytest.raises(ValueError):
         compute_score("x", "", planning_gt(A, G, 1), mode="dense")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("alpha", NAN),
+        ("alpha", INF),
+        ("alpha", -0.5),
+        ("alpha", True),
+        ("alpha", "0.5"),
+        ("alpha", HUGE),
+        ("format_reward", -INF),
+        ("format_reward", [1.0]),
+        ("transfer_weight", NAN),
+        ("transfer_weight", -1),
+        ("map_weights", {"easy": 1.0, "middle": NAN, "hard": 1.5}),
+        ("map_weights", {"easy": 1.0, "middle": 1.2, "hard": 0.0}),
+        ("map_weights", {"easy": True, "middle": 1.2, "hard": 1.5}),
+        ("map_weights", {"easy": 1.0, "middle": 1.2, "hard": 1.5, "medium": 1.2}),
+        ("map_weights", [1.0, 1.2, 1.5]),
+        ("mode", "dense"),
+        ("mode", ["fixed"]),
+    ],
+    ids=repr,
+)
+def test_options_that_would_give_non_finite_or_meaningless_rewards_are_refused(option: str, value: object) -> None:
+    with pytest.raises(ValueError, match=option):
+        compute_score("x", route(*ONE_TRANSFER), planning_gt(A, G, 1), **{option: value})
+    with pytest.raises(ValueError, match=f"reward.reward_kwargs.{option}"):
+        RewardOptions.from_kwargs({option: value}, where="reward.reward_kwargs.")
+
+
+def test_options_are_a_checked_dataclass() -> None:
+    options = RewardOptions.from_kwargs({"mode": "released", "alpha": 1, "transfer_weight": None})
+    assert (options.mode, options.alpha, options.transfer_weight) == ("released", 1.0, 0.5)
+    assert type(options.alpha) is float and dict(options.map_weights) == {"easy": 1.0, "middle": 1.2, "hard": 1.5}
+    with pytest.raises(ValueError, match=r"reward.reward_kwargs: unknown keys \['alpah'\]"):
+        RewardOptions.from_kwargs({"alpah": 0.5}, where="reward.reward_kwargs.")
 
 
 @pytest.mark.parametrize("solution", [None, b"\xff\xfe Route Name:", 12345, "", "\x00" * 1000, "\udcff", ["list"]])
@@ -332,13 +467,22 @@ def test_odd_inputs_give_a_result(solution: object, extra_info: object) -> None:
 
 
 def test_gold_responses_score_full_correctness() -> None:
-    cases = [planning_gt(A, J, 2, template=t) for t in ("short", "long1", "long2")]
+    cases = [planning_gt(A, J, 2, template=t) for t in PLANNING_TEMPLATES]
     cases += [vqa_gt("TorF1", 0), vqa_gt("TorF2", 1), vqa_gt("Counting1", 3), vqa_gt("Counting3", 4)]
     for gt in cases:
         result = score(gold_response(gt), gt)
         assert (result["acc"], result["format"]) == (1.0, 1.0)
     assert gold_response(cases[1]).count("Number of Via Stops: ") == 3
     assert "Via Stops: Fir, Ginkgo\n" in gold_response(cases[2])
+
+
+def test_gold_via_stops_are_in_travel_order() -> None:
+    """Riding against a line's list order, a rider passes the stops in reverse list order: the gold says so."""
+    gt = planning_gt("Juniper", "Cedar", 2, template="long2")  # Line 3 J->H, Line 2 H->C: both against the lists
+    answer = gold_response(gt)
+    assert "Via Stops: Ivy\n" in answer and "Via Stops: Ginkgo, Fir\n" in answer
+    assert "Number of Via Stops: 2\n" in gold_response(dataclasses.replace(gt, template="long1"))
+    assert score(answer, gt)["acc"] == 1.0
 
 
 def test_correct_answers_always_outscore_incorrect_ones_in_fixed_mode() -> None:
@@ -365,7 +509,18 @@ def test_correct_answers_always_outscore_incorrect_ones_in_fixed_mode() -> None:
 # Real networks --------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("template", ["short", "long1", "long2"])
+def _released_spellings_agree(network: MetroNetwork, response: str) -> bool:
+    """Whether the released normaliser sees one name for every station of the response (it splits Beijing's
+    "东管头南站 " on Line 16 from "东管头南站" on 房山线, so a route transferring there is wrong in released mode)."""
+    spellings: dict[str, set[str]] = {}
+    for stations in network.lines.values():
+        for station in stations:
+            spellings.setdefault(normalize_station(station), set()).add(normalize_station_released(station))
+    stops = [block.departure for block in parse_route_blocks(response)]
+    return all(len(spellings.get(normalize_station(stop), ())) <= 1 for stop in stops)
+
+
+@pytest.mark.parametrize("template", PLANNING_TEMPLATES)
 def test_gold_minimum_transfer_routes_are_correct_in_every_real_city(reasonmap_dir: object, template: str) -> None:
     files = real_station_files()
     assert len(files) == 30
@@ -400,7 +555,7 @@ def test_gold_minimum_transfer_routes_are_correct_in_every_real_city(reasonmap_d
             assert (fixed["acc"], fixed["format"]) == (1.0, 1.0), (path.stem, response)
             rides = transfers + 1
             assert fixed["detail"] == (6.0 if transfers == 0 else min(10.0, 2 + 3 * rides + transfers))
-            if template == "short":
+            if template == "short" and _released_spellings_agree(network, response):
                 released = compute_score("reasonmap", response, gt.to_json(), mode="released")
                 assert released["acc"] == 1.0, (path.stem, response)
                 assert released["detail"] == (1.0 if transfers == 0 else min(10.0, 2 + 3 * rides + transfers - 5))
@@ -420,6 +575,41 @@ def test_every_real_line_and_station_resolves_to_itself(reasonmap_dir: object) -
             strict = released_legs(parse_route_blocks_strict(text), ctx)
             expected = [line] * min(2, len(stations) - 1)
             assert [leg.line for leg in legs] == [leg.line for leg in strict] == expected, (path.stem, line)
+
+
+def _spellings(station: str) -> list[str]:
+    """How a model may write a station: as listed, with the prompt's " Station", with "站 Station", padded."""
+    marked = station if station.rstrip().endswith("站") else station + "站"
+    return [station, station + "  ", station + " Station", marked + " Station", marked + " ", f" {station} Station "]
+
+
+def test_every_real_station_matches_itself_however_suffixed(reasonmap_dir: object) -> None:
+    files = real_station_files()
+    assert len(files) == 30
+    for path in files:
+        network = MetroNetwork.from_json(path)
+        ctx = question_context(planning_gt("x", "y", 0, network=network.to_dict(), city=path.stem))
+        for line, stations in network.lines.items():
+            for station in stations:
+                for spelling in _spellings(station):
+                    assert normalize_station(spelling) == normalize_station(station), (path.stem, spelling)
+                    assert normalize_station(spelling) in ctx.index.line_stations[line], (path.stem, line, spelling)
+            first, last = stations[0], stations[-1]
+            if network.canonical(first) == network.canonical(last):
+                continue  # a loop line
+            gt = planning_gt(first, last, 0, network=network.to_dict(), city=path.stem)
+            for a, b in zip(_spellings(first), _spellings(last), strict=True):
+                assert score(route((line, a, b)), gt)["acc"] == 1.0, (path.stem, line, a, b)
+
+
+def test_beijing_line_16_rides_through_its_spaced_donguantounan(reasonmap_dir: object) -> None:
+    """Line 16 lists "东管头南站 （换乘站）" (a space before the marker): still the transfer station with 房山线."""
+    network = MetroNetwork.from_json(reasonmap_dir / "stations" / "china" / "beijing.json")
+    assert network.lines_through("东管头南站") == ["Line 16", "房山线"]
+    gt = planning_gt("红莲南路站", "东管头南站", 0, network=network.to_dict(), city="beijing")
+    ride = route(("Line 16", "红莲南路站", "东管头南站"))
+    assert (score(ride, gt)["acc"], score(ride, gt)["detail"]) == (1.0, 6.0)
+    assert score(ride, gt, "released")["acc"] == 0.0  # the released normaliser keeps the flaw
 
 
 def test_detail_functions_without_a_network_give_zero() -> None:

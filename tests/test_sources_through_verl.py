@@ -58,9 +58,10 @@ def _official_copy(root: Path) -> tuple[list[str], Path]:
 def prepared(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Both prep paths' output folders."""
     root = tmp_path_factory.mktemp("sources")
-    synth = synthetic.generate_dataset(
-        root / "synthetic", cities=2, seed=3, questions_per_city=16, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS
+    params = synthetic.SyntheticParams(
+        cities=2, seed=3, questions_per_city=16, min_pixels=MIN_PIXELS, max_pixels=MAX_PIXELS
     )
+    synth = synthetic.generate_dataset(root / "synthetic", params)
     argv, official = _official_copy(root / "official")
     assert reasonmap.main(argv) == 0
     return {"synthetic": synth, "reasonmap": official}

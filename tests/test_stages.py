@@ -183,6 +183,53 @@ def test_file_content_comes_from_the_manifest_when_it_can_be_trusted(tmp_path: P
     assert build_plan([stage("t", [str(file)], epochs=1)], batch_size=4, seed=0).files[0].sha256 != listed
 
 
+def test_fingerprint_changes_with_every_plan_input_and_only_with_them(tmp_path: Path, monkeypatch):
+    """Same inputs, same fingerprint; a change of files, rows, seed, batch size or any stage setting, or of the
+    sample order alone (a numpy upgrade drawing other permutations), a different one."""
+    torf, counting = str(write_stage_file(tmp_path, "torf", 8)), str(write_stage_file(tmp_path, "counting", 8))
+
+    def two(first: dict | None = None, second: dict | None = None) -> list[dict]:
+        """The base plan, a torf stage then a counting stage, with some of their settings changed."""
+        return [
+            stage(**{"name": "torf", "files": [torf], "epochs": 1, **(first or {})}),
+            stage(**{"name": "counting", "files": [counting], "epochs": 1, **(second or {})}),
+        ]
+
+    def fingerprint(stages: list[dict], *, batch_size: int = 4, seed: int = 0) -> str:
+        return build_plan(stages, batch_size=batch_size, seed=seed).fingerprint
+
+    base = fingerprint(two())
+    assert fingerprint(two()) == base
+    changed = {
+        "batch size": fingerprint(two(), batch_size=2),
+        "seed": fingerprint(two(), seed=1),
+        "epochs": fingerprint(two({"epochs": 2})),
+        "steps": fingerprint(two({"epochs": None, "steps": 2})),
+        "shuffle": fingerprint(two({"shuffle": False})),
+        "replay": fingerprint(two(second={"replay": 0.25})),
+        "stage name": fingerprint(two({"name": "tf"})),
+        "stage order": fingerprint(two()[::-1]),
+        "files": fingerprint([stage("both", [torf, counting], epochs=1)]),
+        "file order": fingerprint([stage("both", [counting, torf], epochs=1)]),
+    }
+    assert changed["files"] != changed["file order"]
+    for what, value in changed.items():
+        assert value != base, what
+
+    write_rows(Path(torf), [make_row("torf", i) for i in range(9)])  # one more row, same path
+    assert fingerprint(two()) != base
+    moved = str(Path(torf).rename(tmp_path / "moved.parquet"))
+    write_rows(Path(torf), [make_row("torf", i) for i in range(8)])  # the original rows back at the original path
+    assert fingerprint(two()) == base
+    assert fingerprint(two({"files": [moved]})) != base
+
+    import recipe.stages as stages_module
+
+    drawn = stages_module._permutation_stream
+    monkeypatch.setattr(stages_module, "_permutation_stream", lambda *a, **k: drawn(*a, **k)[::-1].copy())
+    assert fingerprint(two()) != base  # the same stage table, another sample order
+
+
 def test_replay_draws_from_earlier_stages_deterministically():
     sizes = {"a.parquet": 8, "b.parquet": 4, "c.parquet": 12}
     stages = [

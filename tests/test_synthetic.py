@@ -7,6 +7,7 @@ line -> stations dict with plain loops and a BFS over lines.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import io
 import itertools
 import json
@@ -18,13 +19,14 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from data_prep import prompts
+from data_prep import prompts, synth_render
 from data_prep.image_files import open_row_image
 from data_prep.schema import validate_row
 from data_prep.synth_network import classify_difficulty, count_transfers, generate_city
 from data_prep.synth_questions import CityMeta, default_counts, generate_questions
 from data_prep.synth_render import render_map, render_schematic
-from data_prep.synthetic import generate_dataset, main
+from data_prep.synthetic import SyntheticParams, generate_dataset, main
+from reward_fns.gold import gold_response, route_answer
 from reward_fns.ground_truth import GroundTruth
 from reward_fns.network import MetroNetwork, normalize_station
 from tests.conftest import real_station_files
@@ -250,10 +252,13 @@ def test_render_is_deterministic():
 # the dataset -------------------------------------------------------------------------------------------------
 
 
+SMALL = SyntheticParams(cities=3, seed=7, questions_per_city=13, difficulty="easy")
+
+
 @pytest.fixture(scope="module")
 def small_dataset(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synthetic") / "ds"
-    return generate_dataset(out, cities=3, seed=7, questions_per_city=13, difficulty="easy", contact_sheet=True)
+    return generate_dataset(out, SMALL, contact_sheet=True)
 
 
 def _rows(folder: Path) -> list[dict]:
@@ -261,16 +266,14 @@ def _rows(folder: Path) -> list[dict]:
 
 
 def test_same_seed_gives_byte_identical_files(small_dataset, tmp_path):
-    again = generate_dataset(
-        tmp_path / "again", cities=3, seed=7, questions_per_city=13, difficulty="easy", contact_sheet=True
-    )
+    again = generate_dataset(tmp_path / "again", SyntheticParams(**dataclasses.asdict(SMALL)), contact_sheet=True)
     names = sorted(p.relative_to(small_dataset).as_posix() for p in small_dataset.rglob("*") if p.is_file())
     assert names == sorted(p.relative_to(again).as_posix() for p in again.rglob("*") if p.is_file())
     assert {"manifest.json", "contact_sheet.png", "val.parquet", "test.parquet"} <= set(names)
     assert sum(name.startswith("images/") for name in names) == 3  # one map per city
     for name in names:
         assert (small_dataset / name).read_bytes() == (again / name).read_bytes(), name
-    other = generate_dataset(tmp_path / "other", cities=3, seed=8, questions_per_city=13, difficulty="easy")
+    other = generate_dataset(tmp_path / "other", dataclasses.replace(SMALL, seed=8))
     assert (other / "val.parquet").read_bytes() != (small_dataset / "val.parquet").read_bytes()
 
 
@@ -291,28 +294,6 @@ def test_rows_validate_and_splits_are_by_city(small_dataset):
     assert {c["split"] for c in manifest["cities"]} == {"train", "val", "test"}
 
 
-def _gold(gt: GroundTruth) -> str:
-    """The demanded answer, written here from the ground truth (not with the package's helpers)."""
-    if gt.question_type in ("TorF1", "TorF2"):
-        return "\\boxed{yes}" if gt.answer else "\\boxed{no}"
-    if gt.question_type == "Counting1":
-        return "\\boxed{" + "ABCD"[gt.answer] + "}"
-    if gt.question_type in ("Counting2", "Counting3"):
-        return f"\\boxed{{{gt.answer}}}"
-    blocks = []
-    for ride in gt.routes["0"]:
-        block = (
-            f"Route Name: {ride['route_name']}\nDeparture Stop: {ride['departure_stop']}\n"
-            f"Arrival Stop: {ride['arrival_stop']}\n"
-        )
-        if gt.template == "long1":
-            block += f"Number of Via Stops: {ride['num_via_stops']}\n"
-        elif gt.template == "long2":
-            block += f"Via Stops: {', '.join(ride['via_stops'])}\n"
-        blocks.append(block)
-    return "--\n".join(blocks)
-
-
 def _compute_score():
     import reward_fns
 
@@ -331,12 +312,9 @@ def test_gold_answers_get_full_reward_for_every_question_type(small_dataset):
         gt_text = row["reward_model"]["ground_truth"]
         gt = GroundTruth.from_json(gt_text)
         seen.add(gt.question_type if gt.question_type != "planning" else gt.template)
-        gold = _gold(gt)
-        assert gold == (
-            prompts.route_answer(gt.routes["0"], gt.template)
-            if gt.question_type == "planning"
-            else prompts.vqa_answer(gt.question_type, gt.answer)
-        )
+        gold = gold_response(gt)
+        if gt.question_type == "planning":  # the row's reference route is the gold route, via stops as ridden
+            assert gold == route_answer(gt.routes["0"], gt.template)
         result = compute_score("synthetic", gold, gt_text, row["extra_info"])
         assert result["acc"] == 1.0 and result["format"] == 1.0, (gt.question_type, gold, result)
         assert result["score"] == pytest.approx(result["weight"] * (1.0 + 10.0 + 0.5 * result["detail"]))
@@ -368,9 +346,15 @@ def test_cli_without_render_and_with_a_real_network(tmp_path, reasonmap_dir):
     assert main(["--out", str(out), "--cities", "1", "--seed", "3", "--no-render"]) == 2  # not empty, no overwrite
 
 
-def test_no_cjk_font_is_a_warning_not_an_error():
+def test_no_cjk_font_is_a_warning_not_an_error(monkeypatch):
+    monkeypatch.setattr(synth_render, "_cjk_font_path", lambda: None)  # a machine without any CJK font
     net = MetroNetwork({"1号线": ["西单站", "东单站", "王府井站"]}, name="北京")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with pytest.warns(UserWarning, match="no CJK font found"):
         rendered = render_schematic(net)
-    assert rendered.png.startswith(b"\x89PNG")
+    with Image.open(io.BytesIO(rendered.png)) as image:
+        assert image.size == (rendered.width, rendered.height) and image.format == "PNG"
+    assert {name for name, _ in rendered.label_boxes} == {"西单站", "东单站", "王府井站"}  # every label still placed
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        render_schematic(MetroNetwork({"Line 1": ["Alder", "Birch", "Cedar"]}))
+    assert not [w for w in caught if "CJK" in str(w.message)]  # Latin labels need no CJK font

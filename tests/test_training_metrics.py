@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
-from verl.trainer.ppo.v1 import PPOTrainer, PPOTrainerSync, get_trainer_cls
+from verl.trainer.ppo.v1 import PPOTrainer, get_trainer_cls
 
 import recipe.trainer as trainer_module
 from recipe.metrics import reward_metrics
@@ -156,7 +156,6 @@ def _fake_tq(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
 
 def test_trainer_mode_registered_and_behaves_as_sync(tmp_path: Path) -> None:
     assert get_trainer_cls(TRAINER_MODE) is RewardMapTrainer
-    assert issubclass(RewardMapTrainer, PPOTrainerSync)
     trainer = _bare_trainer(tmp_path)
     trainer.trainer_mode = TRAINER_MODE  # what verl's __init__ does from trainer.v1.trainer_mode
     assert trainer.trainer_mode == "sync" and trainer.registered_mode == TRAINER_MODE
@@ -252,7 +251,17 @@ def test_resume_mixing_staged_and_plain_is_refused(tmp_path, monkeypatch) -> Non
 
 
 def test_fresh_start_checks_nothing(tmp_path, monkeypatch) -> None:
+    """verl resumed nothing (global_steps stays 0): no plan record is looked for, though the run has a plan."""
+    checked = []
+    monkeypatch.setattr(trainer_module, "check_plan_record", lambda *args, **kwargs: checked.append(args))
     trainer = _bare_trainer(tmp_path, plan=_plan())
     monkeypatch.setattr(PPOTrainer, "_load_checkpoint", lambda self: None)
-    trainer._load_checkpoint()  # global_steps 0: no folder to check
-    assert trainer.global_steps == 0
+    trainer._load_checkpoint()
+    assert checked == []
+
+    def verl_resumes(self):
+        self.global_steps = 3
+
+    monkeypatch.setattr(PPOTrainer, "_load_checkpoint", verl_resumes)
+    trainer._load_checkpoint()
+    assert len(checked) == 1 and checked[0][0].endswith("global_step_3")  # a resume is checked
