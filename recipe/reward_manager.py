@@ -41,18 +41,25 @@ from verl.experimental.reward_loop.reward_manager.naive import NaiveRewardManage
 from reward_fns import SCORE_KEYS, RewardOptions
 from reward_fns import compute_score as rewardmap_compute_score
 from reward_fns.ground_truth import MAP_DIFFICULTIES, QUESTION_TYPES, GroundTruth
+from reward_fns.metrics import VALIDATION_KEYS
+from reward_fns.metrics import validation_metrics as benchmark_validation_metrics
 from reward_fns.question_context import question_context
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "WARN"))
 
-# Extension point for the evaluation issue: the benchmark-metric keys a validation sample (one served by the plain,
+# The benchmark-metric keys (reward_fns.metrics.VALIDATION_KEYS: ReasonMap accuracy, map score and weighted-accuracy
+# parts, ReasonMap-Plus accuracy, under the released and fixed rules) a validation sample (one served by the plain,
 # non-curriculum dataset: extra_info.plan_stage_name == recipe.dataset.VALIDATION_STAGE_NAME) carries, computed by
-# RewardMapRewardManager.validation_metrics. Every sample carries them (0.0 outside validation) so that the key set
-# is the same for every sample, as verl requires. Empty until benchmark metrics are wired in.
-VALIDATION_METRIC_KEYS: tuple[str, ...] = ()
+# RewardMapRewardManager.validation_metrics. Every sample carries them so that the key set is the same for every
+# sample, as verl requires. In a validation sample a key that does not apply (a VQA key on a planning question) is
+# None, which verl's validation averaging drops, so val-aux/<data_source>/<key>/mean@N is the benchmark number itself;
+# a training sample has NaN for every one of them, so its extra-info columns stay float64 as verl's reward loop and
+# TransferQueue expect (training metrics never read these keys).
+VALIDATION_METRIC_KEYS: tuple[str, ...] = VALIDATION_KEYS
 
-# The extra-info keys of every sample, all floats; -1 marks "unknown" for the id-like ones.
+# The extra-info keys of every sample: floats (-1 marks "unknown" for the id-like ones), the validation keys floats
+# or None.
 EXTRA_INFO_KEYS = (
     *SCORE_KEYS,
     "stage",  # extra_info.plan_stage: index of the curriculum stage that served the sample (the dataset's fact)
@@ -136,7 +143,8 @@ class RewardMapRewardManager(NaiveRewardManager):
         self, data_source: Any, solution_str: str, ground_truth: Any, extra_info: Any = None, **_: Any
     ) -> dict[str, float]:
         """The score function naive calls: ``reward_fns.compute_score`` with the options, plus the sample's facts
-        and (validation samples) benchmark metrics; ``EXTRA_INFO_KEYS`` in that order, every value a finite float."""
+        and (validation samples) benchmark metrics; ``EXTRA_INFO_KEYS`` in that order, every value a finite float
+        except the validation keys (NaN in a training sample, None where one does not apply to a validation sample)."""
         extra_info = extra_info if isinstance(extra_info, Mapping) else {}
         scores = None
         try:
@@ -151,10 +159,11 @@ class RewardMapRewardManager(NaiveRewardManager):
 
     def sample_info(
         self, scores: Mapping[str, float] | None, ground_truth: Any, extra_info: Mapping[str, Any], solution_str: str
-    ) -> dict[str, float]:
+    ) -> dict[str, float | None]:
         """The extra-info dict of one sample: the scores (zeros and reward_error=1 when None), the facts, and the
-        validation metrics of a validation sample."""
-        info = dict.fromkeys(EXTRA_INFO_KEYS, 0.0)
+        validation metrics of a validation sample (NaN for every validation key elsewhere)."""
+        info: dict[str, float | None] = dict.fromkeys(EXTRA_INFO_KEYS, 0.0)
+        info.update(dict.fromkeys(VALIDATION_METRIC_KEYS, math.nan))
         if scores is None:
             info["reward_error"] = 1.0
         else:
@@ -163,18 +172,27 @@ class RewardMapRewardManager(NaiveRewardManager):
         if VALIDATION_METRIC_KEYS and is_validation_sample(extra_info):
             try:
                 metrics = self.validation_metrics(solution_str, ground_truth, extra_info)
-                info.update({key: float(metrics[key]) for key in VALIDATION_METRIC_KEYS})
-            except Exception:
-                logger.error("validation metrics raised; they are 0 for this sample", exc_info=True)
+                info.update({key: _finite_or_none(metrics.get(key)) for key in VALIDATION_METRIC_KEYS})
+            except Exception:  # a bad ground truth (a data bug): logged, counted; the metrics are dropped
+                logger.error("validation metrics raised; they are None for this sample", exc_info=True)
+                info.update(dict.fromkeys(VALIDATION_METRIC_KEYS))
                 info["reward_error"] = 1.0
         return info
 
     def validation_metrics(
         self, solution_str: str, ground_truth: Any, extra_info: Mapping[str, Any]
-    ) -> dict[str, float]:
-        """Extension point: the benchmark metrics of one validation sample, keyed by ``VALIDATION_METRIC_KEYS``
-        (verl logs them as ``val-aux/<data_source>/<key>/mean``). None yet: the evaluation issue supplies them."""
-        return {}
+    ) -> dict[str, float | None]:
+        """The benchmark metrics of one validation sample, keyed by ``VALIDATION_METRIC_KEYS`` (verl logs them as
+        ``val-aux/<data_source>/<key>/mean@N``): ``reward_fns.metrics.validation_metrics``."""
+        return benchmark_validation_metrics(ground_truth, solution_str)
+
+
+def _finite_or_none(value: Any) -> float | None:
+    """A metric value as verl's validation averaging takes it: a finite float, else None (dropped)."""
+    if value is None or isinstance(value, bool):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
 
 
 def sample_facts(ground_truth: Any, extra_info: Mapping[str, Any]) -> dict[str, float]:

@@ -20,7 +20,12 @@ import recipe.reward_manager as reward_manager_module
 import reward_fns
 from data_prep.schema import STAGE_OF_TYPE, STAGES
 from recipe.metrics import reward_metrics
-from recipe.reward_manager import EXTRA_INFO_KEYS, RewardMapRewardManager, reward_kwargs_from_config
+from recipe.reward_manager import (
+    EXTRA_INFO_KEYS,
+    VALIDATION_METRIC_KEYS,
+    RewardMapRewardManager,
+    reward_kwargs_from_config,
+)
 from reward_fns.gold import gold_response
 from reward_fns.ground_truth import MAP_DIFFICULTIES, QUESTION_TYPES, GroundTruth
 
@@ -156,7 +161,9 @@ def _check(outputs: list[dict], expected: list[dict], samples) -> None:
     for i, (out, exp, (gt, _)) in enumerate(zip(outputs, expected, samples, strict=True)):
         info = out["reward_extra_info"]
         assert list(info) == list(EXTRA_INFO_KEYS), f"sample {i}: keys differ"
-        assert all(isinstance(v, float) and math.isfinite(v) for v in info.values()), f"sample {i}: {info}"
+        facts = [v for key, v in info.items() if key not in VALIDATION_METRIC_KEYS]
+        assert all(isinstance(v, float) and math.isfinite(v) for v in facts), f"sample {i}: {info}"
+        assert all(math.isnan(info[key]) for key in VALIDATION_METRIC_KEYS), f"sample {i}: a training sample"
         assert out["reward_score"] == pytest.approx(float(exp["score"]), abs=1e-9), f"sample {i}"
         for key in ("score", "acc", "format", "detail", "weight"):
             assert info[key] == pytest.approx(float(exp[key]), abs=1e-9), f"sample {i}: {key}"
@@ -294,7 +301,8 @@ def test_the_stage_is_a_finite_integral_plan_stage_or_minus_one(base_config, tok
     (out,) = _run_manager(manager, _one(tokenizer, QUESTIONS[2], "\\boxed{yes}", {"plan_stage": plan_stage}))
     info = out["reward_extra_info"]
     assert info["stage"] == stage and type(info["stage"]) is float
-    assert all(math.isfinite(v) for v in info.values()) and info["reward_error"] == 0.0
+    facts = [v for key, v in info.items() if key not in VALIDATION_METRIC_KEYS]
+    assert all(math.isfinite(v) for v in facts) and info["reward_error"] == 0.0
     infos = {key: np.array([info[key]]) for key in info}  # what the trainer's per-step metrics read
     assert reward_metrics((infos, None, ["uid"]))["rewardmap/stage"] == stage
 
@@ -352,7 +360,7 @@ def test_bad_options_from_the_command_line_fail_at_start_up_naming_the_key(base_
 
 
 def test_validation_samples_get_the_validation_metrics_every_sample_the_keys(base_config, tokenizer, monkeypatch):
-    """The extension point: keys declared in VALIDATION_METRIC_KEYS, values from validation_metrics."""
+    """The hook: keys declared in VALIDATION_METRIC_KEYS, values from validation_metrics, None outside validation."""
     from recipe.dataset import VALIDATION_STAGE_NAME
 
     keys = (*EXTRA_INFO_KEYS, "map_score")
@@ -369,5 +377,23 @@ def test_validation_samples_get_the_validation_metrics_every_sample_the_keys(bas
     (val,) = _run_manager(manager, _one(tokenizer, gt, "\\boxed{yes}", validation))
     (train,) = _run_manager(manager, _one(tokenizer, gt, "\\boxed{yes}", {"plan_stage": 0, "plan_stage_name": "torf"}))
     assert list(val["reward_extra_info"]) == list(train["reward_extra_info"]) == list(keys)
-    assert (val["reward_extra_info"]["map_score"], train["reward_extra_info"]["map_score"]) == (7.0, 0.0)
-    assert RewardMapRewardManager(_config(base_config), tokenizer).validation_metrics("", gt.to_json(), {}) == {}
+    assert val["reward_extra_info"]["map_score"] == 7.0 and math.isnan(train["reward_extra_info"]["map_score"])
+
+
+def test_validation_samples_carry_the_benchmark_metrics(base_config, tokenizer):
+    """The real hook: a validation sample's extra info holds reward_fns.metrics.validation_metrics of its response."""
+    from recipe.dataset import VALIDATION_STAGE_NAME
+    from reward_fns.metrics import VALIDATION_KEYS, validation_metrics
+
+    manager = RewardMapRewardManager(_config(base_config), tokenizer)
+    validation = {"plan_stage": -1, "plan_stage_name": VALIDATION_STAGE_NAME}
+    for gt in QUESTIONS:
+        response = gold_response(gt)
+        (val,) = _run_manager(manager, _one(tokenizer, gt, response, validation))
+        (train,) = _run_manager(manager, _one(tokenizer, gt, response, {"plan_stage": 0, "plan_stage_name": "x"}))
+        info = val["reward_extra_info"]
+        assert list(info) == list(train["reward_extra_info"]) == list(EXTRA_INFO_KEYS)
+        decoded = tokenizer.decode(tokenizer(response, add_special_tokens=False)["input_ids"], skip_special_tokens=True)
+        assert {key: info[key] for key in VALIDATION_KEYS} == validation_metrics(gt.to_json(), decoded)
+        assert any(info[key] is not None for key in VALIDATION_KEYS)
+        assert all(math.isnan(train["reward_extra_info"][key]) for key in VALIDATION_KEYS)

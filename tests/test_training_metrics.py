@@ -19,7 +19,7 @@ from verl.trainer.ppo.v1 import PPOTrainer, get_trainer_cls
 import recipe.trainer as trainer_module
 from recipe.metrics import reward_metrics
 from recipe.plan_record import PLAN_RECORD_NAME, StagePlanMismatchError, check_plan_record
-from recipe.reward_manager import EXTRA_INFO_KEYS
+from recipe.reward_manager import EXTRA_INFO_KEYS, VALIDATION_METRIC_KEYS
 from recipe.stages import StagePlan, StagePlanError, build_plan
 from recipe.trainer import TRAINER_MODE, RewardMapTrainer
 
@@ -46,7 +46,7 @@ def _infos() -> dict[str, np.ndarray]:
     infos["score"] = np.array([row[8] for row in ROWS])
     infos["question_transfer_count"] = np.zeros(len(ROWS))
     infos["reward_error"] = np.zeros(len(ROWS))
-    return {key: infos[key] for key in EXTRA_INFO_KEYS}
+    return {key: infos[key] for key in EXTRA_INFO_KEYS if key not in VALIDATION_METRIC_KEYS}
 
 
 def _token_level_scores() -> torch.Tensor:
