@@ -13,7 +13,7 @@ The batch is built the way verl 0.9.1's trainer builds it, from verl's own code 
    computes the old log-probs and runs ``update_actor``: policy loss, backward, optimizer step. The steps between
    mirror ``RayPPOTrainer._compute_old_log_prob`` and ``_update_actor``.
 
-verl has no CPU platform: ``tests/fixtures/cpu_platform.py`` registers one (``VERL_PLATFORM=cpu``), and
+verl has no CPU platform: ``recipe.cpu`` registers one (``VERL_PLATFORM=cpu``), and
 ``VERL_ENGINE_DEVICE=cuda`` picks the FSDP engine class registered for GPUs (verl's documented override of the
 engine lookup). Attention is sdpa, remove-padding is off (verl's packed path needs flash-attention's varlen
 kernels), dynamic batch size is off, and FSDP computes in fp32 instead of verl's default bf16 so that the engine's
@@ -245,7 +245,7 @@ def test_one_grpo_update_through_verl_fsdp2_engine(tiny_dir: Path, tiny: tuple[A
     env = {
         **os.environ,
         "VERL_PLATFORM": "cpu",
-        "VERL_USE_EXTERNAL_MODULES": "tests.fixtures.cpu_platform",
+        "VERL_USE_EXTERNAL_MODULES": "recipe.cpu",
         "VERL_ENGINE_DEVICE": "cuda",  # the FSDP engine class is registered for cuda/npu only
         "RANK": "0",
         "LOCAL_RANK": "0",
