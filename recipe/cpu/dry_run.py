@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -153,7 +155,7 @@ def run_dry_run(config: DictConfig, task_runner_class: Any, *, started: float) -
             **{WEIGHT_SYNC_LOG_ENV: str(run_dir / WEIGHT_SYNC_LOG)},
         )
         runtime_env.env_vars = env
-    with PeakMemory() as memory:
+    with PeakMemory() as memory, _ray_can_count_logical_gpus():
         try:
             run_ppo(config, task_runner_class=task_runner_class)
         finally:
@@ -161,6 +163,23 @@ def run_dry_run(config: DictConfig, task_runner_class: Any, *, started: float) -
     files = run_files(run_dir) if point.last_step else [metrics]
     this_launch = set(read_steps([metrics]))
     print(render_summary(config, resume_point(config), files, this_launch, started, memory), flush=True)
+
+
+@contextmanager
+def _ray_can_count_logical_gpus() -> Iterator[None]:
+    """Let Ray start with the config's logical GPU while the driver's ``CUDA_VISIBLE_DEVICES`` is empty.
+
+    Ray refuses ``num_gpus=1`` when ``CUDA_VISIBLE_DEVICES`` lists none; the variable is set aside for ``ray.init``
+    (the Ray workers get ``CUDA_VISIBLE_DEVICES=""`` from ``CPU_ENV`` in the runtime env) and restored after.
+    """
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if hidden is not None and not hidden.strip():
+        del os.environ["CUDA_VISIBLE_DEVICES"]
+    try:
+        yield
+    finally:
+        if hidden is not None:
+            os.environ["CUDA_VISIBLE_DEVICES"] = hidden
 
 
 def render_summary(
