@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from pathlib import Path
 
 import hydra
@@ -31,7 +30,6 @@ DRY_RUN_GROUP = "dry_run"
 # Hydra flags that inspect the composition instead of running it: no automatic dry run for them.
 HYDRA_INSPECTION_FLAGS = ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i")
 STAGE_FILES = ("torf.parquet", "counting.parquet", "counting_stops.parquet", "planning.parquet")
-_STARTED = time.monotonic()
 
 
 @ray.remote(num_cpus=1)
@@ -100,7 +98,7 @@ def main(config: DictConfig) -> None:
     if dry_run:
         from recipe.cpu.dry_run import run_dry_run
 
-        run_dry_run(config, RewardMapTaskRunner, started=_STARTED)
+        run_dry_run(config, RewardMapTaskRunner)
         return
     if not cuda_available() and not os.environ.get("RAY_ADDRESS"):
         print("[rewardmap] no CUDA device here and no Ray cluster (RAY_ADDRESS): nothing to train on", flush=True)

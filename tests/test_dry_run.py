@@ -139,7 +139,7 @@ def test_summary_reports_steps_stages_and_what_the_run_was(cpu_data: Path, tmp_p
     steps = read_steps([earlier, later])
     assert sorted(steps) == [1, 2] and steps[2].samples == 8 and steps[1].reward == 6.0
     config = dry_config(cpu_data, tmp_path)
-    text = render_summary(config, resume_point(config), [earlier, later], {2}, time.monotonic() - 5, None)
+    text = render_summary(config, resume_point(config), [earlier, later], {2}, time.time() - 5, None)
     assert "this launch trained steps 2-2 of 4" in text
     assert "0 torf" in text and "1 counting" in text and "trained by an earlier launch" in text
     assert f"checkpoint: {tmp_path / 'global_step_2'}" in text

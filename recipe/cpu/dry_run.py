@@ -118,10 +118,13 @@ def resume_point(config: DictConfig) -> ResumePoint:
     return ResumePoint(folder, last, int(total), [stage.name for stage in plan.stages])
 
 
-def run_dry_run(config: DictConfig, task_runner_class: Any, *, started: float) -> None:
+def run_dry_run(config: DictConfig, task_runner_class: Any) -> None:
     """Train (or resume) the dry run with verl's ``run_ppo``, then print the summary."""
+    import psutil
     import ray
     from verl.trainer.main_ppo import run_ppo
+
+    started = psutil.Process().create_time()  # wall time counts from the command's start, imports included
 
     point = resume_point(config)
     run_dir = Path(os.path.expanduser(str(config.rewardmap.cpu_run.run_dir)))
@@ -165,6 +168,23 @@ def run_dry_run(config: DictConfig, task_runner_class: Any, *, started: float) -
     print(render_summary(config, resume_point(config), files, this_launch, started, memory), flush=True)
 
 
+def _syncs_since(log: Path, started: float) -> list[dict[str, Any]]:
+    """The weight-sync records (``recipe.cpu.rollout``) written since ``started``."""
+    import json
+
+    if not log.is_file():
+        return []
+    records = []
+    for line in log.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if float(record.get("time", 0)) >= started:
+            records.append(record)
+    return records
+
+
 @contextmanager
 def _ray_can_count_logical_gpus() -> Iterator[None]:
     """Let Ray start with the config's logical GPU while the driver's ``CUDA_VISIBLE_DEVICES`` is empty.
@@ -190,7 +210,10 @@ def render_summary(
     started: float,
     memory: PeakMemory | None,
 ) -> str:
-    """The closing summary: steps and stages, rewards per stage, checkpoint, time, memory, and what this was."""
+    """The closing summary: steps and stages, rewards per stage, checkpoint, time, memory, and what this was.
+
+    ``started`` is the command's start as a ``time.time()`` value.
+    """
     steps = read_steps(files)
     checkpoint = point.checkpoint_dir / f"global_step_{point.last_step}" if point.last_step else None
     lines = ["", "=" * 100, "RewardMap dry run on CPU: summary"]
@@ -206,8 +229,15 @@ def render_summary(
     lines += [
         "",
         f"  checkpoint: {checkpoint if checkpoint else 'none'}",
-        f"  wall time: {time.monotonic() - started:.0f} s (data, tiny model, pre-flight, Ray start-up and training)",
+        f"  wall time: {time.time() - started:.0f} s from the command's start (data, tiny model, pre-flight, Ray "
+        "start-up, training)",
     ]
+    syncs = _syncs_since(Path(os.path.expanduser(str(config.rewardmap.cpu_run.run_dir))) / WEIGHT_SYNC_LOG, started)
+    if syncs:
+        lines.append(
+            f"  weight sync: {len(syncs)} updates reached the rollout server, each checked against the actor's "
+            f"tensors by digest (last: step {syncs[-1].get('global_steps')}, {str(syncs[-1].get('digest'))[:12]})"
+        )
     if memory is not None:
         lines.append(
             f"  peak memory: {memory.peak_gib:.1f} GiB (PSS of the driver and all Ray processes, "
