@@ -1,40 +1,66 @@
 """Pre-flight: every check that can fail a run, done in seconds on a laptop before any Ray worker starts.
 
-Checks, in order: the config passes verl's own validation; every data file exists and its rows match the
-schema; the stage plan is consistent with the batch size and step settings; each checked prompt (map image
-plus question) fits ``data.max_prompt_length``; the reward manager gives gold answers full marks and junk
-none. Checks that need the model's processor say plainly when it cannot be loaded, and the rest still run.
+Checks, in order: the config passes verl's own validation; verl's workarounds reach the Ray workers; every data
+file exists and its first rows match the schema (only those rows are read); the stage plan (built by the
+dataset's own ``plan_from_data_config``) is consistent with the batch size and step settings; each checked prompt
+(map image plus question) fits ``data.max_prompt_length``, measured as the agent loop builds it; the reward
+manager gives gold answers full marks and junk none.
+
+Every check ends ``ok``, ``WARN`` (the run works, but something deserves a look), ``SKIPPED`` (it could not run:
+the reason says why and how to run it) or ``FAIL``. Only a FAIL stops the launch.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from data_prep.image_files import open_row_image, resolve_row_images
+from data_prep.image_files import resolve_row_images
 from data_prep.images import IMAGE_FACTOR
 from data_prep.schema import RowError, validate_row
+from recipe.row_images import chat_messages, image_size, row_images
 from reward_fns.gold import gold_response
 from reward_fns.ground_truth import GroundTruth
 
 JUNK_RESPONSE = "I am not sure. Route Name: nowhere\n\\boxed{maybe}"
+LONG_TEMPLATES = ("long1", "long2")
+VAL_FILE_HELP = (
+    "get one with the benchmark source of the official conversion (python -m data_prep.reasonmap --out DIR "
+    "--source val=PATH_TO_REASONMAP ...) or from the synthetic generator, whose val split is written by "
+    "python -m data_prep.synthetic --out DIR --cities N (3 or more cities), or point data.val_files at one"
+)
 
 
 class PreflightError(RuntimeError):
     """A run that would fail: the message says which check and why."""
 
 
+class Status(str, Enum):
+    """Outcome of one check; only FAIL stops a launch."""
+
+    OK = "ok"
+    WARN = "WARN"
+    SKIPPED = "SKIPPED"
+    FAIL = "FAIL"
+
+
 @dataclass
 class Check:
     name: str
-    ok: bool
+    status: Status
     detail: str
+
+    @property
+    def ok(self) -> bool:
+        """Not a failure (ok, WARN or SKIPPED)."""
+        return self.status is not Status.FAIL
 
 
 @dataclass
@@ -46,13 +72,16 @@ class PreflightReport:
     def ok(self) -> bool:
         return all(c.ok for c in self.checks)
 
-    def add(self, name: str, ok: bool, detail: str) -> None:
-        self.checks.append(Check(name, ok, detail))
+    def add(self, name: str, status: Status, detail: str) -> None:
+        self.checks.append(Check(name, status, detail))
+
+    def status_of(self, name: str) -> Status | None:
+        return next((c.status for c in self.checks if c.name == name), None)
 
     def render(self) -> str:
         lines = ["RewardMap pre-flight"]
         for c in self.checks:
-            lines.append(f"  [{'ok' if c.ok else 'FAIL'}] {c.name}: {c.detail}")
+            lines.append(f"  [{c.status.value}] {c.name}: {c.detail}")
         if self.plan_table:
             lines += ["", self.plan_table]
         return "\n".join(lines)
@@ -72,6 +101,7 @@ def run_preflight(config: DictConfig) -> PreflightReport:
     """Run every check; the report lists each with its outcome (``report.ok`` is False on any failure)."""
     report = PreflightReport()
     _check_verl_config(config, report)
+    _check_verl_workarounds(config, report)
     samples = _check_data_files(config, report)
     _check_stage_plan(config, report)
     tokenizer, processor = _load_processor(config, report)
@@ -92,7 +122,7 @@ def _check_verl_config(config: DictConfig, report: PreflightReport) -> None:
             config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config)
         )
     except Exception as err:  # verl raises AssertionError/ValueError with its own message
-        report.add("verl config", False, f"{type(err).__name__}: {err}")
+        report.add("verl config", Status.FAIL, f"{type(err).__name__}: {err}")
         return
     problems = []
     if int(config.trainer.total_epochs) != 1:
@@ -104,39 +134,88 @@ def _check_verl_config(config: DictConfig, report: PreflightReport) -> None:
             "trainer.use_v1 must be true: verl deprecates the legacy trainer, and it has no hook for the "
             "recipe's trainer mode (stage records, per-step reward metrics)"
         )
-    report.add("verl config", not problems, "; ".join(problems) or "composes and passes verl's validate_config")
+    if problems:
+        report.add("verl config", Status.FAIL, "; ".join(problems))
+    else:
+        report.add("verl config", Status.OK, "composes and passes verl's validate_config")
+
+
+def _check_verl_workarounds(config: DictConfig, report: PreflightReport) -> None:
+    """verl's Ray workers must import the nested M-RoPE fix (``recipe.nested_mrope_fix``), and it must work."""
+    from recipe import nested_mrope_fix
+
+    env = ((config.get("ray_kwargs") or {}).get("ray_init") or {}).get("runtime_env") or {}
+    modules = str((env.get("env_vars") or {}).get("VERL_USE_EXTERNAL_MODULES") or "").split(",")
+    key = "ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES"
+    if nested_mrope_fix.EXTERNAL_MODULE not in modules:
+        report.add(
+            "verl workarounds",
+            Status.FAIL,
+            f"{key} does not list {nested_mrope_fix.EXTERNAL_MODULE} (it lists {modules}): without it verl computes "
+            "wrong log-probs for batches of equal-length sequences and update_actor crashes (see that module)",
+        )
+        return
+    if not _nested_mrope_fix_works():
+        report.add(
+            "verl workarounds", Status.FAIL, f"{nested_mrope_fix.EXTERNAL_MODULE} does not fix an equal-length batch"
+        )
+        return
+    report.add("verl workarounds", Status.OK, f"Ray workers import {nested_mrope_fix.EXTERNAL_MODULE} ({key})")
+
+
+def _nested_mrope_fix_works() -> bool:
+    """An equal-length batch of position ids reads back intact through verl's (patched) engine entry fix."""
+    import torch
+    from tensordict import TensorDict
+    from verl.utils import tensordict_utils
+
+    samples = [torch.arange(4 * 6).view(4, 6) + 100 * i for i in range(3)]
+    batch = TensorDict({"position_ids": torch.nested.as_nested_tensor(samples, layout=torch.jagged)}, batch_size=[3])
+    try:
+        tensordict_utils.maybe_fix_3d_position_ids(batch)
+        return all(torch.equal(a, b) for a, b in zip(batch["position_ids"].unbind(0), samples, strict=True))
+    except RuntimeError:
+        return False
 
 
 # -- data ------------------------------------------------------------------------------------------------------
-def _data_files(config: DictConfig) -> list[str]:
-    files: list[str] = []
-    for stage in config.data.stages:
-        files += [str(f) for f in stage.files]
+def _stage_files(config: DictConfig) -> list[str]:
+    return list(dict.fromkeys(str(f) for stage in config.data.stages for f in stage.files))
+
+
+def _val_files(config: DictConfig) -> list[str]:
     val = config.data.get("val_files")
-    if val:
-        files += [str(f) for f in ([val] if isinstance(val, str) else val)]
-    return list(dict.fromkeys(files))
+    if not val:
+        return []
+    return [str(f) for f in ([val] if isinstance(val, str) else val)]
 
 
 def _check_data_files(config: DictConfig, report: PreflightReport) -> list[SampleRow]:
     n_rows = int(config.rewardmap.preflight_rows)
     samples: list[SampleRow] = []
     problems = []
-    files = _data_files(config)
+    stage_files, val_files = _stage_files(config), _val_files(config)
+    files = list(dict.fromkeys(stage_files + val_files))
+    total_rows = 0
     for file in files:
         path = Path(os.path.expanduser(file))
         if not path.is_file():
-            problems.append(f"{file}: not found")
+            if file in val_files and file not in stage_files:
+                problems.append(
+                    f"{file}: not found: verl builds a validation dataset from data.val_files; {VAL_FILE_HELP}"
+                )
+            else:
+                problems.append(f"{file}: not found")
             continue
         try:
-            table = pq.read_table(path)
+            rows, file_rows = _first_rows(path, n_rows)
         except Exception as err:
             problems.append(f"{file}: not a readable Parquet file ({err})")
             continue
-        if table.num_rows == 0:
+        total_rows += file_rows
+        if file_rows == 0:
             problems.append(f"{file}: no rows")
             continue
-        rows = table.slice(0, n_rows).to_pylist()
         for i, row in enumerate(rows):
             try:
                 gt = validate_row(row, where=f"{file} row {i}")
@@ -145,33 +224,45 @@ def _check_data_files(config: DictConfig, report: PreflightReport) -> list[Sampl
                 problems.append(str(err))
                 break
             samples.append(SampleRow(file=file, index=i, row=row, gt=gt))
-    detail = "; ".join(problems) if problems else f"{len(files)} files, {len(samples)} rows match the row schema"
-    report.add("data files", not problems, detail)
+    if not files:
+        problems.append("no data files: data.stages lists none")
+    if problems:
+        report.add("data files", Status.FAIL, "; ".join(problems))
+    else:
+        report.add(
+            "data files",
+            Status.OK,
+            f"{len(files)} files ({total_rows} rows); the first {len(samples)} rows read match the row schema",
+        )
     return samples
 
 
+def _first_rows(path: Path, n_rows: int) -> tuple[list[dict[str, Any]], int]:
+    """The first ``n_rows`` rows of a Parquet file (only the row groups they are in are read) and its row count."""
+    with pq.ParquetFile(path) as parquet:
+        total = parquet.metadata.num_rows
+        batch = next(parquet.iter_batches(batch_size=max(1, n_rows)), None) if total else None
+    return (batch.to_pylist()[:n_rows] if batch is not None else []), total
+
+
 def _check_stage_plan(config: DictConfig, report: PreflightReport) -> None:
-    from recipe.stages import build_plan
+    from recipe.stages import StagePlanError, plan_from_data_config
 
     try:
-        plan = build_plan(
-            OmegaConf.to_container(config.data.stages, resolve=True),
-            batch_size=int(config.data.train_batch_size),
-            seed=int(config.data.seed),
-        )
-    except (ValueError, FileNotFoundError, KeyError) as err:
-        report.add("stage plan", False, str(err))
+        plan = plan_from_data_config(config.data)  # exactly the dataset's call (data.seed null -> 0 included)
+    except (StagePlanError, ValueError, FileNotFoundError, KeyError, TypeError) as err:
+        report.add("stage plan", Status.FAIL, str(err))
         return
     set_steps = config.trainer.get("total_training_steps")
     if set_steps is not None and int(set_steps) > plan.total_steps:
         report.add(
             "stage plan",
-            False,
+            Status.FAIL,
             f"trainer.total_training_steps={set_steps} exceeds the plan's {plan.total_steps} steps",
         )
         return
     report.plan_table = plan.describe()
-    report.add("stage plan", True, f"{plan.total_steps} steps of {config.data.train_batch_size} prompts")
+    report.add("stage plan", Status.OK, f"{plan.total_steps} steps of {config.data.train_batch_size} prompts")
 
 
 # -- processor ---------------------------------------------------------------------------------------------
@@ -189,21 +280,22 @@ def _load_processor(config: DictConfig, report: PreflightReport) -> tuple[Any, A
         source = model_path
     try:
         local = model_path if Path(os.path.expanduser(model_path)).exists() else _local_hub_snapshot(model_path)
-        tokenizer = hf_tokenizer(local)
-        processor = hf_processor(local)
+        trust = bool(config.actor_rollout_ref.model.get("trust_remote_code", False))
+        tokenizer = hf_tokenizer(local, trust_remote_code=trust)
+        processor = hf_processor(local, trust_remote_code=trust)
     except Exception as err:
         report.add(
             "model processor",
-            True,
-            f"SKIPPED: cannot load the processor of {model_path} ({type(err).__name__}); the prompt-length and "
+            Status.SKIPPED,
+            f"cannot load the processor of {model_path} ({type(err).__name__}); the prompt-length and "
             "reward-manager checks below use estimates. Download the model, or add --tiny-model to run them "
             "against a tiny local model.",
         )
         return None, None
     if processor is None:
-        report.add("model processor", False, f"{source} has no image processor: not a vision-language model")
+        report.add("model processor", Status.FAIL, f"{source} has no image processor: not a vision-language model")
         return tokenizer, None
-    report.add("model processor", True, f"loaded from {source}")
+    report.add("model processor", Status.OK, f"loaded from {source}")
     return tokenizer, processor
 
 
@@ -216,41 +308,45 @@ def _local_hub_snapshot(repo_id: str) -> str:
 
 # -- prompt budget -----------------------------------------------------------------------------------------
 def _check_prompt_budget(config: DictConfig, samples: list[SampleRow], processor: Any, report: PreflightReport) -> None:
+    if not samples:
+        report.add("prompt budget", Status.SKIPPED, "no rows to measure (see the data files check)")
+        return
     limit = int(config.data.max_prompt_length)
     worst, worst_where, problems = 0, "", []
     for s in samples:
-        image_info = s.row["images"][0]
-        with open_row_image(image_info, where=f"{s.file} row {s.index}") as im:
-            width, height = im.size
-        if width * height > int(image_info["max_pixels"]) * 1.01:
-            problems.append(f"{s.file} row {s.index}: image {width}x{height} exceeds its max_pixels budget")
+        for image in s.row["images"]:
+            width, height = image_size(image)
+            if width * height > int(image["max_pixels"]) * 1.01:
+                problems.append(f"{s.file} row {s.index}: image {width}x{height} exceeds its max_pixels budget")
         if processor is not None:
             length = _prompt_tokens(processor, s.row)
-        else:  # estimate: one token per 28x28 pixels, at most one per character of text
+        else:  # estimate: one token per 28x28 pixels of the fitted image, at most one per character of text
             text = "".join(str(m["content"]) for m in s.row["prompt"])
-            length = (width * height) // IMAGE_FACTOR**2 + len(text) + 32
+            length = sum(w * h for w, h in (im.size for im in row_images(s.row))) // IMAGE_FACTOR**2
+            length += len(text) + 32
         if length > worst:
             worst, worst_where = length, f"{s.file} row {s.index}"
     if worst > limit:
         problems.append(f"{worst_where}: prompt of {worst} tokens exceeds data.max_prompt_length={limit}")
-    how = "measured with the processor" if processor is not None else "estimated without a processor"
-    detail = "; ".join(problems) if problems else f"longest prompt {worst} tokens <= {limit} ({how})"
-    report.add("prompt budget", not problems, detail)
+    if problems:
+        report.add("prompt budget", Status.FAIL, "; ".join(problems))
+        return
+    if processor is not None:
+        report.add(
+            "prompt budget", Status.OK, f"longest prompt {worst} tokens <= {limit} (measured with the processor)"
+        )
+    else:
+        report.add(
+            "prompt budget", Status.WARN, f"longest prompt about {worst} tokens <= {limit} (estimated: no processor)"
+        )
 
 
 def _prompt_tokens(processor: Any, row: dict[str, Any]) -> int:
-    messages = []
-    for m in row["prompt"]:
-        parts: list[dict[str, Any]] = []
-        for k, piece in enumerate(str(m["content"]).split("<image>")):
-            if k:
-                parts.append({"type": "image"})
-            if piece:
-                parts.append({"type": "text", "text": piece})
-        messages.append({"role": m["role"], "content": parts})
-    text = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    images = [open_row_image(im, where="pre-flight prompt image").convert("RGB") for im in row["images"]]
-    inputs = processor(text=[text], images=images, return_tensors="pt")
+    """Prompt length as the agent loop builds it: the row's images fitted to its own budget, then the processor."""
+    text = processor.apply_chat_template(chat_messages(row), add_generation_prompt=True, tokenize=False)
+    patch = int(getattr(getattr(processor, "image_processor", None), "patch_size", 0) or 0) or None
+    images = row_images(row, patch_size=patch)
+    inputs = processor(text=[text], images=images or None, return_tensors="pt")
     return int(inputs["input_ids"].shape[-1])
 
 
@@ -262,10 +358,12 @@ def _check_reward(config: DictConfig, samples: list[SampleRow], tokenizer: Any, 
     try:
         reward_kwargs = reward_kwargs_from_config(config)  # the manager's own reading and checks
     except ValueError as err:
-        report.add("reward", False, str(err))
+        report.add("reward", Status.FAIL, str(err))
         return
-    problems = []
-    scored = 0
+    if not samples:
+        report.add("reward", Status.SKIPPED, "no rows to score (see the data files check)")
+        return
+    mode = str(reward_kwargs.get("mode", "fixed"))
     if tokenizer is not None:
         score = _manager_scorer(config, tokenizer)
         how = "through the recipe's reward manager"
@@ -277,14 +375,29 @@ def _check_reward(config: DictConfig, samples: list[SampleRow], tokenizer: Any, 
             )
 
         how = "with reward_fns.compute_score (no tokenizer for the manager)"
+    problems, released_long = [], []
     for s in samples:
         gold, junk = score(s, gold_response(s.gt)), score(s, JUNK_RESPONSE)
-        scored += 1
-        if gold["acc"] != 1.0 or not gold["score"] > junk["score"]:
-            problems.append(f"{s.file} row {s.index}: gold answer scored {gold}, junk {junk}")
-            break
-    detail = "; ".join(problems) or f"{scored} rows: gold answers correct and above junk, {how}"
-    report.add("reward", not problems, detail)
+        if gold["acc"] == 1.0 and gold["score"] > junk["score"]:
+            continue
+        if mode == "released" and s.gt.question_type == "planning" and s.gt.template in LONG_TEMPLATES:
+            released_long.append(f"{s.file} row {s.index} ({s.gt.template})")
+            continue
+        problems.append(f"{s.file} row {s.index}: gold answer scored {gold}, junk {junk}")
+        break
+    if problems:
+        report.add("reward", Status.FAIL, "; ".join(problems))
+    elif released_long:
+        report.add(
+            "reward",
+            Status.WARN,
+            f"reward_mode=released scores the gold answers of long-template planning questions 0 "
+            f"({len(released_long)} checked: {', '.join(released_long[:3])}): the released parser reads a long "
+            "answer's via-stop line into the arrival stop, so no long answer can be right. Train released mode on "
+            "short questions (data_prep --planning-templates short) or use reward_mode=fixed",
+        )
+    else:
+        report.add("reward", Status.OK, f"{len(samples)} rows: gold answers correct and above junk, {how}")
 
 
 def _manager_scorer(config: DictConfig, tokenizer: Any):

@@ -315,3 +315,135 @@ def build_tiny_qwen(
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     model.save_pretrained(out)
     return out
+
+
+# -- warm start ------------------------------------------------------------------------------------------------------
+WARM_START_STAMP = "rewardmap_warm_start.json"
+WARM_START_VERSION = 1
+
+
+def warm_start_tiny_qwen(
+    model_dir: str | Path, rows: list[dict[str, Any]], *, steps: int, learning_rate: float, seed: int = 0
+) -> list[float]:
+    """Train the model in ``model_dir`` in place on the rows' gold answers (next-token loss on the answer only).
+
+    A random tiny model barely depends on token positions and never answers right; a few seconds of this make
+    it position-sensitive and right on some samples, so sampling at temperature 1 gives groups with different
+    rewards (a learning signal for GRPO). Prompts are the rows' chat prompts with their images as the agent loop
+    sees them (``recipe.row_images``), and M-RoPE positions are transformers' own (``mm_token_type_ids`` given).
+    Returns the loss before each step.
+    """
+    import torch
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    from recipe.row_images import chat_messages, row_images
+    from reward_fns.gold import gold_response
+    from reward_fns.ground_truth import GroundTruth
+
+    processor = AutoProcessor.from_pretrained(model_dir)
+    tokenizer = processor.tokenizer
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    image_token = tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    sequences, answer_lengths, pixel_values, grids = [], [], [], []
+    for row in rows:
+        text = processor.apply_chat_template(chat_messages(row), add_generation_prompt=True, tokenize=False)
+        encoded = processor(text=[text], images=row_images(row) or None, return_tensors="pt")
+        gold = gold_response(GroundTruth.from_json(row["reward_model"]["ground_truth"]))
+        answer = tokenizer.encode(gold, add_special_tokens=False) + [end]
+        sequences.append(encoded["input_ids"][0].tolist() + answer)
+        answer_lengths.append(len(answer))
+        if "pixel_values" in encoded:
+            pixel_values.append(encoded["pixel_values"])
+            grids.append(encoded["image_grid_thw"])
+    width = max(len(s) for s in sequences)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in sequences])
+    attention_mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences])
+    labels = torch.full_like(input_ids, -100)
+    for i, (s, n) in enumerate(zip(sequences, answer_lengths, strict=True)):
+        labels[i, len(s) - n : len(s)] = input_ids[i, len(s) - n : len(s)]
+    inputs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    if pixel_values:
+        inputs.update(
+            pixel_values=torch.cat(pixel_values),
+            image_grid_thw=torch.cat(grids),
+            mm_token_type_ids=(input_ids == image_token).long(),
+        )
+
+    losses = []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, attn_implementation="sdpa")
+        model.train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
+        for _ in range(steps):
+            loss = model(**inputs).loss
+            model.model.rope_deltas = None  # recomputed from the batch on every full forward
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+    model.eval()
+    model.save_pretrained(model_dir)
+    return losses
+
+
+def prepare_warm_tiny_qwen(
+    directory: str | Path,
+    rows: list[dict[str, Any]],
+    *,
+    hidden_size: int,
+    steps: int,
+    learning_rate: float,
+    seed: int = 0,
+) -> tuple[Path, bool]:
+    """The tiny model warm-started on ``rows`` in ``directory``, built unless already there; (path, built now).
+
+    The folder carries a stamp of what it was built from (sizes, steps, seed and a digest of the rows); another
+    stamp rebuilds it. Built in a sibling folder and renamed into place, so a killed build leaves nothing.
+    """
+    import hashlib
+    import os
+    import shutil
+
+    out = Path(directory)
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(json.dumps([row["prompt"], row["reward_model"]], sort_keys=True, default=str).encode())
+        for image in row.get("images") or []:
+            digest.update(bytes(image.get("bytes") or b"") if isinstance(image, dict) else b"")
+    stamp = {
+        "version": WARM_START_VERSION,
+        "hidden_size": hidden_size,
+        "steps": steps,
+        "learning_rate": learning_rate,
+        "seed": seed,
+        "rows": len(rows),
+        "rows_sha256": digest.hexdigest(),
+    }
+    stamp_path = out / WARM_START_STAMP
+    if stamp_path.is_file():
+        try:
+            if json.loads(stamp_path.read_text()).get("stamp") == stamp:
+                return out, False
+        except ValueError:
+            pass
+    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        build_tiny_qwen(tmp, hidden_size=hidden_size, seed=seed)
+        losses = warm_start_tiny_qwen(tmp, rows, steps=steps, learning_rate=learning_rate, seed=seed)
+        record = {
+            "stamp": stamp,
+            "loss_first": losses[0] if losses else None,
+            "loss_last": losses[-1] if losses else None,
+        }
+        (tmp / WARM_START_STAMP).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+        old = out.with_name(f"{out.name}.old-{os.getpid()}")
+        if out.exists():
+            os.replace(out, old)
+        os.replace(tmp, out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out, True

@@ -41,3 +41,11 @@ def tiny(tiny_dir: Path) -> tuple[Any, Any]:
     from tests.fixtures.tiny_qwen import load_tiny_qwen
 
     return load_tiny_qwen(tiny_dir)
+
+
+@pytest.fixture(scope="session")
+def sensitive_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Qwen2.5-VL whose log-probs depend on token positions (``build_position_sensitive_qwen``)."""
+    from tests.fixtures.tiny_qwen import build_position_sensitive_qwen
+
+    return build_position_sensitive_qwen(tmp_path_factory.mktemp("tiny_qwen_sensitive"))

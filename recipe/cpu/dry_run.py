@@ -1,0 +1,257 @@
+"""The dry run (configs/dry_run/cpu.yaml): verl's real trainer on CPU with a tiny model, then a summary.
+
+``python -m recipe.main_rewardmap`` selects it on a machine without CUDA (and ``--dry-run`` anywhere). The entry
+point calls ``prepare_dry_run`` before the pre-flight (which loads the tiny model's processor) and ``run_dry_run``
+after it. A second launch resumes from the run's latest checkpoint (verl's ``trainer.resume_mode=auto``); when the
+plan is already complete it says so instead of training.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, open_dict
+
+from recipe.cpu import CPU_ENV
+from recipe.cpu.peak_memory import PeakMemory
+from recipe.cpu.rollout import WEIGHT_SYNC_LOG_ENV
+from recipe.cpu.run_summary import metrics_file, read_steps, run_files, stage_table, step_table
+
+WARM_START_ROWS_PER_FILE = 16
+WEIGHT_SYNC_LOG = "weight_sync.jsonl"
+LATEST_CHECKPOINT = "latest_checkpointed_iteration.txt"  # written by verl's trainer after each checkpoint
+REAL_RUN_HINT = (
+    "To train the configured model, run the same command on a machine with CUDA GPUs (vLLM rollout):\n"
+    "  python -m recipe.main_rewardmap --preflight       # checks config, data, stage plan, prompt budget, reward\n"
+    "  python -m recipe.main_rewardmap preset=qwen2_5_vl_7b rewardmap.data_dir=DIR\n"
+    "or submit it to a Ray cluster: RAY_ADDRESS=http://HEAD:8265 bash launch/run_rewardmap_qwen2_5_vl_7b.sh"
+)
+
+
+def announce(reason: str) -> None:
+    """Say plainly, before anything runs, what this launch is."""
+    print(
+        f"[rewardmap] {reason}: a CPU dry run of the whole training loop (verl's trainer, Ray workers, FSDP2 actor "
+        "and reference, a transformers rollout server, the recipe's curriculum, reward manager and estimator) with "
+        "a tiny model built on this machine. It checks the loop; it trains nothing useful.",
+        flush=True,
+    )
+
+
+def prepare_dry_run(config: DictConfig) -> None:
+    """Build (or reuse) the warm-started tiny model the config points at; any other model path is used as is."""
+    from recipe.tiny_model import prepare_warm_tiny_qwen
+
+    settings = config.rewardmap.cpu_run
+    model_dir = Path(os.path.expanduser(str(config.actor_rollout_ref.model.path)))
+    if model_dir != Path(os.path.expanduser(str(settings.tiny_model_dir))):
+        return
+    start = time.monotonic()
+    rows = _stage_rows(config, WARM_START_ROWS_PER_FILE)
+    _, built = prepare_warm_tiny_qwen(
+        model_dir,
+        rows,
+        hidden_size=int(settings.hidden_size),
+        steps=int(settings.warm_start_steps),
+        learning_rate=float(settings.warm_start_lr),
+    )
+    how = (
+        f"built and warm-started on {len(rows)} gold answers in {time.monotonic() - start:.0f} s" if built else "cached"
+    )
+    print(f"[rewardmap] tiny Qwen2.5-VL at {model_dir} ({how})", flush=True)
+
+
+def _stage_rows(config: DictConfig, per_file: int) -> list[dict[str, Any]]:
+    """The first ``per_file`` rows of each stage file (only those rows are read), image paths absolute."""
+    import pyarrow.parquet as pq
+
+    from data_prep.image_files import resolve_row_images
+
+    files = dict.fromkeys(str(f) for stage in config.data.stages for f in stage.files)
+    rows: list[dict[str, Any]] = []
+    for file in files:
+        path = Path(os.path.expanduser(file))
+        with pq.ParquetFile(path) as parquet:
+            batch = next(parquet.iter_batches(batch_size=per_file), None)
+        for i, row in enumerate(batch.to_pylist() if batch is not None else []):
+            rows.append(resolve_row_images(row, [path.parent], where=f"{file} row {i}"))  # stored paths made absolute
+    return rows
+
+
+def external_modules(configured: str | None, cpu_env: dict[str, str]) -> str:
+    """``VERL_USE_EXTERNAL_MODULES`` for a CPU run: the configured modules, then the CPU package's."""
+    names = [m for m in (configured or "").split(",") if m]
+    names += [m for m in cpu_env["VERL_USE_EXTERNAL_MODULES"].split(",") if m not in names]
+    return ",".join(names)
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """Where a launch starts: the run's latest checkpointed step (0: none) and the steps the run trains."""
+
+    checkpoint_dir: Path
+    last_step: int
+    total_steps: int
+    stage_names: list[str]
+
+    @property
+    def complete(self) -> bool:
+        return self.last_step >= self.total_steps
+
+
+def resume_point(config: DictConfig) -> ResumePoint:
+    """Read the run's checkpoint tracker and the plan's length (or ``trainer.total_training_steps`` when set)."""
+    from recipe.stages import plan_from_data_config
+
+    plan = plan_from_data_config(config.data)
+    total = config.trainer.get("total_training_steps") or plan.total_steps
+    folder = Path(os.path.expanduser(str(config.trainer.default_local_dir)))
+    last = 0
+    tracker = folder / LATEST_CHECKPOINT
+    if config.trainer.resume_mode == "auto" and tracker.is_file():
+        try:
+            last = int(tracker.read_text().strip())
+        except ValueError:
+            last = 0
+    return ResumePoint(folder, last, int(total), [stage.name for stage in plan.stages])
+
+
+def run_dry_run(config: DictConfig, task_runner_class: Any) -> None:
+    """Train (or resume) the dry run with verl's ``run_ppo``, then print the summary."""
+    import psutil
+    import ray
+    from verl.trainer.main_ppo import run_ppo
+
+    started = psutil.Process().create_time()  # wall time counts from the command's start, imports included
+
+    point = resume_point(config)
+    run_dir = Path(os.path.expanduser(str(config.rewardmap.cpu_run.run_dir)))
+    if point.complete:
+        print(
+            f"[rewardmap] the dry run's plan is already complete: {point.total_steps} steps, checkpoint "
+            f"{point.checkpoint_dir / f'global_step_{point.last_step}'}. Nothing to train. To start it fresh, delete "
+            f"{run_dir} (or give another trainer.default_local_dir).",
+            flush=True,
+        )
+        print(render_summary(config, point, run_files(run_dir), set(), started, None), flush=True)
+        return
+    if point.last_step:
+        print(
+            f"[rewardmap] resuming the dry run from {point.checkpoint_dir / f'global_step_{point.last_step}'}: "
+            f"steps {point.last_step + 1}-{point.total_steps} of {point.total_steps}",
+            flush=True,
+        )
+    else:
+        print(f"[rewardmap] dry run: {point.total_steps} steps, checkpoints in {point.checkpoint_dir}", flush=True)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    metrics = metrics_file(run_dir)
+    with open_dict(config):
+        runtime_env = config.ray_kwargs.ray_init.runtime_env
+        env = dict(runtime_env.get("env_vars") or {})
+        env.update(
+            CPU_ENV,
+            VERL_USE_EXTERNAL_MODULES=external_modules(env.get("VERL_USE_EXTERNAL_MODULES"), CPU_ENV),
+            VERL_FILE_LOGGER_PATH=str(metrics),
+            **{WEIGHT_SYNC_LOG_ENV: str(run_dir / WEIGHT_SYNC_LOG)},
+        )
+        runtime_env.env_vars = env
+    with PeakMemory() as memory, _ray_can_count_logical_gpus():
+        try:
+            run_ppo(config, task_runner_class=task_runner_class)
+        finally:
+            ray.shutdown()
+    files = run_files(run_dir) if point.last_step else [metrics]
+    this_launch = set(read_steps([metrics]))
+    print(render_summary(config, resume_point(config), files, this_launch, started, memory), flush=True)
+
+
+def _syncs_since(log: Path, started: float) -> list[dict[str, Any]]:
+    """The weight-sync records (``recipe.cpu.rollout``) written since ``started``."""
+    import json
+
+    if not log.is_file():
+        return []
+    records = []
+    for line in log.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if float(record.get("time", 0)) >= started:
+            records.append(record)
+    return records
+
+
+@contextmanager
+def _ray_can_count_logical_gpus() -> Iterator[None]:
+    """Let Ray start with the config's logical GPU while the driver's ``CUDA_VISIBLE_DEVICES`` is empty.
+
+    Ray refuses ``num_gpus=1`` when ``CUDA_VISIBLE_DEVICES`` lists none; the variable is set aside for ``ray.init``
+    (the Ray workers get ``CUDA_VISIBLE_DEVICES=""`` from ``CPU_ENV`` in the runtime env) and restored after.
+    """
+    hidden = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if hidden is not None and not hidden.strip():
+        del os.environ["CUDA_VISIBLE_DEVICES"]
+    try:
+        yield
+    finally:
+        if hidden is not None:
+            os.environ["CUDA_VISIBLE_DEVICES"] = hidden
+
+
+def render_summary(
+    config: DictConfig,
+    point: ResumePoint,
+    files: list[Path],
+    this_launch: set[int],
+    started: float,
+    memory: PeakMemory | None,
+) -> str:
+    """The closing summary: steps and stages, rewards per stage, checkpoint, time, memory, and what this was.
+
+    ``started`` is the command's start as a ``time.time()`` value.
+    """
+    steps = read_steps(files)
+    checkpoint = point.checkpoint_dir / f"global_step_{point.last_step}" if point.last_step else None
+    lines = ["", "=" * 100, "RewardMap dry run on CPU: summary"]
+    if this_launch:
+        lines.append(f"  this launch trained steps {min(this_launch)}-{max(this_launch)} of {point.total_steps}")
+    if steps:
+        lines += step_table(steps, point.stage_names, this_launch)
+        if set(steps) - this_launch:
+            lines.append("  (* trained by an earlier launch, resumed from its checkpoint)")
+        lines += ["", *stage_table(steps, point.stage_names)]
+    else:
+        lines.append("  no training step was logged")
+    lines += [
+        "",
+        f"  checkpoint: {checkpoint if checkpoint else 'none'}",
+        f"  wall time: {time.time() - started:.0f} s from the command's start (data, tiny model, pre-flight, Ray "
+        "start-up, training)",
+    ]
+    syncs = _syncs_since(Path(os.path.expanduser(str(config.rewardmap.cpu_run.run_dir))) / WEIGHT_SYNC_LOG, started)
+    if syncs:
+        lines.append(
+            f"  weight sync: {len(syncs)} updates reached the rollout server, each checked against the actor's "
+            f"tensors by digest (last: step {syncs[-1].get('global_steps')}, {str(syncs[-1].get('digest'))[:12]})"
+        )
+    if memory is not None:
+        lines.append(
+            f"  peak memory: {memory.peak_gib:.1f} GiB (PSS of the driver and all Ray processes, "
+            f"{memory.peak_processes} processes)"
+        )
+    lines += [
+        "",
+        "This was a CPU run of the whole RewardMap training loop with a tiny model warm-started for seconds on this "
+        "machine: its rewards say nothing about RewardMap.",
+        REAL_RUN_HINT,
+        "=" * 100,
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,159 @@
+"""The dry run's pieces that need no Ray: when the entry point adds it, its Hydra composition, resume decisions,
+the summary read back from verl's file logger, and the memory measurement.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+from recipe.cpu import CPU_ENV
+from recipe.cpu.dry_run import REAL_RUN_HINT, external_modules, render_summary, resume_point
+from recipe.cpu.peak_memory import PeakMemory
+from recipe.cpu.run_summary import read_steps
+from recipe.main_rewardmap import command_line
+from recipe.nested_mrope_fix import EXTERNAL_MODULE
+from tests.fixtures.configs import compose_config
+
+DRY = "dry_run=cpu"
+
+
+@pytest.mark.parametrize(
+    ("argv", "has_cuda", "ray_cluster", "added"),
+    [
+        ([], False, False, True),  # the README's bare command on a laptop
+        ([], True, False, False),  # a GPU machine: nothing changes
+        (["--dry-run"], True, False, True),  # forced on a GPU machine
+        ([], False, True, False),  # a CPU-only Ray head node driving a GPU cluster
+        (["--preflight"], False, False, False),  # checks the configured run, never the dry run
+        (["--cfg", "job"], False, False, False),  # inspecting the composition
+        (["curriculum=coarse"], False, False, True),
+    ],
+)
+def test_when_the_dry_run_is_added(argv: list[str], has_cuda: bool, ray_cluster: bool, added: bool) -> None:
+    args, reason = command_line(argv, has_cuda=has_cuda, ray_cluster=ray_cluster)
+    assert (DRY in args) is added and (reason is not None) is added
+    assert args.count(DRY) <= 1
+    assert "--dry-run" not in args and "--preflight" not in args
+
+
+def test_an_explicit_group_choice_is_kept() -> None:
+    assert command_line(["dry_run=cpu"], has_cuda=False, ray_cluster=False) == (["dry_run=cpu"], None)
+    args, _ = command_line(["--dry-run", "--preflight"], has_cuda=True, ray_cluster=False)
+    assert args == ["dry_run=cpu", "rewardmap.preflight_only=true"]
+
+
+def test_cpu_external_modules_keep_the_configured_ones() -> None:
+    assert external_modules(EXTERNAL_MODULE, CPU_ENV) == f"{EXTERNAL_MODULE},recipe.cpu"
+    assert external_modules(None, CPU_ENV) == "recipe.cpu"
+    assert external_modules("recipe.cpu,x", CPU_ENV) == "recipe.cpu,x"
+
+
+@pytest.mark.parametrize("curriculum", ["fine", "coarse", "none", "planning_only"])
+def test_dry_run_composes_over_any_curriculum_and_passes_verls_validation(curriculum: str) -> None:
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    import recipe.advantage  # noqa: F401
+
+    config = compose_config(DRY, f"curriculum={curriculum}", "rewardmap.cache_dir=/cache")
+    validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
+    stages = OmegaConf.to_container(config.data.stages, resolve=True)
+    assert all(s["steps"] == 1 and s["epochs"] is None for s in stages), "one step per stage"
+    rollout = config.actor_rollout_ref.rollout
+    assert rollout.name == "transformers" and config.trainer.device == "cpu"
+    assert config.actor_rollout_ref.model.path == "/cache/tiny_qwen2_5_vl-warm"
+    assert config.actor_rollout_ref.actor.strategy == "fsdp2" and config.actor_rollout_ref.actor.use_kl_loss
+    assert str(config.trainer.default_local_dir).startswith("/cache/cpu_dry_run/")
+    assert "file" in config.trainer.logger and config.ray_kwargs.ray_init.num_gpus == 1
+    assert config.reward.reward_manager.name == "RewardMapRewardManager"  # the recipe's, as configured
+    assert config.trainer.v1.trainer_mode == "rewardmap"
+
+
+def test_the_gpu_stages_are_unchanged_by_the_dry_run_keys() -> None:
+    stages = OmegaConf.to_container(compose_config().data.stages, resolve=True)
+    assert [(s["name"], s["epochs"], s["steps"]) for s in stages] == [
+        ("torf", 1, None),
+        ("counting", 1, None),
+        ("counting_stops", 1, None),
+        ("planning", 1, None),
+    ]
+
+
+@pytest.fixture(scope="module")
+def cpu_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The dry run's embedded curriculum, generated as the entry point generates it."""
+    from recipe.main_rewardmap import prepare_default_data
+
+    cache = tmp_path_factory.mktemp("cache")
+    return prepare_default_data(compose_config(DRY, f"rewardmap.cache_dir={cache}"))
+
+
+def dry_config(cpu_data: Path, checkpoints: Path, *overrides: str):
+    return compose_config(DRY, f"trainer.default_local_dir={checkpoints}", *overrides, data_dir=str(cpu_data))
+
+
+def test_the_cpu_curriculum_reaches_every_stage_in_one_step_each(cpu_data: Path, tmp_path: Path) -> None:
+    assert "px12544" in cpu_data.name, "the dry run's data has its own folder at its own pixel budget"
+    point = resume_point(dry_config(cpu_data, tmp_path))
+    assert (point.last_step, point.total_steps, point.complete) == (0, 4, False)
+    assert point.stage_names == ["torf", "counting", "counting_stops", "planning"]
+
+
+def test_resume_point_follows_verls_checkpoint_tracker(cpu_data: Path, tmp_path: Path) -> None:
+    (tmp_path / "latest_checkpointed_iteration.txt").write_text("2")
+    assert resume_point(dry_config(cpu_data, tmp_path)).last_step == 2
+    (tmp_path / "latest_checkpointed_iteration.txt").write_text("4")
+    assert resume_point(dry_config(cpu_data, tmp_path)).complete
+    assert not resume_point(dry_config(cpu_data, tmp_path, "trainer.resume_mode=disable")).complete
+
+
+def logged_step(step: int, stage: int, name: str, reward: float) -> dict:
+    return {
+        "step": step,
+        "data": {
+            "rewardmap/stage": stage,
+            "rewardmap/reward/score/mean": reward,
+            "rewardmap/reward/acc/mean": 0.5,
+            f"rewardmap/count/stage={name}": 8.0,
+            "training/rollout_probs_diff_max": 1e-6,
+            "actor/pg_loss": -0.1,
+            "actor/grad_norm": 0.8,
+            "rewardmap/groups/all_equal_frac": 0.5,
+            "timing_s/step": 3.0,
+        },
+    }
+
+
+def test_summary_reports_steps_stages_and_what_the_run_was(cpu_data: Path, tmp_path: Path) -> None:
+    earlier, later = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    earlier.write_text(json.dumps(logged_step(1, 0, "torf", 6.0)) + "\n" + json.dumps({"step": 1, "data": {}}) + "\n")
+    later.write_text("not json\n" + json.dumps(logged_step(2, 1, "counting", 2.0)) + "\n")
+    (tmp_path / "latest_checkpointed_iteration.txt").write_text("2")
+    steps = read_steps([earlier, later])
+    assert sorted(steps) == [1, 2] and steps[2].samples == 8 and steps[1].reward == 6.0
+    config = dry_config(cpu_data, tmp_path)
+    text = render_summary(config, resume_point(config), [earlier, later], {2}, time.time() - 5, None)
+    assert "this launch trained steps 2-2 of 4" in text
+    assert "0 torf" in text and "1 counting" in text and "trained by an earlier launch" in text
+    assert f"checkpoint: {tmp_path / 'global_step_2'}" in text
+    assert "This was a CPU run of the whole RewardMap training loop with a tiny model" in text
+    assert REAL_RUN_HINT in text
+
+
+def test_peak_memory_counts_child_processes() -> None:
+    hold = "import sys, time; block = bytearray(300 * 2**20); block[::4096] = b'x' * len(block[::4096]); "
+    hold += "print('ready', flush=True); time.sleep(3)"
+    with PeakMemory(interval_s=0.1) as memory:
+        baseline = memory.sample()
+        child = subprocess.Popen([sys.executable, "-c", hold], stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "ready"
+        memory.sample()
+        child.wait()
+    assert memory.peak_bytes - baseline > 200 * 2**20
