@@ -4,6 +4,10 @@ Hydra over ``configs/rewardmap.yaml`` (which extends verl's ``ppo_trainer``). Wi
 prepares the embedded synthetic curriculum in a cache folder. The pre-flight always runs first; ``--preflight``
 (or ``rewardmap.preflight_only=true``) stops after it.
 
+It starts without importing verl, Ray or torch: Hydra composes the config against verl's config folder found on
+disk, so ``--help``, a mistyped override or a bad config group answer in about a second
+(``benchmarks/bench_startup.py``); verl is imported once the config is known to be good.
+
 Where it trains: on a machine with a CUDA device, the configured model with vLLM. On a machine without one (and
 not driving a Ray cluster: ``RAY_ADDRESS`` unset), and anywhere with ``--dry-run``, the config group
 ``dry_run=cpu`` is added: the same trainer on CPU with a tiny model (``recipe.cpu``), a few minutes end to end.
@@ -11,16 +15,19 @@ not driving a Ray cluster: ``RAY_ADDRESS`` unset), and anywhere with ``--dry-run
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import hydra
-import ray
 from omegaconf import DictConfig, OmegaConf, open_dict
-from verl.trainer.main_ppo import TaskRunnerV1, run_ppo
 
-# Plain flags accepted before Hydra parses the command line.
+from recipe.config_resolvers import register_resolvers, synthetic_data_dir
+
+# Plain flags accepted before Hydra parses the command line (also listed by --help: configs/rewardmap.yaml).
 CLI_FLAGS = {
     "--preflight": "rewardmap.preflight_only=true",
     "--tiny-model": "rewardmap.preflight_tiny_model=true",
@@ -30,17 +37,9 @@ DRY_RUN_GROUP = "dry_run"
 # Hydra flags that inspect the composition instead of running it: no automatic dry run for them.
 HYDRA_INSPECTION_FLAGS = ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i")
 STAGE_FILES = ("torf.parquet", "counting.parquet", "counting_stops.parquet", "planning.parquet")
+_DRY_RUN_REASON: str | None = None  # set by cli(): why this launch is a dry run, announced once the config composed
 
-
-@ray.remote(num_cpus=1)
-class RewardMapTaskRunner(TaskRunnerV1.__ray_actor_class__):
-    """verl's v1 task runner, after registering the recipe's estimator and trainer mode in its own process."""
-
-    def run(self, config: DictConfig) -> None:
-        import recipe.advantage  # noqa: F401  (advantages are computed in this process)
-        import recipe.trainer  # noqa: F401  (trainer mode "rewardmap": stage records and reward metrics)
-
-        return super().run(config)
+register_resolvers()
 
 
 def prepare_default_data(config: DictConfig) -> Path:
@@ -56,9 +55,15 @@ def prepare_default_data(config: DictConfig) -> Path:
         planning_templates=tuple(str(t) for t in settings.synthetic_planning_templates),
         **({"max_pixels": int(max_pixels)} if max_pixels else {}),
     )
-    out = Path(os.path.expanduser(str(settings.cache_dir))) / (
-        f"synthetic-c{params.cities}-q{params.questions_per_city}"
-        f"-{'+'.join(params.planning_templates)}-seed{params.seed}" + (f"-px{max_pixels}" if max_pixels else "")
+    out = Path(
+        synthetic_data_dir(
+            str(settings.cache_dir),
+            params.cities,
+            params.questions_per_city,
+            params.planning_templates,
+            params.seed,
+            max_pixels,
+        )
     )
     if not (out / "manifest.json").is_file():  # the writer renames a complete folder into place, or nothing
         print(f"[rewardmap] preparing the embedded synthetic curriculum in {out}", flush=True)
@@ -67,21 +72,37 @@ def prepare_default_data(config: DictConfig) -> Path:
 
 
 def resolve_data(config: DictConfig) -> None:
-    """Fill ``rewardmap.data_dir`` (embedded default when unset) and list every stage file in ``train_files``."""
+    """Prepare the embedded default when the run trains on it, then resolve the config.
+
+    ``rewardmap.data_dir`` defaults to ``rewardmap.embedded_data_dir`` (null means the same); ``data.train_files``
+    is every stage file (``config_resolvers.stage_files``).
+    """
     with open_dict(config):
-        if not config.rewardmap.data_dir:
+        embedded = str(config.rewardmap.embedded_data_dir)
+        if not config.rewardmap.data_dir or str(config.rewardmap.data_dir) == embedded:
             config.rewardmap.data_dir = str(prepare_default_data(config))
-        files = [str(f) for stage in config.data.stages for f in stage.files]
-        config.data.train_files = list(dict.fromkeys(files))
     # Resolve now, inside Hydra: ${hydra:...} in the experiment name cannot resolve in a Ray worker.
     OmegaConf.resolve(config)
 
 
+def silence_warnings(spec: str) -> None:
+    """Apply a ``PYTHONWARNINGS``-style list ("ignore:message start,...") in this process, as Python does for it."""
+    for entry in filter(None, (part.strip() for part in spec.split(","))):
+        action, _, message = entry.partition(":")
+        warnings.filterwarnings(action, message=message.split(":", 1)[0])
+
+
 @hydra.main(config_path="../configs", config_name="rewardmap", version_base=None)
 def main(config: DictConfig) -> None:
+    dry_run = config.rewardmap.get("cpu_run") is not None  # configs/dry_run/cpu.yaml is composed in
+    if dry_run and _DRY_RUN_REASON:
+        from recipe.cpu.dry_run import announce
+
+        announce(_DRY_RUN_REASON)
+    # verl's optional engines warn in every process that they are missing; Ray workers get the same list.
+    silence_warnings(str(config.ray_kwargs.ray_init.runtime_env.env_vars.get("PYTHONWARNINGS", "")))
     from recipe.preflight import run_preflight
 
-    dry_run = config.rewardmap.get("cpu_run") is not None  # configs/dry_run/cpu.yaml is composed in
     resolve_data(config)
     if dry_run:
         from recipe.cpu.dry_run import prepare_dry_run
@@ -93,6 +114,8 @@ def main(config: DictConfig) -> None:
         raise SystemExit("[rewardmap] pre-flight failed: fix the checks marked FAIL above before launching")
     if config.rewardmap.preflight_only:
         return
+    from recipe.task_runner import RewardMapTaskRunner
+
     if dry_run:
         from recipe.cpu.dry_run import run_dry_run
 
@@ -101,21 +124,32 @@ def main(config: DictConfig) -> None:
     if not cuda_available() and not os.environ.get("RAY_ADDRESS"):
         print("[rewardmap] no CUDA device here and no Ray cluster (RAY_ADDRESS): nothing to train on", flush=True)
         return
+    from verl.trainer.main_ppo import run_ppo
+
     run_ppo(config, task_runner_class=RewardMapTaskRunner)
 
 
 def cuda_available() -> bool:
+    """Whether torch sees a CUDA device; without the CUDA driver library it cannot, so torch is not imported."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
     import torch
 
     return torch.cuda.is_available()
 
 
-def command_line(argv: list[str], *, has_cuda: bool, ray_cluster: bool) -> tuple[list[str], str | None]:
+def command_line(
+    argv: list[str], *, has_cuda: bool | Callable[[], bool], ray_cluster: bool
+) -> tuple[list[str], str | None]:
     """The Hydra command line for ``argv`` (plain flags translated) and why a dry run was added, if it was.
 
     The CPU dry run is added when ``--dry-run`` is given, or when the machine has no CUDA device and drives no
     Ray cluster, unless the command only runs the pre-flight, inspects the composition (``--cfg``, ``--help``)
-    or chooses the ``dry_run`` group itself.
+    or chooses the ``dry_run`` group itself. ``has_cuda`` may be a callable, asked only when it decides.
     """
     args = [CLI_FLAGS.get(arg, arg) for arg in argv]
     chosen = any(arg.lstrip("+~").split("=", 1)[0] == DRY_RUN_GROUP for arg in args)
@@ -123,21 +157,38 @@ def command_line(argv: list[str], *, has_cuda: bool, ray_cluster: bool) -> tuple
         return args, "--dry-run"
     preflight_only = CLI_FLAGS["--preflight"] in args
     inspecting = any(arg in HYDRA_INSPECTION_FLAGS for arg in argv)
-    if chosen or preflight_only or inspecting or has_cuda or ray_cluster:
+    if chosen or preflight_only or inspecting or ray_cluster:
+        return args, None
+    if has_cuda() if callable(has_cuda) else has_cuda:
         return args, None
     return [*args, f"{DRY_RUN_GROUP}=cpu"], "no CUDA device on this machine"
 
 
+def verl_config_searchpath() -> str:
+    """verl's config folder as a Hydra ``file://`` search path, found without importing verl (``pkg://`` would)."""
+    spec = importlib.util.find_spec("verl")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("[rewardmap] verl is not installed: see the README's set-up commands")
+    return "file://" + os.path.join(list(spec.submodule_search_locations)[0], "trainer", "config")
+
+
+def hydra_arguments(args: list[str]) -> list[str]:
+    """Hydra's command line: verl's config folder by path (fast start), and ``--cfg`` printed resolved."""
+    out = list(args)
+    if not any(arg.split("=", 1)[0].lstrip("+~") == "hydra.searchpath" for arg in out):
+        out.append(f"hydra.searchpath=[{verl_config_searchpath()}]")
+    if any(arg in ("--cfg", "-c") for arg in out) and "--resolve" not in out:
+        out.append("--resolve")  # the training files and run name the run will use, not their interpolations
+    return out
+
+
 def cli() -> None:
     """Translate the recipe's plain flags into Hydra overrides (adding the dry run where it applies), run ``main``."""
-    args, reason = command_line(
-        sys.argv[1:], has_cuda=cuda_available(), ray_cluster=bool(os.environ.get("RAY_ADDRESS"))
+    global _DRY_RUN_REASON
+    args, _DRY_RUN_REASON = command_line(
+        sys.argv[1:], has_cuda=cuda_available, ray_cluster=bool(os.environ.get("RAY_ADDRESS"))
     )
-    if reason:
-        from recipe.cpu.dry_run import announce
-
-        announce(reason)
-    sys.argv = [sys.argv[0], *args]
+    sys.argv = [sys.argv[0], *hydra_arguments(args)]
     main()
 
 

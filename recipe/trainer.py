@@ -12,7 +12,7 @@
    (``check_plan_record``): resuming onto another plan would silently skip or repeat samples.
 
 The registry is per process and verl looks the mode up in its TaskRunner actor, so this module is imported
-there (``recipe.main_rewardmap.RewardMapTaskRunner``).
+there (``recipe.task_runner.RewardMapTaskRunner``).
 """
 
 from __future__ import annotations

@@ -80,7 +80,6 @@ def test_cli_prints_the_composed_job() -> None:
             "recipe.main_rewardmap",
             "--cfg",
             "job",
-            "--resolve",
             "curriculum=coarse",
             "reward_mode=sparse",
         ],
@@ -94,6 +93,12 @@ def test_cli_prints_the_composed_job() -> None:
     assert job.reward.reward_kwargs.mode == "sparse"
     assert [s["name"] for s in job.data.stages] == ["perception", "planning"]
     assert job.trainer.experiment_name == "qwen2_5_vl_3b-coarse_curriculum-sparse_reward"
+    embedded = job.rewardmap.embedded_data_dir
+    assert job.rewardmap.data_dir == embedded and "/synthetic-c16-q60-" in embedded
+    assert list(job.data.train_files) == [
+        f"{embedded}/{name}.parquet" for name in ("torf", "counting", "counting_stops", "planning")
+    ]
+    assert job.data.val_files == f"{embedded}/val.parquet"
 
 
 def _stated_leaves(path: Path) -> list[tuple[str, str]]:
@@ -137,3 +142,37 @@ def test_the_config_states_only_what_differs_from_verl_or_what_the_paper_pins() 
             unlabelled_defaults.append(key)
     assert not unlabelled_defaults, f"equal to verl's default and not pinned to the paper: {unlabelled_defaults}"
     assert "filter_overlong_prompts" not in recipe_yaml.read_text()  # the staged dataset ignores it
+
+
+HEAVY = "{'verl', 'ray', 'torch'}"
+ENTRY = f"import atexit, sys; atexit.register(lambda: print('imported:', sorted({HEAVY} & set(sys.modules))))"
+
+
+def _entry(*argv: str) -> subprocess.CompletedProcess:
+    """``python -m recipe.main_rewardmap ARGV`` in a fresh process, reporting at exit the heavy packages imported."""
+    run = "import runpy; runpy.run_module('recipe.main_rewardmap', run_name='__main__', alter_sys=True)"
+    code = f"{ENTRY}; sys.argv = ['main_rewardmap', *{list(argv)!r}]; {run}"
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=root)
+
+
+def test_help_lists_the_recipe_flags_and_groups_without_importing_verl() -> None:
+    out = _entry("--help")
+    assert out.returncode == 0, out.stderr[-2000:]
+    for text in ("--preflight", "--tiny-model", "--dry-run", "reward_mode: fixed, released, sparse", "--cfg job"):
+        assert text in out.stdout
+    assert "imported: []" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["data.train_batch_sise=4"], "Could not override 'data.train_batch_sise'"),
+        (["preset=qwen9_vl_1t"], "Could not find 'preset/qwen9_vl_1t'"),
+    ],
+)
+def test_a_bad_command_line_fails_at_once_without_importing_verl(argv: list[str], message: str) -> None:
+    """Composition errors come from Hydra before verl, Ray or torch are imported (start-up: benchmarks/)."""
+    out = _entry(*argv)
+    assert out.returncode != 0 and message in out.stderr
+    assert "imported: []" in out.stdout

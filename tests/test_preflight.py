@@ -180,6 +180,7 @@ def test_preflight_command_checks_the_embedded_default_with_the_tiny_model(tmp_p
     assert "[ok] prompt budget: longest prompt" in out.stdout and "measured with the processor" in out.stdout
     assert "through the recipe's reward manager" in out.stdout
     assert "dry run" not in out.stdout, "--preflight checks the configured run, it never adds the CPU dry run"
+    assert "engine is not available" not in out.stderr, "verl's missing-engine warnings are not shown to users"
     assert list(tmp_path.glob("synthetic-*/manifest.json")), "the embedded curriculum was prepared in the cache"
 
 

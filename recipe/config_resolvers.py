@@ -1,0 +1,52 @@
+"""The OmegaConf resolvers the recipe's yaml uses, so the composed config states the real training files.
+
+``${rewardmap_stage_files:${data.stages}}`` is ``data.train_files``: every stage file once, in stage order (verl
+requires the list; the stages decide the order). ``${rewardmap_synthetic_dir:...}`` is the embedded synthetic
+curriculum's folder in the cache, a pure function of its settings (``synthetic_data_dir``), so ``--cfg job``
+prints the folder the run trains on before anything is generated. Registering them imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from omegaconf import ListConfig, OmegaConf
+
+
+def stage_files(stages: Any) -> list[str]:
+    """Every file of ``data.stages`` once, in stage order.
+
+    >>> stage_files([{"files": ["a.parquet", "b.parquet"]}, {"files": ["b.parquet", "c.parquet"]}])
+    ['a.parquet', 'b.parquet', 'c.parquet']
+    """
+    stages = OmegaConf.to_container(stages, resolve=True) if OmegaConf.is_config(stages) else stages
+    return list(dict.fromkeys(str(f) for stage in stages or [] for f in (stage.get("files") or [])))
+
+
+def synthetic_data_dir(
+    cache_dir: str, cities: int, questions_per_city: int, templates: Sequence[str], seed: int, max_pixels: int | None
+) -> str:
+    """The embedded synthetic curriculum's folder: one per generator setting, under ``cache_dir``.
+
+    >>> synthetic_data_dir("/c", 16, 60, ["short", "long1"], 0, None)
+    '/c/synthetic-c16-q60-short+long1-seed0'
+    """
+    name = f"synthetic-c{int(cities)}-q{int(questions_per_city)}-{'+'.join(str(t) for t in templates)}-seed{int(seed)}"
+    return os.path.join(os.path.expanduser(str(cache_dir)), name + (f"-px{int(max_pixels)}" if max_pixels else ""))
+
+
+def register_resolvers() -> None:
+    """Register the recipe's resolvers with OmegaConf (idempotent)."""
+    # a ListConfig, not a list: OmegaConf.resolve (Hydra's --cfg --resolve, the entry point) replaces nodes in place
+    OmegaConf.register_new_resolver(
+        "rewardmap_stage_files", lambda stages: ListConfig(stage_files(stages)), replace=True
+    )
+    OmegaConf.register_new_resolver(
+        "rewardmap_synthetic_dir",
+        lambda cache_dir, cities, questions, templates, seed, max_pixels: synthetic_data_dir(
+            cache_dir, cities, questions, list(templates), seed, max_pixels
+        ),
+        replace=True,
+    )
