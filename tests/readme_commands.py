@@ -22,7 +22,7 @@ BENCHMARK_TEST = "tests/test_readme_commands.py::test_benchmarks_run_on_small_in
 COMMANDS: dict[str, str] = {
     # Set up and run
     "bash install.sh && .venv/bin/python -m recipe.main_rewardmap": (
-        "tests/test_preflight.py::test_main_command_runs_the_preflight_on_the_embedded_default"
+        "tests/test_training_loop_cpu.py::test_readme_main_command_trains_bare_from_a_scratch_folder"
     ),
     "bash install.sh && .venv/bin/python -m pytest -q tests": ".ci/run",
     # GPU cluster: install
@@ -35,6 +35,9 @@ COMMANDS: dict[str, str] = {
         NOT_RUNNABLE_HERE + "GPU install (compiles CUDA code with nvcc)"
     ),
     "python -m recipe.main_rewardmap --preflight": "tests/test_preflight.py::test_failing_preflight_exits_non_zero",
+    "python -m recipe.main_rewardmap --dry-run": (
+        "tests/test_training_loop_cpu.py::test_two_processes_train_the_plan_and_resume_exactly"
+    ),
     "apptainer pull /shared/verl-vllm024.sif docker://verlai/verl:vllm024.latest": (
         NOT_RUNNABLE_HERE + "container runtime and network"
     ),
