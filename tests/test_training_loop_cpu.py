@@ -143,3 +143,22 @@ def test_readme_main_command_trains_bare_from_a_scratch_folder(tmp_path: Path) -
     assert (run_dir / "checkpoints" / "global_step_4" / "stage_plan.json").is_file()
     assert f"checkpoint: {run_dir / 'checkpoints' / 'global_step_4'}" in done.stdout
     assert sorted(read_steps(run_files(run_dir))) == [1, 2, 3, 4]
+
+    # the run's last checkpoint is evaluated directly: merged with verl's model merger, generated, scored
+    [data_dir] = [d for d in cache.glob("synthetic-*") if (d / "test.parquet").is_file()]
+    responses, results = tmp_path / "responses.jsonl", tmp_path / "results"
+    step_dir = run_dir / "checkpoints" / "global_step_4"
+    evaluate = [sys.executable, "-m", "recipe.evaluate"]
+    for argv in (
+        ["generate", "--model", str(step_dir), "--test", str(data_dir / "test.parquet"), "--out", str(responses)]
+        + ["--limit", "4", "--max-new-tokens", "32", "--trust-remote-code", "--no-progress"],
+        ["score", "--responses", str(responses), "--test", str(data_dir / "test.parquet"), "--out", str(results)]
+        + ["--no-progress", "--no-plots"],
+    ):
+        done = subprocess.run([*evaluate, *argv], cwd=scratch, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{argv[0]}: exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert len(responses.read_text().splitlines()) == 4
+    assert (step_dir / "actor" / "huggingface_merged").is_dir(), "verl's model merger wrote the merged model"
+    summary = json.loads((results / "summary.json").read_text())
+    assert summary["inputs"]["responses"][0]["model"] == str(step_dir)
+    assert "Coverage" in (results / "report.md").read_text()
