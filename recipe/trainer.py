@@ -1,4 +1,4 @@
-"""Trainer mode ``rewardmap`` (``trainer.v1.trainer_mode=rewardmap``): verl's sync v1 trainer plus three hooks.
+"""Trainer mode ``rewardmap`` (``trainer.v1.trainer_mode=rewardmap``): verl's sync v1 trainer plus four hooks.
 
 1. ``_compute_metrics`` (where verl assembles a step's metrics, just before logging them): adds
    ``recipe.metrics.reward_metrics`` of the step's samples, read from TransferQueue like verl's own metrics,
@@ -10,6 +10,8 @@
    dataloader state for the current ``data.dataloader_num_workers`` (``dataloader_state_for``: torchdata cannot
    load a state saved with another worker count) and checks that folder's record against the plan being trained
    (``check_plan_record``): resuming onto another plan would silently skip or repeat samples.
+4. ``_validate``: adds the benchmark's weighted accuracies (``reward_fns.metrics.weighted_accuracies``, each a
+   ratio of two of verl's averaged validation metrics) to verl's validation metrics.
 
 The registry is per process and verl looks the mode up in its TaskRunner actor, so this module is imported
 there (``recipe.task_runner.RewardMapTaskRunner``).
@@ -27,6 +29,7 @@ from verl.trainer.ppo.v1 import PPOTrainerSync, register_trainer
 
 from recipe.metrics import reward_metrics
 from recipe.plan_record import check_plan_record, dataloader_state_for, write_plan_record
+from reward_fns.metrics import weighted_accuracies
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "INFO"))
@@ -86,6 +89,14 @@ class RewardMapTrainer(PPOTrainerSync):
             print(message, flush=True)
             logger.info(message)
             self._rewardmap_stage = index
+
+    # -- validation -----------------------------------------------------------------------------------------------
+    def _validate(self) -> dict[str, float]:
+        """verl's validation metrics plus the benchmark's weighted accuracies (``reward_fns.metrics``): verl averages
+        each key, and a weighted accuracy is a ratio of two of those means."""
+        metrics = super()._validate()
+        metrics.update(weighted_accuracies(metrics))
+        return metrics
 
     # -- checkpoints ----------------------------------------------------------------------------------------
     def stage_plan(self) -> Any:

@@ -265,3 +265,18 @@ def test_fresh_start_checks_nothing(tmp_path, monkeypatch) -> None:
     monkeypatch.setattr(PPOTrainer, "_load_checkpoint", verl_resumes)
     trainer._load_checkpoint()
     assert len(checked) == 1 and checked[0][0].endswith("global_step_3")  # a resume is checked
+
+
+def test_validation_adds_the_benchmark_weighted_accuracies(tmp_path: Path, monkeypatch) -> None:
+    """verl averages the numerator and denominator keys; the trainer mode logs their ratio beside them."""
+    from verl.trainer.ppo.v1 import PPOTrainerSync
+
+    logged = {
+        "val-aux/reasonmap/bench_fixed_short_wacc_num/mean@1": 0.9,
+        "val-aux/reasonmap/bench_short_wacc_den/mean@1": 1.8,
+        "val-aux/reasonmap/bench_fixed_short_acc/mean@1": 0.4,
+    }
+    monkeypatch.setattr(PPOTrainerSync, "_validate", lambda self: dict(logged))
+    metrics = _bare_trainer(tmp_path)._validate()
+    assert metrics["val-aux/reasonmap/bench_fixed_short_weighted_acc/mean@1"] == pytest.approx(0.5)
+    assert {key: metrics[key] for key in logged} == logged
