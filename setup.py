@@ -23,6 +23,9 @@ INSTALL_REQUIRES = VERL_RUNTIME + [
     "pandas>=2.0",
     "pillow>=10.0",
     "pyarrow>=19.0",
+    "psutil>=5.9",  # the CPU dry run's peak-memory measurement
+    "tensorboard>=2.14",  # recipe.evaluate reads training curves from the event files (the default logger)
+    "tqdm>=4.66",  # progress bars of recipe.evaluate
 ]
 
 # GPU clusters (Linux x86_64, CUDA 13.0): everything here installs from wheels. It is verl's own `vllm` extra
