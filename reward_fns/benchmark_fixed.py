@@ -45,11 +45,9 @@ from reward_fns.benchmark_released import (
     CHINA,
     CITY_LINE_ALIASES,
     ENDPOINTS_POINTS,
-    IOU_POINTS,
     LINE_RULES,
     ROUTE_NAME_POINTS,
     STOP_POINTS,
-    VIA_CAP,
     WRONG,
     AnswerSection,
     PlanningScore,
@@ -57,12 +55,15 @@ from reward_fns.benchmark_released import (
     best_map_score,
     china_line_fallback,
     clean_string,
+    endpoints_gate,
     first_count,
     parse_sections,
+    plan_points,
     python_int,
     read_int,
     ride_field,
     ride_via_stops,
+    route_accuracy,
     rule_identifier,
     via_count_points,
 )
@@ -169,29 +170,6 @@ def same_line(answer_name: str, ref_line: str) -> bool:
     return clean_string(apply_renames(answer_name)) == clean_string(apply_renames(ref_line))
 
 
-def fixed_accuracy(blocks: Sequence[_Block], gt: GroundTruth, view: _NetworkView) -> int:
-    """The released accuracy rule with stations compared after ``normalize_station`` (F5)."""
-    if not blocks or not _gate(blocks, gt):
-        return 0
-    last = len(blocks) - 1
-    for i, block in enumerate(blocks):
-        stations = view.stations.get(apply_renames(block.route_name))
-        if stations is None:
-            return 0
-        departure, arrival = normalize_station(block.departure), normalize_station(block.arrival)
-        if departure not in stations or arrival not in stations:
-            return 0
-        if i < last and arrival != normalize_station(blocks[i + 1].departure):
-            return 0
-    return 1
-
-
-def _gate(blocks: Sequence[_Block], gt: GroundTruth) -> bool:
-    return normalize_station(blocks[0].departure) == normalize_station(gt.station_1) and normalize_station(
-        blocks[-1].arrival
-    ) == normalize_station(gt.station_2)
-
-
 def _plan_score(
     blocks: Sequence[_Block], plan: Sequence[Any], gt: GroundTruth, view: _NetworkView
 ) -> tuple[float, PlanningScore]:
@@ -228,13 +206,7 @@ def _plan_score(
                 union.update(ref_via)
                 union.update(block.via)
                 inter.update(set(ref_via) & set(block.via))
-    via_points = 0.0
-    if template != "short":
-        count_points = min(float(VIA_CAP), count_points)
-        iou = len(inter) / len(union) if union else 0
-        via_points = (iou * IOU_POINTS + min(VIA_CAP, matched)) / 2
-        points += via_points + count_points
-    return points, PlanningScore(0, None, ENDPOINTS_POINTS, names, stops, count_points, via_points)
+    return plan_points(template, points, names, stops, count_points, matched, union, inter)
 
 
 def fixed_planning(gt: GroundTruth, text: str, sections: Sequence[AnswerSection] | None = None) -> PlanningScore:
@@ -245,7 +217,11 @@ def fixed_planning(gt: GroundTruth, text: str, sections: Sequence[AnswerSection]
     if not blocks:
         return PlanningScore(0, 0.0 if gt.routes else None)
     view = network_view(gt.network)
-    acc = fixed_accuracy(blocks, gt, view)
+    acc = route_accuracy(blocks, gt, view.stations, normalize_station)  # F5: the training normaliser
     return best_map_score(
-        acc, _gate(blocks, gt), gt.routes, gt.template, lambda plan: _plan_score(blocks, plan, gt, view)
+        acc,
+        endpoints_gate(blocks, gt, normalize_station),
+        gt.routes,
+        gt.template,
+        lambda plan: _plan_score(blocks, plan, gt, view),
     )

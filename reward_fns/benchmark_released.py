@@ -54,7 +54,7 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -62,7 +62,7 @@ from typing import Any
 from reward_fns.ground_truth import GroundTruth
 from reward_fns.line_names import BEIJING_RENAMES
 from reward_fns.network import drop_parenthesised
-from reward_fns.released import extract_vqa_answer_released, vqa_correct_released
+from reward_fns.released import extract_vqa_answer_released, line_after, vqa_correct_released
 
 # ----------------------------------------------------------------------------------------------------------------
 # The point table (main.py), shared unchanged by the fixed rules
@@ -150,20 +150,6 @@ class AnswerSection:
     text: str  # the section, stripped
 
 
-def _line_after(section: str, label: str) -> str | None:
-    """``re.search(label + "(.*?)\\n", section).group(1)``: the rest of the line after the first label, or None.
-
-    The regex fails at an occurrence on the last, unterminated line, and every later occurrence is on that same
-    line, so only the first occurrence matters.
-    """
-    start = section.find(label)
-    if start < 0:
-        return None
-    start += len(label)
-    end = section.find("\n", start)
-    return None if end < 0 else section[start:end]
-
-
 def parse_sections(text: str, template: str) -> list[AnswerSection]:
     """The sections main.py keeps from a planning answer (module docstring, point 2); never raises."""
     if not isinstance(text, str) or not text:
@@ -173,11 +159,11 @@ def parse_sections(text: str, template: str) -> list[AnswerSection]:
         stripped = section.strip()
         if not stripped or not all(label in section for label in _LABELS):
             continue
-        name = _line_after(section, "Route Name: ")
+        name = line_after(section, "Route Name: ")
         if template == "short":
             arrival: str | None = section.rpartition("Arrival Stop:")[2].strip()
         else:
-            arrival = _line_after(section, "Arrival Stop: ")
+            arrival = line_after(section, "Arrival Stop: ")
         num_via = via = None
         if template == "long1" and NUM_VIA_LABEL in section:
             num_via = section.rpartition(NUM_VIA_LABEL)[2].strip()
@@ -186,7 +172,7 @@ def parse_sections(text: str, template: str) -> list[AnswerSection]:
         out.append(
             AnswerSection(
                 route_name=None if name is None else name.strip(),
-                departure=_line_after(section, "Departure Stop: "),
+                departure=line_after(section, "Departure Stop: "),
                 arrival=arrival,
                 num_via_stops=num_via,
                 via_stops=via,
@@ -397,27 +383,30 @@ def cleaned_network(network: Mapping[str, Sequence[str]]) -> dict[str, frozenset
     return _cleaned_lines(tuple((line, tuple(stations)) for line, stations in network.items()))
 
 
-def released_accuracy(blocks: Sequence[_Block], gt: GroundTruth, lines: Mapping[str, frozenset[str]]) -> int:
-    """main.py's accuracy (module docstring, point 3)."""
-    if not blocks or not _gate(blocks, gt):
+def route_accuracy(
+    blocks: Sequence[Any], gt: GroundTruth, lines: Mapping[str, frozenset[str]], normalize: Callable[[str], str]
+) -> int:
+    """main.py's accuracy (module docstring, point 3) with stations compared after ``normalize`` (``clean_string``
+    as released; the fixed rules pass the training normaliser, F5). ``lines``: line -> its normalised stations."""
+    if not blocks or not endpoints_gate(blocks, gt, normalize):
         return 0
     last = len(blocks) - 1
     for i, block in enumerate(blocks):
         stations = lines.get(apply_renames(block.route_name))
         if stations is None:
             return 0
-        departure, arrival = clean_string(block.departure), clean_string(block.arrival)
+        departure, arrival = normalize(block.departure), normalize(block.arrival)
         if departure not in stations or arrival not in stations:
             return 0
-        if i < last and arrival != clean_string(blocks[i + 1].departure):
+        if i < last and arrival != normalize(blocks[i + 1].departure):
             return 0
     return 1
 
 
-def _gate(blocks: Sequence[_Block], gt: GroundTruth) -> bool:
-    return clean_string(blocks[0].departure) == clean_string(gt.station_1) and clean_string(
-        blocks[-1].arrival
-    ) == clean_string(gt.station_2)
+def endpoints_gate(blocks: Sequence[Any], gt: GroundTruth, normalize: Callable[[str], str]) -> bool:
+    """The first departure is the origin and the last arrival the destination, after ``normalize``."""
+    first, last = normalize(blocks[0].departure), normalize(blocks[-1].arrival)
+    return first == normalize(gt.station_1) and last == normalize(gt.station_2)
 
 
 def _plan_score(blocks: Sequence[_Block], plan: Sequence[Any], gt: GroundTruth) -> tuple[float, PlanningScore]:
@@ -465,6 +454,21 @@ def _plan_score(blocks: Sequence[_Block], plan: Sequence[Any], gt: GroundTruth) 
                 union.update(ref_via)
                 union.update(block.via)
                 inter.update(set(ref_via) & set(block.via))
+    return plan_points(template, points, names, stops, count_points, matched, union, inter)
+
+
+def plan_points(
+    template: str,
+    points: float,
+    names: int,
+    stops: int,
+    count_points: float,
+    matched: int,
+    union: set[str],
+    inter: set[str],
+) -> tuple[float, PlanningScore]:
+    """A plan's points before cap and bonus, and their breakdown, from the per-ride sums: long templates add the
+    via-count points (capped) or half of (10 x IoU + matched stops, capped); the same table under both rule sets."""
     via_points = 0.0
     if template != "short":
         count_points = min(float(VIA_CAP), count_points)
@@ -521,8 +525,9 @@ def released_planning(gt: GroundTruth, text: str, sections: Sequence[AnswerSecti
     blocks = _released_blocks(sections, gt.template)
     if not blocks:
         return PlanningScore(0, 0.0 if gt.routes else None)
-    acc = released_accuracy(blocks, gt, cleaned_network(gt.network))
-    return best_map_score(acc, _gate(blocks, gt), gt.routes, gt.template, lambda plan: _plan_score(blocks, plan, gt))
+    acc = route_accuracy(blocks, gt, cleaned_network(gt.network), clean_string)
+    gate = endpoints_gate(blocks, gt, clean_string)
+    return best_map_score(acc, gate, gt.routes, gt.template, lambda plan: _plan_score(blocks, plan, gt))
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -96,7 +96,7 @@ class StrictBlock:
     exact_labels: bool = True  # the section has the three labels case-sensitively (the correctness check's test)
 
 
-def _line_after(section: str, label: str) -> str | None:
+def line_after(section: str, label: str) -> str | None:
     """Emulate ``re.search(label + r"(.*?)\\n", section).group(1)``: the rest of the line after the first label.
 
     The regex fails at an occurrence on the last, unterminated line, and every later occurrence is on that same
@@ -147,12 +147,12 @@ def parse_route_blocks_strict(
         exact = all(label in section for label in _STRICT_LABELS)
         if not exact and not (lowercase_check and all(label in section.lower() for label in _LOWER_LABELS)):
             continue
-        route = _line_after(section, "Route Name: ")
-        departure = _line_after(section, "Departure Stop: ")
+        route = line_after(section, "Route Name: ")
+        departure = line_after(section, "Departure Stop: ")
         if arrival == "tail":
             arrival_value = normalize(section.rpartition("Arrival Stop:")[2].strip())
         else:
-            raw_arrival = _line_after(section, "Arrival Stop: ")
+            raw_arrival = line_after(section, "Arrival Stop: ")
             arrival_value = WRONG if raw_arrival is None else normalize(raw_arrival)
         num_via = via_list = None
         if via == "number" and "Number of Via Stops: " in section:

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from reward_fns.network import _PARENTHESISED, drop_parenthesised, normalize_station
 from reward_fns.released import (
     WRONG,
-    _line_after,
     extract_vqa_answer_released,
     find_math_answer,
+    line_after,
     normalize_station_released,
     parse_route_blocks_strict,
 )
@@ -159,9 +159,9 @@ def test_strict_via_fields_for_the_benchmark() -> None:
 
 
 @given(st.text(alphabet="ab \nRoute Name:", max_size=40))
-def test_line_after_matches_the_released_regex(section: str) -> None:
+def testline_after_matches_the_released_regex(section: str) -> None:
     match = re.search(r"Route Name: (.*?)\n", section)
-    assert _line_after(section, "Route Name: ") == (match.group(1) if match else None)
+    assert line_after(section, "Route Name: ") == (match.group(1) if match else None)
 
 
 # Station normalisation -----------------------------------------------------------------------------------------
