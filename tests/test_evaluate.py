@@ -19,12 +19,13 @@ from data_prep.writer import write_dataset
 from recipe.evaluate import scoring
 from recipe.evaluate.cli import main
 from recipe.evaluate.files import EvalInputError, JsonlAppender, read_jsonl, repair_torn_tail, write_text_atomic
-from recipe.evaluate.generation import GenerateRequest, GenerationSettings, Output, chat_messages, run_generate
+from recipe.evaluate.generation import GenerateRequest, GenerationSettings, Output, run_generate
 from recipe.evaluate.models import resolve_model
 from recipe.evaluate.responses import meta_path, read_responses
 from recipe.evaluate.testset import load_questions
 from recipe.evaluate.training_logs import read_training_log, reward_series, validation_series
 from recipe.evaluate.vlmevalkit import run_export
+from recipe.row_images import chat_messages
 from reward_fns.gold import gold_response
 from reward_fns.ground_truth import GroundTruth
 
@@ -306,7 +307,7 @@ class EchoBackend:
 
 
 def test_prompts_are_built_as_verl_builds_them() -> None:
-    assert chat_messages([{"role": "user", "content": "<image>\nWhich line?"}]) == [
+    assert chat_messages({"prompt": [{"role": "user", "content": "<image>\nWhich line?"}]}) == [
         {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "\nWhich line?"}]}
     ]
 

@@ -1,9 +1,9 @@
 """``generate``: a model's responses to prepared test questions, appended to a responses JSONL, resumable.
 
-Prompts are built as verl builds them for rollouts: the row's chat ``prompt`` with each ``<image>`` placeholder
-turned into an image item (``verl.utils.dataset.rl_dataset.RLHFDataset._build_messages``' split), the processor's
-chat template with the generation prompt, and the row's images read by the training dataset's own
-``recipe.dataset.fetch_image`` (one function for training, validation and evaluation). Backends:
+Prompts are built as verl builds them for rollouts, by ``recipe.row_images`` (the same reading the pre-flight and
+the dry run's warm start use): the row's chat ``prompt`` with each ``<image>`` placeholder turned into an image
+item, the processor's chat template with the generation prompt, and the row's images read by the training
+dataset's own ``recipe.dataset.fetch_image``. Backends:
 
 - ``vllm``: vLLM's offline engine (``vllm.LLM.generate``), every pending question of a chunk in one call;
   ``--samples k`` is ``SamplingParams(n=k)``.
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -36,12 +35,11 @@ from typing import Any, Protocol
 
 from PIL import Image
 
-from data_prep.images import PATCH_SIZE
-from recipe.dataset import fetch_image
 from recipe.evaluate.files import EvalInputError, JsonlAppender, read_jsonl, write_json_atomic
 from recipe.evaluate.models import ResolvedModel, resolve_model
 from recipe.evaluate.responses import Response, meta_path, read_responses
 from recipe.evaluate.testset import ROW_COLUMNS, Question, iter_rows, load_questions
+from recipe.row_images import chat_messages, row_images
 
 BACKENDS = ("auto", "vllm", "transformers")
 META_VERSION = 1
@@ -111,39 +109,6 @@ class Backend(Protocol):
 # ----------------------------------------------------------------------------------------------------------------
 # Prompts
 # ----------------------------------------------------------------------------------------------------------------
-
-_PLACEHOLDER = re.compile("(<image>)")
-
-
-def chat_messages(prompt: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The row's chat with each ``<image>`` placeholder as an image item, split as verl's ``_build_messages``."""
-    messages = []
-    for message in prompt:
-        content = message.get("content")
-        if not isinstance(content, str):
-            messages.append(dict(message))
-            continue
-        items = []
-        for segment in _PLACEHOLDER.split(content):
-            if segment == "<image>":
-                items.append({"type": "image"})
-            elif segment:
-                items.append({"type": "text", "text": segment})
-        messages.append({"role": message.get("role", "user"), "content": items})
-    return messages
-
-
-def row_images(row: dict[str, Any], settings: GenerationSettings) -> list[Image.Image]:
-    """The row's images as the training dataset reads them (``recipe.dataset.fetch_image``), budget overridable."""
-    images = []
-    for entry in row.get("images") or []:
-        item = {"type": "image", **(entry if isinstance(entry, dict) else {"image": entry})}
-        if settings.min_pixels is not None:
-            item["min_pixels"] = settings.min_pixels
-        if settings.max_pixels is not None:
-            item["max_pixels"] = settings.max_pixels
-        images.append(fetch_image(item, PATCH_SIZE))
-    return images
 
 
 def sample_seed(seed: int, question_id: str, sample: int) -> int:
@@ -391,8 +356,8 @@ def _prompts(
             samples = todo[q.id]
             yield Prompt(
                 question_id=q.id,
-                text=chat_text(chat_messages(row["prompt"])),
-                images=row_images(row, settings),
+                text=chat_text(chat_messages(row)),
+                images=row_images(row, min_pixels=settings.min_pixels, max_pixels=settings.max_pixels),
                 samples=samples,
                 seeds=tuple(sample_seed(settings.seed, q.id, s) for s in samples),
             )
