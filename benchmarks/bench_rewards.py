@@ -6,12 +6,17 @@ bare and after a reasoning preamble, a markdown variant, a wrong route or answer
 long (~6 KB) rambling one and a hedge. Prints responses/second and the batch time per mode, cold (every cache
 cleared first, as when a batch brings new questions) and warm (the same batch again).
 
-    .venv/bin/python benchmarks/bench_rewards.py [--questions 512] [--responses 8] [--seed 0]
+Then adversarial responses (unclosed brackets, boxes and labels repeated to 1 MB and 4 MB): the time ratio of
+the 4 MB to the 1 MB response, per mode and for the station normaliser alone. Linear code gives about 4; a
+quadratic parser or regex would give about 16 (and hours on the official regex).
+
+    .venv/bin/python benchmarks/bench_rewards.py [--questions 512] [--responses 8] [--seed 0] [--skip-adversarial]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import random
 import sys
 import time
@@ -104,6 +109,7 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=512)
     parser.add_argument("--responses", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-adversarial", action="store_true", help="only the batch throughput")
     args = parser.parse_args()
 
     rng = random.Random(args.seed)
@@ -129,6 +135,48 @@ def main() -> None:
             timings.append(time.perf_counter() - started)
         cold_s, warm_s = timings
         print(f"{mode:8} {cold_s:13.3f} {n / cold_s:12.0f} {warm_s:13.3f} {n / warm_s:12.0f}")
+    if not args.skip_adversarial:
+        adversarial()
+
+
+ADVERSARIAL_UNIT = (
+    "Route Name: Line 1\nDeparture Stop: Stop A (\nArrival Stop: Stop C\n--\n"
+    "**route name:** ((( \\boxed{ {{ the answer is  oxed{ Arrival Stop:(\r\n"
+)
+
+
+def _best_seconds(run, repeats: int = 2) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def adversarial() -> None:
+    """4 MB over 1 MB time ratios of scoring adversarial responses (about 4 when linear, 16 when quadratic)."""
+    network = {"Line 1": ["Stop A", "Stop B", "Stop C"], "Line 2": ["Stop C", "Stop D"]}
+    questions = {
+        "planning": GroundTruth("planning", "c", "hard", network, station_1="Stop A", station_2="Stop D"),
+        "Counting2": GroundTruth("Counting2", "c", "hard", network, answer=2),
+    }
+    small = ADVERSARIAL_UNIT * (1_000_000 // len(ADVERSARIAL_UNIT))
+    large = ADVERSARIAL_UNIT * (4_000_000 // len(ADVERSARIAL_UNIT))
+    print(f"adversarial responses: {len(small) / 1e6:.1f} MB and {len(large) / 1e6:.1f} MB (linear: ratio ~4)")
+    print(f"{'question':10} {'mode':8} {'1 MB s':>8} {'4 MB s':>8} {'ratio':>6}")
+    for kind, gt in questions.items():
+        gt_json = gt.to_json()
+        for mode in MODES:
+            times = [
+                _best_seconds(functools.partial(compute_score, "x", text, gt_json, mode=mode))
+                for text in (small, large)
+            ]
+            print(f"{kind:10} {mode:8} {times[0]:8.3f} {times[1]:8.3f} {times[1] / max(times[0], 1e-9):6.2f}")
+    brackets = ["Elm " + "(" * n + ")" + "(" * n for n in (1_000_000, 4_000_000)]
+    times = [_best_seconds(functools.partial(normalize_station, text)) for text in brackets]
+    ratio = times[1] / max(times[0], 1e-9)
+    print(f"{'station':10} {'-':8} {times[0]:8.3f} {times[1]:8.3f} {ratio:6.2f}  (normaliser, unclosed brackets)")
 
 
 if __name__ == "__main__":

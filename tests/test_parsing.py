@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 
 import pytest
 from hypothesis import given, settings
@@ -193,11 +192,10 @@ def test_drop_parenthesised_equals_the_official_regex(s: str) -> None:
 
 
 def test_normalize_station_is_linear_on_unclosed_brackets() -> None:
-    # The official regex needs about (n^2)/2 steps here (hours for 1 MB); the scan finishes at once.
+    # The official regex needs about (n^2)/2 steps here (hours for 1 MB); the scan finishes at once (the 4 MB / 1 MB
+    # time ratio is measured in benchmarks/bench_rewards.py).
     text = "Elm " + "(" * 1_000_000 + ")" + "(" * 1_000_000
-    started = time.perf_counter()
     assert normalize_station(text) == "elm" + "(" * 1_000_000
-    assert time.perf_counter() - started < 5.0
 
 
 # VQA answers ---------------------------------------------------------------------------------------------------
@@ -338,9 +336,8 @@ def test_parsers_are_total(text: str) -> None:
     ],
 )
 def test_a_megabyte_parses_quickly(unit: str) -> None:
+    """Every parser returns on a megabyte of adversarial text (a super-linear one would take hours; the time
+    ratios are measured in benchmarks/bench_rewards.py)."""
     text = unit * (1_000_000 // len(unit))
-    started = time.perf_counter()
     for parse in ALL_PARSERS:
         parse(text)
-    # A super-linear parser would take minutes to hours on a megabyte; this only guards against that.
-    assert time.perf_counter() - started < 10.0
