@@ -27,8 +27,9 @@ from reward_fns import benchmark_fixed, benchmark_released
 from reward_fns.gold import gold_response
 from reward_fns.ground_truth import GroundTruth, _parse_ground_truth
 from reward_fns.metrics import PLUS_READINGS, evaluate_planning_all, evaluate_vqa
-from reward_fns.network import MetroNetwork, _normalize_cached
+from reward_fns.network import MetroNetwork, normalize_station
 from reward_fns.question_context import _context_from_json, _network_index
+from reward_fns.released import normalize_station_released
 
 REASONMAP_STATIONS = Path(__file__).resolve().parents[1].parent / "shared" / "reasonmap" / "stations"
 PREAMBLE = "Let me look at the map carefully. " * 40 + "\n\n"
@@ -115,7 +116,13 @@ def response(rng: random.Random, gt: GroundTruth) -> str:
 
 
 def clear_caches() -> None:
-    for cached in (_context_from_json, _network_index, _parse_ground_truth, _normalize_cached):
+    for cached in (
+        _context_from_json,
+        _network_index,
+        _parse_ground_truth,
+        normalize_station,
+        normalize_station_released,
+    ):
         cached.cache_clear()
     for module_cache in (benchmark_released._clean_cached, benchmark_released._cleaned_lines, benchmark_fixed._view):
         module_cache.cache_clear()

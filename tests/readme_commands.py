@@ -104,6 +104,8 @@ COMMANDS: dict[str, str] = {
     # Benchmarks
     ".venv/bin/python benchmarks/bench_rewards.py": BENCHMARK_TEST,
     ".venv/bin/python benchmarks/bench_data.py": BENCHMARK_TEST,
+    ".venv/bin/python benchmarks/bench_eval.py": BENCHMARK_TEST,
+    ".venv/bin/python benchmarks/bench_startup.py": BENCHMARK_TEST,
 }
 
 

@@ -74,7 +74,7 @@ def test_commands_are_read_from_bash_blocks_only() -> None:
 
 
 def test_benchmarks_run_on_small_inputs(tmp_path: Path) -> None:
-    """The README's two benchmark commands, on inputs small enough for the test suite."""
+    """The README's benchmark commands, on inputs small enough for the test suite."""
     env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     rewards = [sys.executable, "benchmarks/bench_rewards.py", "--questions", "8", "--responses", "8"]
     data = [sys.executable, "benchmarks/bench_data.py", "--cities", "1", "--questions-per-city", "4"]
@@ -83,3 +83,9 @@ def test_benchmarks_run_on_small_inputs(tmp_path: Path) -> None:
         out = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-2000:]
         assert "/s" in out.stdout, out.stdout[-2000:]
+    evaluation = [sys.executable, "benchmarks/bench_eval.py"]
+    startup = [sys.executable, "benchmarks/bench_startup.py", "--repeat", "1"]
+    for command, expected in ((evaluation, "q/s cold"), (startup, "--help")):
+        out = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert expected in out.stdout, out.stdout[-2000:]
