@@ -78,7 +78,19 @@ def test_benchmarks_run_on_small_inputs(tmp_path: Path) -> None:
     env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
     rewards = [sys.executable, "benchmarks/bench_rewards.py", "--questions", "8", "--responses", "8"]
     data = [sys.executable, "benchmarks/bench_data.py", "--cities", "1", "--questions-per-city", "4"]
-    data += ["--repeats", "1", "--skip", "official", "--skip", "verl"]
+    data += [
+        "--repeats",
+        "1",
+        "--skip",
+        "official",
+        "--skip",
+        "verl",
+        "--storage-maps",
+        "2",
+        "--storage-rows-per-map",
+        "3",
+    ]
+    data += ["--storage-samples", "2", "--storage-max-pixels", "200704"]
     for command in (rewards, data):
         out = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-2000:]
