@@ -13,7 +13,8 @@
 # ray job submit:    RAY_ADDRESS (http://127.0.0.1:8265), NNODES (1), GPUS_PER_NODE (8).
 # SLURM:             RAY_HEAD_IP or RAY_HEAD_IFACE (default: the head's `hostname --ip-address`), RAY_PORT (6379),
 #                    RAY_CLUSTER_TIMEOUT (600 s) and RAY_POLL_INTERVAL (5 s) for the cluster wait,
-#                    REWARDMAP_REQUEUE=0 (stop at the time limit instead of requeueing), REWARDMAP_HOME (the
+#                    REWARDMAP_REQUEUE=0 (stop at the time limit instead of requeueing), REWARDMAP_SAVE_WAIT
+#                    (seconds to wait for the requested checkpoint, 420), REWARDMAP_HOME (the
 #                    recipe folder, default: where sbatch ran), GPUS_PER_NODE when SLURM does not say.
 
 # A `ray job submit` job gets these of the submitter's variables (runtime_env env_vars): every name starting
@@ -361,20 +362,30 @@ rm_checkpoint_step() {
     cat "$RM_CKPT_DIR/latest_checkpointed_iteration.txt" 2>/dev/null || echo none
 }
 
-# SIGUSR1 from `#SBATCH --signal=B:USR1@LEAD`: the time limit is near. verl saves every trainer.save_freq steps
-# (its v1 trainer takes no "save now" request), so the job is requeued when this attempt wrote a checkpoint;
-# the next attempt resumes from it (same run folder, trainer.resume_mode=auto). Set REWARDMAP_REQUEUE=0 to stop
-# instead.
+# SIGUSR1 from `#SBATCH --signal=B:USR1@LEAD`: the time limit is near. The trap asks the trainer for a checkpoint
+# at the end of the current step (recipe/trainer.py reads $RM_CKPT_DIR/save_now.request), waits up to
+# REWARDMAP_SAVE_WAIT seconds (default 420, inside the 600 s lead) for verl to record it, and requeues the job
+# when this attempt wrote a checkpoint; the next attempt resumes from it (same run folder,
+# trainer.resume_mode=auto). Set REWARDMAP_REQUEUE=0 to stop instead.
 rm_on_time_limit() {
-    local step
+    local step waited=0
     step=$(rm_checkpoint_step)
     rm_say "SIGUSR1: the time limit is near; latest checkpoint: $step (at the start of this attempt: $RM_STEP_AT_START)"
     if [ "${REWARDMAP_REQUEUE:-1}" = 0 ]; then
         rm_say "REWARDMAP_REQUEUE=0: not requeueing"
-    elif [ "$step" = "$RM_STEP_AT_START" ]; then
-        rm_say "no checkpoint written during this attempt (trainer.save_freq too large for --time?): not requeueing"
+        return
+    fi
+    : >"$RM_CKPT_DIR/save_now.request"
+    rm_say "asked the trainer for a checkpoint at the end of its step ($RM_CKPT_DIR/save_now.request)"
+    while [ -e "$RM_CKPT_DIR/save_now.request" ] && [ "$waited" -lt "${REWARDMAP_SAVE_WAIT:-420}" ]; do
+        sleep 1
+        waited=$((waited + 1))
+    done
+    step=$(rm_checkpoint_step)
+    if [ "$step" = "$RM_STEP_AT_START" ]; then
+        rm_say "no checkpoint written during this attempt (a step longer than ${REWARDMAP_SAVE_WAIT:-420} s?): not requeueing"
     else
-        rm_say "requeueing job $SLURM_JOB_ID: the next attempt resumes from $RM_CKPT_DIR"
+        rm_say "requeueing job $SLURM_JOB_ID at checkpoint $step: the next attempt resumes from $RM_CKPT_DIR"
         scontrol requeue "$SLURM_JOB_ID" || rm_say "warning: scontrol requeue $SLURM_JOB_ID failed"
     fi
 }

@@ -1,4 +1,4 @@
-"""Trainer mode ``rewardmap`` (``trainer.v1.trainer_mode=rewardmap``): verl's sync v1 trainer plus four hooks.
+"""Trainer mode ``rewardmap`` (``trainer.v1.trainer_mode=rewardmap``): verl's sync v1 trainer plus five hooks.
 
 1. ``_compute_metrics`` (where verl assembles a step's metrics, just before logging them): adds
    ``recipe.metrics.reward_metrics`` of the step's samples, read from TransferQueue like verl's own metrics,
@@ -10,7 +10,11 @@
    dataloader state for the current ``data.dataloader_num_workers`` (``dataloader_state_for``: torchdata cannot
    load a state saved with another worker count) and checks that folder's record against the plan being trained
    (``check_plan_record``): resuming onto another plan would silently skip or repeat samples.
-4. ``_validate``: adds the benchmark's weighted accuracies (``reward_fns.metrics.weighted_accuracies``, each a
+4. ``on_step_end`` (verl's hook after a step and its regular checkpoint): when ``save_now.request`` exists in
+   ``trainer.default_local_dir``, saves a checkpoint now and removes the request. A cluster job about to reach its
+   time limit writes it (launch/lib.sh, on SLURM's ``--signal``) and requeues once the checkpoint exists, so the
+   next attempt loses no step; verl's v1 trainer itself only saves every ``trainer.save_freq`` steps.
+5. ``_validate``: adds the benchmark's weighted accuracies (``reward_fns.metrics.weighted_accuracies``, each a
    ratio of two of verl's averaged validation metrics) to verl's validation metrics.
 
 The registry is per process and verl looks the mode up in its TaskRunner actor, so this module is imported
@@ -35,6 +39,8 @@ logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "INFO"))
 
 TRAINER_MODE = "rewardmap"
+# Written into trainer.default_local_dir to ask for a checkpoint at the end of the current step (launch/lib.sh).
+SAVE_REQUEST_NAME = "save_now.request"
 METRIC_FIELDS = ["uid", "rm_scores", "extra_fields"]
 
 
@@ -89,6 +95,23 @@ class RewardMapTrainer(PPOTrainerSync):
             print(message, flush=True)
             logger.info(message)
             self._rewardmap_stage = index
+
+    # -- checkpoint on request ------------------------------------------------------------------------------------
+    def on_step_end(self) -> None:
+        super().on_step_end()
+        request = os.path.join(str(self.config.trainer.default_local_dir), SAVE_REQUEST_NAME)
+        if not os.path.exists(request):
+            return
+        save_freq = int(self.config.trainer.save_freq)
+        saved_this_step = save_freq > 0 and (
+            self.global_steps % save_freq == 0 or self.global_steps >= self.total_training_steps
+        )
+        if not saved_this_step:  # verl has just saved this step otherwise
+            message = f"[rewardmap] step {self.global_steps}: checkpoint requested ({request}), saving now"
+            print(message, flush=True)
+            logger.info(message)
+            self._save_checkpoint()
+        os.remove(request)
 
     # -- validation -----------------------------------------------------------------------------------------------
     def _validate(self) -> dict[str, float]:

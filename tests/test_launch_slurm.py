@@ -219,9 +219,11 @@ def test_time_limit_signal_requeues_and_the_requeued_job_resumes(tmp_path: Path,
     job.signal(signal.SIGUSR1)  # what `#SBATCH --signal=B:USR1@600` sends before the time limit
     wait_for(lambda: calls_of(calls(tmp_path), "scontrol", "requeue"), "scontrol requeue")
     assert calls_of(calls(tmp_path), "scontrol", "requeue")[0]["argv"] == ["requeue", "4242"]
+    assert (ckpt / "latest_checkpointed_iteration.txt").read_text() == "51", "the requested checkpoint came first"
+    assert not (ckpt / "save_now.request").exists()
     job.signal(signal.SIGTERM)  # SLURM ends the attempt it requeued
     _, out = job.finish()
-    assert "requeueing job 4242" in out
+    assert "asked the trainer for a checkpoint" in out and "requeueing job 4242 at checkpoint 51" in out
 
     again = run(script, {**env, "SLURM_RESTART_COUNT": "1", "STUB_DRIVER_SECONDS": "0"})
     assert again.returncode == 0, again.stderr
@@ -234,7 +236,15 @@ def test_time_limit_signal_requeues_and_the_requeued_job_resumes(tmp_path: Path,
 
 
 def test_time_limit_without_a_new_checkpoint_does_not_requeue(tmp_path: Path) -> None:
-    env = slurm_env(tmp_path, 1, STUB_EXPERIMENT_NAME=NAME, STUB_DRIVER_SECONDS="60")
+    """A trainer that does not answer the checkpoint request in time (a step longer than the wait): no requeue."""
+    env = slurm_env(
+        tmp_path,
+        1,
+        STUB_EXPERIMENT_NAME=NAME,
+        STUB_DRIVER_SECONDS="60",
+        STUB_DRIVER_IGNORES_REQUEST="1",
+        REWARDMAP_SAVE_WAIT="2",
+    )
     job = Job(MULTI, env)
     wait_for(lambda: driver_calls(calls(tmp_path)), "the driver")
     job.signal(signal.SIGUSR1)

@@ -280,3 +280,25 @@ def test_validation_adds_the_benchmark_weighted_accuracies(tmp_path: Path, monke
     metrics = _bare_trainer(tmp_path)._validate()
     assert metrics["val-aux/reasonmap/bench_fixed_short_weighted_acc/mean@1"] == pytest.approx(0.5)
     assert {key: metrics[key] for key in logged} == logged
+
+
+@pytest.mark.parametrize(("step", "saved_by_verl"), [(3, False), (4, True), (10, True)])
+def test_a_checkpoint_request_saves_at_the_end_of_the_step(tmp_path: Path, monkeypatch, step, saved_by_verl) -> None:
+    """launch/lib.sh asks for a checkpoint before a time limit: saved once, at the step's end, and the request gone."""
+    from verl.trainer.ppo.v1 import PPOTrainerSync
+
+    from recipe.trainer import SAVE_REQUEST_NAME
+
+    monkeypatch.setattr(PPOTrainerSync, "on_step_end", lambda self: None)  # verl's own end-of-step work
+    trainer = _bare_trainer(tmp_path, save_freq=4)
+    trainer.total_training_steps, trainer.global_steps = 10, step
+    saves: list[int] = []
+    monkeypatch.setattr(RewardMapTrainer, "_save_checkpoint", lambda self: saves.append(self.global_steps))
+    trainer.on_step_end()
+    assert saves == [], "no request, no extra checkpoint"
+    request = tmp_path / "ckpt" / SAVE_REQUEST_NAME
+    request.parent.mkdir(parents=True)
+    request.write_text("")
+    trainer.on_step_end()
+    assert saves == ([] if saved_by_verl else [step]), "verl's save_freq (or last step) already saved this step"
+    assert not request.exists()
