@@ -17,6 +17,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from recipe.evaluate.files import atomic_output  # noqa: E402
 from recipe.evaluate.training_logs import Series, read_training_log, reward_series, validation_series  # noqa: E402
@@ -111,6 +112,7 @@ def training_curves(series: Series, path: Path, *, title: str = "") -> str:
             ax.plot(steps, values, marker="o", markersize=3, label=_short_name(name))
         ax.set_title(what if chosen else f"{what}: none logged")
         ax.set_xlabel("training step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
         ax.grid(alpha=0.3)
         if chosen:
             ax.legend(fontsize=7)
@@ -185,6 +187,7 @@ def training_comparison(logs: Mapping[str, Series], path: Path) -> str:
                 ax.plot(steps, values, marker="o", markersize=3, label=run)
         ax.set_title(_short_name(name), fontsize=9)
         ax.set_xlabel("training step")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps are whole numbers
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     for ax in list(a for row in axes for a in row)[len(names) :]:
