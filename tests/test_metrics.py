@@ -5,7 +5,6 @@ ported to the rule set that means what they checked: ``fixed`` for the intended 
 onto the network, stops normalised like the training reward, template 2 everywhere, weighted accuracy), with the
 ``released`` numbers for the same inputs computed by hand beside them. The tolerant parser has no rule set: the
 assertion that it read markdown labels is gone; its ReasonMap-Plus reading maps onto VLMEvalKit's.
-``match_line_name`` (reward_fns.line_names) is no longer used by the metrics; its tests stay with its behaviour.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ import pytest
 
 from reward_fns.gold import gold_response
 from reward_fns.ground_truth import GroundTruth
-from reward_fns.line_names import match_line_name
 from reward_fns.metrics import (
     RULE_SETS,
     EvalRecord,
@@ -58,46 +56,6 @@ KL = ["Line 1", "Line 2", "Line 3", "Line 4", "Line 5", "Line 9", "Line 12"]
 SINGAPORE = ["North South Line", "East West Line", "North East Line", "Circle Line", "Downtown Line"]
 
 
-@pytest.mark.parametrize(
-    ("name", "lines", "city", "expected"),
-    [
-        ("地铁5号线(后关--虎滩新区)", ["Line 1", "Line 5", "Line 12"], "dalian", "Line 5"),
-        ("地铁12号线", ["Line 1", "Line 2", "Line 12"], "dalian", "Line 12"),
-        ("地铁昌平线(昌平西山口--蓟门桥)", BEIJING, "beijing", "昌平线"),
-        ("地铁2号线(8号线)", BEIJING, "beijing", "Line 2"),
-        ("八通线", BEIJING, "beijing", "Line 1"),
-        ("大兴线", BEIJING, "beijing", None),  # Line 4 is not in this list
-        ("Metro A Line", ["Line A", "Line B", "Line K"], "los_angeles", "Line A"),
-        ("Metro B-Line", ["Line A", "Line B", "Line K"], "los_angeles", "Line B"),
-        ("M1-es Metróvonal", ["Line 1", "Line 2", "Line 3", "Line 4"], "budapest", "Line 1"),
-        ("M4-es metróvonal", ["Line 1", "Line 2", "Line 3", "Line 4"], "budapest", "Line 4"),
-        ("5 Train", ["1", "2", "5", "A", "Q"], "new_york", "5"),
-        ("Q Train", ["1", "2", "5", "A", "Q"], "new_york", "Q"),
-        ("K Line", ["1", "2", "5", "A", "Q"], "new_york", None),
-        ("B1", ["Line A", "Line B", "Line C"], "rome", "Line B"),
-        ("Linea C", ["Line A", "Line B", "Line C"], "rome", "Line C"),
-        ("West", ["Eastern Line", "Southern Line", "Western Line"], "auckland", "Western Line"),
-        ("Sth", ["Eastern Line", "Southern Line", "Western Line"], "auckland", "Southern Line"),
-        ("MRed2", ["Red Line", "Green Line"], "dubai", "Red Line"),
-        ("MGrn", ["Red Line", "Green Line"], "dubai", "Green Line"),
-        ("Azul", ["Azul", "Amarela", "Verde", "Vermelha"], "lisboa", "Azul"),
-        ("East West Line", SINGAPORE, "singapore", "East West Line"),
-        ("NE Line", SINGAPORE, "singapore", "North East Line"),
-        ("12", ["Line 12", "Line 14"], "geneva", "Line 12"),
-        ("M1", ["Line M1"], "sydney", "Line M1"),
-        ("MRT Kajang Line", KL, "kl", "Line 9"),
-        ("KTM Batu Caves - Pulau Sebang/Tampin", KL, "kl", "Line 1"),
-        ("LRT Kelana Jaya Line", KL, "kl", "Line 5"),
-        ("Orange Line", ["Metrorail Green Line", "Metrorail Orange Line"], "miami", "Metrorail Orange Line"),
-        ("Line 1 Yonge-University", ["Line 1", "Line 2", "Line 4"], "toronto", "Line 1"),
-        ("Purple Line", ["Red Line", "Green Line"], "dubai", None),
-        ("", ["Line 1"], "x", None),
-    ],
-)
-def test_match_line_name(name: str, lines: list[str], city: str, expected: str | None) -> None:
-    assert match_line_name(name, lines, city=city) == expected
-
-
 def app_style(line: str, country: str) -> str:
     """A map-app rendering of a network line name, as the benchmark's reference routes write them."""
     numbered = re.fullmatch(r"Line (\w+)", line)
@@ -110,15 +68,6 @@ def app_style(line: str, country: str) -> str:
     if re.fullmatch(r"\w{1,2}", line):
         return f"{line} Train"
     return line
-
-
-def test_every_real_line_is_recovered_from_its_app_style_name(reasonmap_dir: object) -> None:
-    files = real_station_files()
-    assert len(files) == 30
-    for path in files:
-        lines = list(MetroNetwork.from_json(path).lines)
-        for line in lines:
-            assert match_line_name(app_style(line, path.parent.name), lines, city=path.stem) == line, (path.stem, line)
 
 
 # Map score, hand-checked ----------------------------------------------------------------------------------------
