@@ -388,6 +388,22 @@ def warm_start_tiny_qwen(
     return losses
 
 
+def rows_digest(rows: list[dict[str, Any]]) -> str:
+    """sha256 of what a warm start learns from: each row's prompt and ground truth, and its images (embedded bytes,
+    or a stored image named by its content, ``images/<sha256>.png``, wherever the data folder is)."""
+    import hashlib
+    import os
+
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(json.dumps([row["prompt"], row["reward_model"]], sort_keys=True, default=str).encode())
+        for image in row.get("images") or []:
+            if isinstance(image, dict):
+                stored = os.path.basename(str(image.get("path") or ""))
+                digest.update(bytes(image.get("bytes") or b"") or stored.encode())
+    return digest.hexdigest()
+
+
 def prepare_warm_tiny_qwen(
     directory: str | Path,
     rows: list[dict[str, Any]],
@@ -402,16 +418,10 @@ def prepare_warm_tiny_qwen(
     The folder carries a stamp of what it was built from (sizes, steps, seed and a digest of the rows); another
     stamp rebuilds it. Built in a sibling folder and renamed into place, so a killed build leaves nothing.
     """
-    import hashlib
     import os
     import shutil
 
     out = Path(directory)
-    digest = hashlib.sha256()
-    for row in rows:
-        digest.update(json.dumps([row["prompt"], row["reward_model"]], sort_keys=True, default=str).encode())
-        for image in row.get("images") or []:
-            digest.update(bytes(image.get("bytes") or b"") if isinstance(image, dict) else b"")
     stamp = {
         "version": WARM_START_VERSION,
         "hidden_size": hidden_size,
@@ -419,7 +429,7 @@ def prepare_warm_tiny_qwen(
         "learning_rate": learning_rate,
         "seed": seed,
         "rows": len(rows),
-        "rows_sha256": digest.hexdigest(),
+        "rows_sha256": rows_digest(rows),
     }
     stamp_path = out / WARM_START_STAMP
     if stamp_path.is_file():

@@ -157,3 +157,18 @@ def test_peak_memory_counts_child_processes() -> None:
         memory.sample()
         child.wait()
     assert memory.peak_bytes - baseline > 200 * 2**20
+
+
+def test_the_warm_start_stamp_follows_the_rows_images_not_their_folder() -> None:
+    """Rows now store maps as images/<sha256>.png: another map rebuilds the tiny model, another folder does not."""
+    from recipe.tiny_model import rows_digest
+
+    row = {"prompt": [{"role": "user", "content": "<image>\nq"}], "reward_model": {"ground_truth": "{}"}}
+    here = {**row, "images": [{"bytes": None, "path": "/cache/a/images/" + "1" * 64 + ".png"}]}
+    moved = {**row, "images": [{"bytes": None, "path": "/scratch/b/images/" + "1" * 64 + ".png"}]}
+    other = {**row, "images": [{"bytes": None, "path": "/cache/a/images/" + "2" * 64 + ".png"}]}
+    assert rows_digest([here]) == rows_digest([moved])
+    assert rows_digest([here]) != rows_digest([other])
+    assert rows_digest([{**row, "images": [{"bytes": b"png1"}]}]) != rows_digest(
+        [{**row, "images": [{"bytes": b"png2"}]}]
+    )
