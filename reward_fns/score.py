@@ -31,10 +31,13 @@ The two flaws of the released reward that ``fixed`` corrects (``reward_fns.detai
 Also corrected: station names compare after ``normalize_station``, which drops a trailing "站" after whitespace
 and brackets ("土桥站 Station" is "土桥"); ``released`` keeps the released order (``normalize_station_released``).
 
-Also: ``fixed`` adds an explicit format term (the released code has none), reads answers tolerantly (markdown,
-bullets, case, full-width colons; VQA "yes." / "(B)" / "3 lines") and credits the format only for the exact
-demanded shape (labels as in the prompt, blocks separated by ``--``, the via-stop field of long templates, VQA
-answers in ``\\boxed{}``).
+Also: ``fixed`` adds an explicit format term (the released code has none) and reads answers tolerantly (markdown,
+bullets, case, full-width colons; VQA "yes." / "(B)" / "3 lines"). The format term pays for a valid answer, not for
+labels (``answer_format``): a planning response earns it when it is nothing but the demanded blocks
+(``route_parsing.parse_answer_layout``: no text before or after, no stray line inside, the template's via-stop
+field in every block) and every block names a line of this map and stations of it (after the training
+normaliser); a VQA response when its answer is in ``\\boxed{}``. ``released`` and ``sparse`` report the shape
+check alone (``planning_format``; neither pays for format).
 
 Options (``RewardOptions``, also what ``reward.reward_kwargs`` holds): ``mode``; ``alpha``, ``transfer_weight`` and
 ``format_reward`` finite numbers >= 0; ``map_weights`` finite numbers > 0 for exactly easy / middle / hard.
@@ -63,7 +66,7 @@ from reward_fns.released import (
     released_planning,
     vqa_correct_released,
 )
-from reward_fns.route_parsing import RouteBlock, first_integer, parse_route_blocks
+from reward_fns.route_parsing import RouteBlock, first_integer, parse_answer_layout, parse_route_blocks
 from reward_fns.vqa_answers import extract_vqa_answer, normalize_vqa_answer
 from reward_fns.weights import (
     DEFAULT_TRANSFER_WEIGHT,
@@ -139,7 +142,9 @@ def _as_text(solution: Any) -> str:
 
 
 def planning_format(blocks: list[RouteBlock], template: str) -> bool:
-    """The demanded shape: >= 1 complete block, all written canonically, with the template's via-stop field."""
+    """The demanded shape: >= 1 complete block, all written canonically, with the template's via-stop field.
+
+    The format ``released`` and ``sparse`` report; ``fixed`` pays ``answer_format``, which also needs it."""
     if not blocks or not all(b.canonical for b in blocks):
         return False
     if template == "long1":
@@ -149,13 +154,45 @@ def planning_format(blocks: list[RouteBlock], template: str) -> bool:
     return True
 
 
+def answer_format(text: str, ctx: QuestionContext) -> bool:
+    """The ``fixed`` format term of a planning answer: the demanded layout, every name a name of this map.
+
+    The response is nothing but route blocks (``parse_answer_layout``), each with the template's via-stop field
+    (a via count, wherever written, is a number); every block's route name resolves to a line of the city
+    (``tolerant_line``: case and spacing free) and its departure, arrival and via stops are stations of the map
+    after the context's normaliser (so a trailing "Station" or "站" is free). Labels over invented names earn
+    nothing.
+
+    >>> from reward_fns.ground_truth import GroundTruth
+    >>> gt = GroundTruth("planning", "c", "easy", {"Line 1": ["Oak", "Elm"]}, station_1="Oak", station_2="Elm")
+    >>> ctx = question_context(gt)
+    >>> answer_format("Route Name: line 1\\nDeparture Stop: Oak Station\\nArrival Stop: Elm", ctx)
+    True
+    >>> answer_format("Route Name: Line 9\\nDeparture Stop: A\\nArrival Stop: B", ctx)
+    False
+    """
+    blocks = parse_answer_layout(text)
+    if blocks is None or ctx.index is None or not planning_format(blocks, ctx.gt.template):
+        return False
+    stations = ctx.index.stations
+    for block in blocks:
+        if ctx.tolerant_line(block.route_name) is None:
+            return False
+        if block.num_via_stops is not None and first_integer(block.num_via_stops) is None:
+            return False
+        stops = (block.departure, block.arrival, *(block.via_stops or ()))
+        if not all(ctx.normalize(stop) in stations for stop in stops):
+            return False
+    return True
+
+
 def _planning(text: str, ctx: QuestionContext, mode: Mode) -> tuple[bool, bool, float]:
     gt = ctx.gt
     blocks = parse_route_blocks(text)
-    fmt = planning_format(blocks, gt.template)
     if mode == "released":
         correct, detail = released_planning(text, ctx)
-        return correct, fmt, detail
+        return correct, planning_format(blocks, gt.template), detail
+    fmt = answer_format(text, ctx) if mode == "fixed" else planning_format(blocks, gt.template)
     legs = tolerant_legs(blocks, ctx)
     return route_correct(legs, ctx), fmt, fixed_detail(legs, ctx, gt.question_transfer_count)
 
@@ -223,4 +260,4 @@ def compute_score(
     return ScoreResult(score=float(score), acc=acc, format=fmt_value, detail=float(detail), weight=float(weight))
 
 
-__all__ = ["MODES", "SCORE_KEYS", "RewardOptions", "ScoreResult", "compute_score", "planning_format"]
+__all__ = ["MODES", "SCORE_KEYS", "RewardOptions", "ScoreResult", "answer_format", "compute_score", "planning_format"]
