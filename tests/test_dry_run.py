@@ -68,7 +68,7 @@ def test_dry_run_composes_over_any_curriculum_and_passes_verls_validation(curric
     assert all(s["steps"] == 1 and s["epochs"] is None for s in stages), "one step per stage"
     rollout = config.actor_rollout_ref.rollout
     assert rollout.name == "transformers" and config.trainer.device == "cpu"
-    assert config.actor_rollout_ref.model.path == "/cache/tiny_qwen2_5_vl-warm"
+    assert config.actor_rollout_ref.model.path == "/cache/tiny_qwen2_5_vl"  # a keyed folder under it at start
     assert config.actor_rollout_ref.actor.strategy == "fsdp2" and config.actor_rollout_ref.actor.use_kl_loss
     assert str(config.trainer.default_local_dir).startswith("/cache/cpu_dry_run/")
     assert "file" in config.trainer.logger and config.ray_kwargs.ray_init.num_gpus == 1

@@ -1,0 +1,77 @@
+"""The tiny model's warm start (recipe.cpu.warm_start): held-out cities only, whole-name tokens, one cached model per
+setting, and the step-0 reachability check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from data_prep.synthetic import SyntheticParams, generate_dataset
+from recipe.cpu.tiny_model import build_tiny_qwen, name_words, prepare_warm_tiny_qwen
+from recipe.cpu.warm_start import Reachability, check_held_out, data_files, map_names, read_rows
+
+
+def synthetic(folder: Path, cities: int, seed: int, questions: int = 6) -> Path:
+    params = SyntheticParams(cities=cities, seed=seed, questions_per_city=questions, render=False, max_pixels=12544)
+    return generate_dataset(folder, params)
+
+
+@pytest.fixture(scope="module")
+def run_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run's data: 3 cities (train, validation, test) of seed 0."""
+    return synthetic(tmp_path_factory.mktemp("run") / "data", 3, 0)
+
+
+def test_a_warm_start_on_other_cities_is_held_out(run_data: Path, tmp_path: Path) -> None:
+    check_held_out(synthetic(tmp_path / "warm", 3, 1000), run_data)
+
+
+def test_a_warm_start_sharing_a_city_with_any_split_is_refused(run_data: Path, tmp_path: Path) -> None:
+    """Seed 0 with four cities draws the run's three (whichever split they landed in) and one more."""
+    with pytest.raises(ValueError, match="must not see the run's questions"):
+        check_held_out(synthetic(tmp_path / "warm", 4, 0), run_data)
+    test_only = tmp_path / "test_only"
+    test_only.mkdir()
+    (test_only / "test.parquet").write_bytes((run_data / "test.parquet").read_bytes())
+    with pytest.raises(ValueError, match="warm_start.seed"):
+        check_held_out(synthetic(tmp_path / "warm2", 4, 0), test_only)
+
+
+def test_every_word_of_the_maps_names_is_one_token(run_data: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer
+
+    names = map_names(data_files(run_data))
+    network = json.loads(read_rows([run_data / "test.parquet"])[0]["reward_model"]["ground_truth"])["network"]
+    assert set(network) <= set(names) and {s for line in network.values() for s in line} <= set(names)
+    tokenizer = AutoTokenizer.from_pretrained(build_tiny_qwen(tmp_path / "model", names=names))
+    words = name_words(names)
+    assert len(words) > 50
+    assert all(len(tokenizer.encode(" " + word, add_special_tokens=False)) == 1 for word in words)
+    plain = AutoTokenizer.from_pretrained(build_tiny_qwen(tmp_path / "plain"))
+    assert sum(len(plain.encode(" " + word, add_special_tokens=False)) > 1 for word in words) > len(words) // 2
+
+
+def test_the_warm_started_model_is_cached_per_setting(run_data: Path, tmp_path: Path) -> None:
+    rows = read_rows([run_data / "test.parquet"], limit=4, seed=0)
+    names = map_names(data_files(run_data))
+    kwargs = {"names": names, "hidden_size": 32, "layers": 1, "heads": 2, "batch_size": 2, "learning_rate": 1e-3}
+    first, built = prepare_warm_tiny_qwen(tmp_path, rows, steps=2, **kwargs)
+    again, rebuilt = prepare_warm_tiny_qwen(tmp_path, rows, steps=2, **kwargs)
+    other, _ = prepare_warm_tiny_qwen(tmp_path, rows, steps=3, **kwargs)
+    fewer_names, _ = prepare_warm_tiny_qwen(tmp_path, rows, steps=2, **{**kwargs, "names": names[:-5]})
+    assert (built, rebuilt, again) == (True, False, first)
+    assert len({first, other, fewer_names}) == 3 and first.parent == tmp_path
+    stamp = json.loads((first / "rewardmap_warm_start.json").read_text())
+    assert stamp["stamp"]["rows"] == 4 and stamp["loss_last"] is not None
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(p.name for p in (first, other, fewer_names))
+
+
+def test_reachability_names_every_component_no_sample_reached() -> None:
+    everything = Reachability(1.0, planning=8, planning_format=2, planning_detail=1, vqa=8, vqa_correct=3)
+    assert everything.problems() == []
+    assert "planning format 2/8, detail > 0 1/8, correct 0/8" in everything.line()
+    nothing = Reachability(1.0, planning=8, vqa=8)
+    assert len(nothing.problems()) == 3
+    assert Reachability(1.0, planning=8, planning_format=1, planning_detail=1).problems() == []  # no VQA in the run
