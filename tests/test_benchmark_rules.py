@@ -64,6 +64,17 @@ MINI: dict[tuple[str, str], dict[str, list[str]]] = {
             "New Lynn Station",
         ],
     },
+    ("america", "miami"): {
+        "Metrorail Green Line": [
+            "Hialeah Station",
+            "Tri-Rail Station",
+            "Northside Station",
+            "Dr. Martin Luther King Jr. Station",
+            "Brownsville Station",
+            "Earlington Heights Station",
+        ],
+        "Metrorail Orange Line": ["Miami International Airport Station", "Earlington Heights Station"],
+    },
     ("america", "new_york"): {
         "4": ["Fulton St Station", "Wall St Station", "Bowling Green Station"],
         "5": ["Fulton St Station", "Wall St Station", "Bowling Green Station"],
@@ -335,6 +346,27 @@ CASES: list[tuple[Any, ...]] = [
         (1, 20),
         (1, 20),
     ),
+    # a ride without via stops saying so ("无"): fixed reads no list, 20 + 1 + 4 + 4 + (10 x 4/4 + 4) / 2 (35 when
+    # "无" joined the union, IoU 4/5); released empties a list without 站 and splits the other on "," unstripped:
+    # 1 match, IoU 1/7 (as C7), 20 + 9 + (10/7 + 1) / 2
+    (
+        "V1",
+        BJ,
+        "long2",
+        "复兴门站",
+        "灯市口站",
+        {
+            "0": [
+                ride(L1, "复兴门", "东单", ["西单", "天安门西", "天安门东", "王府井"]),
+                ride("地铁5号线(宋家庄--天通苑北)", "东单", "灯市口", []),
+            ]
+        },
+        blk("Line 1", "复兴门站", "东单站", "Via Stops: 西单站, 天安门西站, 天安门东站, 王府井站")
+        + "--\n"
+        + blk("Line 5", "东单站", "灯市口站", "Via Stops: 无"),
+        (1, 20 + 9 + (10 / 7 + 1) / 2),
+        (1, 36),
+    ),
     # the leaking via list, reset per sample: an empty route name earns +2, the Chinese via stops nothing
     (
         "L3",
@@ -412,6 +444,79 @@ def test_full_width_via_counts_are_read_in_both_rule_sets() -> None:
     )
     for rules in ("released", "fixed"):
         assert evaluate_planning(_gt(*c5[1:6], "mini"), text, rules=rules)["map_score"] == 37
+
+
+# A ride without via stops, said in words ------------------------------------------------------------------------
+
+MIAMI = ("america", "miami")
+ORANGE, GREEN = "Metrorail Orange Line", "Metrorail Green Line"
+MIAMI_ROUTE = {
+    "0": [
+        ride(ORANGE, "Miami International Airport", "Earlington Heights", []),
+        ride(
+            GREEN,
+            "Earlington Heights",
+            "Hialeah",
+            ["Brownsville", "Dr. Martin Luther King Jr.", "Northside", "Tri-Rail"],
+        ),
+    ]
+}
+GREEN_VIA = "Via Stops: Brownsville Station, Dr. Martin Luther King Jr. Station, Northside Station, Tri-Rail Station"
+
+
+def miami_gold(no_via: str) -> str:
+    """The right two-ride template-2 answer, the via-less first ride's field written ``no_via`` ("": no line)."""
+    first = blk(ORANGE, "Miami International Airport Station", "Earlington Heights Station", no_via or None)
+    return first + "--\n" + blk(GREEN, "Earlington Heights Station", "Hialeah Station", GREEN_VIA)
+
+
+@pytest.mark.parametrize("source", ["mini", "real"])
+@pytest.mark.parametrize(
+    "no_via",
+    [
+        "Via Stops: None",
+        "Via Stops: none",
+        "Via Stops: NONE.",
+        "Via Stops: **None**",
+        "Via Stops: None (adjacent stations)",
+        "Via Stops: (none)",
+        "Via Stops: No via stops",
+        "Via Stops: nil",
+        "Via Stops: N/A",
+        "Via Stops: -",
+        "Via Stops: —",
+        "Via Stops: 无",
+        "Via Stops: 没有",
+        "Via Stops:",  # the field left empty, without the label's space
+        "",  # the field left out
+    ],
+)
+def test_a_ride_said_to_have_no_via_stops_scores_as_an_empty_field(source: str, no_via: str) -> None:
+    """The issue's Miami case: fixed 20 + 1 + 4 + 4 + (10 x 4/4 + 4) / 2 = 36 however the via-less ride says it
+    has none (35 before: the word joined the IoU's union, 4/5). Released scores it as the empty field (25: outside
+    China template 2 earns no via points, slip 3)."""
+    gt = _gt(MIAMI, "long2", "Miami International Airport Station", "Hialeah Station", MIAMI_ROUTE, source)
+    empty = {rules: evaluate_planning(gt, miami_gold("Via Stops: "), rules=rules) for rules in ("released", "fixed")}
+    assert (empty["fixed"]["acc"], empty["fixed"]["map_score"]) == (1, 36.0)
+    assert (empty["released"]["acc"], empty["released"]["map_score"]) == (1, 25.0)
+    for rules in ("released", "fixed"):
+        assert evaluate_planning(gt, miami_gold(no_via), rules=rules) == empty[rules], rules
+
+
+def test_no_real_station_reads_as_no_via_stops(reasonmap_dir: Any) -> None:
+    """The words that empty a via list (``says_no_via_stops``) name no station of the 30 real networks, in any
+    spelling a model could copy (as listed, markers stripped, normalised), so no right via stop is ever dropped."""
+    from reward_fns.network import normalize_station, strip_markers
+    from reward_fns.route_parsing import says_no_via_stops
+
+    checked = 0
+    for path in sorted((reasonmap_dir / "stations").glob("*/*.json")):
+        for stations in MetroNetwork.from_json(path).lines.values():
+            for station in stations:
+                for spelling in (station, strip_markers(station), normalize_station(station)):
+                    assert not says_no_via_stops(spelling), (path.stem, station)
+                checked += 1
+    assert checked > 4000
 
 
 # The rules themselves -------------------------------------------------------------------------------------------
