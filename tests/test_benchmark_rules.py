@@ -7,6 +7,7 @@ station files spell them, and again on the real network when ``../shared/reasonm
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
@@ -23,6 +24,8 @@ from reward_fns.benchmark_released import (
 from reward_fns.ground_truth import GroundTruth
 from reward_fns.metrics import evaluate_planning, planning_group
 from reward_fns.network import MetroNetwork
+from reward_fns.released import INT_MAX_STR_DIGITS, python_int_of_text
+from reward_fns.score import compute_score
 from tests.conftest import REASONMAP_DIR
 from tests.reward_helpers import vqa_gt
 
@@ -641,6 +644,56 @@ def test_plus_readings(response: str, qtype: str, answer: int, official: bool, v
     gt = vqa_gt(qtype, answer)
     assert plus_correct_released(plus_answer_released(response), gt) is official
     assert plus_correct_vlmevalkit(plus_answer_vlmevalkit(response, qtype), gt) is vlmevalkit
+
+
+_LIMIT = INT_MAX_STR_DIGITS
+
+
+@pytest.mark.parametrize(
+    ("inner", "right"),
+    [
+        pytest.param("+" + "0" * (_LIMIT - 1) + "3", True, id="a sign and 4,300 digits"),
+        pytest.param("_".join(["0"] * 2200 + ["3"]), True, id="2,201 digits in 4,401 characters"),
+        pytest.param("0" * (_LIMIT - 1) + "3", True, id="the limit"),
+        pytest.param("0" * _LIMIT + "3", False, id="the limit + 1"),
+        pytest.param("+" + "0" * _LIMIT + "3", False, id="a sign and the limit + 1"),
+        pytest.param("_".join(["0"] * (_LIMIT - 1) + ["3"]), True, id="underscored, the limit"),
+        pytest.param("_".join(["0"] * _LIMIT + ["3"]), False, id="underscored, the limit + 1"),
+        pytest.param("０" * (_LIMIT - 1) + "３", True, id="full-width, the limit"),
+        pytest.param("０" * _LIMIT + "３", False, id="full-width, the limit + 1"),
+        pytest.param("0" * _LIMIT + "3x", False, id="not a number, past the limit"),
+    ],
+)
+def test_plus_integers_are_limited_in_digits_as_int_limits_them(inner: str, right: bool) -> None:
+    """main_plus.py judges ``int(answer) == answer`` under CPython's default limit, which counts digits (a sign,
+    whitespace and underscores are free, leading zeros count): the released reading, the benchmark's and the
+    released training reward's (one function), agree with int() itself on every side of the limit."""
+    assert sys.get_int_max_str_digits() == sys.int_info.default_max_str_digits == _LIMIT
+    gt = vqa_gt("Counting2", 3)
+    response = "\\boxed{" + inner + "}"
+    answer = plus_answer_released(response)
+    try:
+        official = int(answer) == 3
+    except ValueError:
+        official = False
+    assert official is right
+    assert plus_correct_released(answer, gt) is right
+    assert compute_score("reasonmap_plus", response, gt, mode="released")["acc"] == float(right)
+
+
+def test_plus_integer_verdicts_do_not_follow_a_raised_process_limit() -> None:
+    """A process that lifted the limit (``PYTHONINTMAXSTRDIGITS=0``) still refuses what the official run refused,
+    and no string raises."""
+    gt = vqa_gt("Counting3", 3)
+    previous = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        assert plus_correct_released("0" * _LIMIT + "3", gt) is False
+        assert plus_correct_released("+" + "0" * (_LIMIT - 1) + "3", gt) is True
+        assert python_int_of_text("9" * 1_000_000) is None
+    finally:
+        sys.set_int_max_str_digits(previous)
+    assert python_int_of_text("1" * 5000 + "x") is None and python_int_of_text(" ") is None
 
 
 def test_plus_answers_read() -> None:
