@@ -1,6 +1,6 @@
 # shellcheck shell=bash
 # Shared by the launch scripts (sourced, never run): the cluster work (ray job submit, the SLURM Ray cluster: head,
-# workers, poll, stop, traps, requeue). Everything decided before a run starts comes from
+# workers, poll, stop, traps, requeue, Ray token authentication). Everything decided before a run starts comes from
 # one Python entry, recipe/launch_plan.py (`rm_plan`): the data and model paths made absolute and checked, the
 # config composed once with the driver's overrides, trainer.experiment_name read from it, the run folder created,
 # the overrides the driver gets and a `ray job submit` job's runtime env (what it carries from the submitter:
@@ -13,12 +13,16 @@
 #   DATA_DIR         folder written by data_prep (has manifest.json) -> rewardmap.data_dir; unset: embedded data.
 #   MODEL            local model folder or a hub name (org/name) -> actor_rollout_ref.model.path; unset: the preset's.
 #   PYTHON           interpreter of the recipe's environment on this machine (default: python).
-# ray job submit:    RAY_ADDRESS (http://127.0.0.1:8265), NNODES (1), GPUS_PER_NODE (8).
+# ray job submit:    RAY_ADDRESS (http://127.0.0.1:8265), NNODES (1), GPUS_PER_NODE (8); RAY_AUTH_MODE (unset: the
+#                    cluster's, asked by launch/ray_auth.py; token: sent from RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or
+#                    ~/.ray/auth_token, never put in the job's runtime env).
 # SLURM:             RAY_HEAD_IP or RAY_HEAD_IFACE (default: the head's `hostname --ip-address`), RAY_PORT (6379),
 #                    RAY_CLUSTER_TIMEOUT (600 s) and RAY_POLL_INTERVAL (5 s) for the cluster wait,
 #                    REWARDMAP_REQUEUE=0 (stop at the time limit instead of requeueing), REWARDMAP_SAVE_WAIT
 #                    (seconds to wait for the requested checkpoint, 420), REWARDMAP_HOME (the
-#                    recipe folder, default: where sbatch ran), GPUS_PER_NODE when SLURM does not say.
+#                    recipe folder, default: where sbatch ran), GPUS_PER_NODE when SLURM does not say;
+#                    RAY_AUTH_MODE (token, the default, or disabled), RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH (your
+#                    token; unset: a new token for each job attempt, see rm_ray_auth).
 
 RM_PYTHON=${PYTHON:-python}
 
@@ -41,6 +45,19 @@ rm_plan() {
 
 # ---------------------------------------------------------------------------------------------- ray job submit
 
+# ray job submit sends the cluster's token only with RAY_AUTH_MODE=token in its environment (Ray 2.60 never asks
+# the cluster): unless the user set RAY_AUTH_MODE, ask the dashboard and export token mode when it wants one
+# (launch/ray_auth.py stops here when this machine has no token to send). The token stays where Ray reads it.
+rm_submit_auth() {
+    local address=$1 mode
+    [ -z "${RAY_AUTH_MODE:-}" ] || return 0
+    mode=$("$RM_PYTHON" "$RM_REPO/launch/ray_auth.py" cluster-mode "$address") || exit 1
+    if [ "$mode" = token ]; then
+        export RAY_AUTH_MODE=token
+        rm_say "the Ray cluster at $address uses token authentication: ray job commands need RAY_AUTH_MODE=token"
+    fi
+}
+
 rm_submit_usage() {
     cat <<EOF
 usage: [REWARDMAP_RUNS=DIR] [RAY_ADDRESS=URL] [DATA_DIR=DIR] [MODEL=PATH|org/name] [NNODES=1] [GPUS_PER_NODE=8]
@@ -53,7 +70,7 @@ EOF
 
 # ray job submit for one preset; the per-model scripts are `rm_submit PRESET "$@"`.
 rm_submit() {
-    local preset=$1 address no_wait=() job_id
+    local preset=$1 address no_wait=() job_id ray_job=(ray job)
     shift
     while [ $# -gt 0 ]; do
         case $1 in
@@ -66,12 +83,14 @@ rm_submit() {
     command -v ray >/dev/null || rm_die "ray not found: activate the recipe's environment (README \"GPU cluster\")"
     address=${RAY_ADDRESS:-http://127.0.0.1:8265}
     rm_plan ray-job --caller-dir "$RM_CALLER_PWD" --preset "$preset" -- "$@"
+    rm_submit_auth "$address"
+    [ "${RAY_AUTH_MODE:-}" != token ] || ray_job=(RAY_AUTH_MODE=token ray job)
     job_id="rewardmap-$RM_EXPERIMENT_NAME-$(date +%Y%m%d-%H%M%S)"
     rm_say "run folder: $RM_RUN_DIR (checkpoints/, tensorboard/)"
     rm_say "job id:     $job_id"
-    rm_say "  follow:   ray job logs --address $address --follow $job_id"
-    rm_say "  stop:     ray job stop --address $address $job_id"
-    rm_say "  logs:     ray job logs --address $address $job_id"
+    rm_say "  follow:   ${ray_job[*]} logs --address $address --follow $job_id"
+    rm_say "  stop:     ${ray_job[*]} stop --address $address $job_id"
+    rm_say "  logs:     ${ray_job[*]} logs --address $address $job_id"
     ray job submit --address "$address" --submission-id "$job_id" --runtime-env-json "$RM_RUNTIME_ENV" \
         ${no_wait[@]+"${no_wait[@]}"} -- python -m recipe.main_rewardmap "${RM_OVERRIDES[@]}" "$@"
 }
@@ -99,6 +118,30 @@ rm_slurm_logs() {
     RM_LOG_DIR="$RM_RUN_DIR/logs/slurm-$SLURM_JOB_ID.$RM_ATTEMPT"
     mkdir -p "$RM_LOG_DIR" || rm_die "cannot create $RM_LOG_DIR"
     rm_say "per-node logs: $RM_LOG_DIR"
+}
+
+# Ray token authentication for this job's own Ray cluster, exported before any step starts so that srun (which
+# passes the batch environment on) gives the same to the head, every worker, the poll and the driver: Ray 2.60's
+# `ray start --address` and `ray.init(address=...)` never turn it on by themselves, and a head that found a token
+# does (README "Ray token authentication"). RAY_AUTH_MODE=token unless the user set it otherwise; the token is the
+# user's (RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH) or else a new one for this attempt, in a file only the user can
+# read, in the attempt's log folder on the shared run folder (RAY_AUTH_TOKEN_PATH), removed when the job ends:
+# one token per cluster, none written to ~/.ray, none on a command line.
+rm_ray_auth() {
+    if [ "${RAY_AUTH_MODE:-token}" != token ]; then
+        rm_say "RAY_AUTH_MODE=$RAY_AUTH_MODE: this job's Ray cluster takes no token (anyone who reaches it can use it)"
+        return 0
+    fi
+    export RAY_AUTH_MODE=token
+    if [ -n "${RAY_AUTH_TOKEN:-}" ] || [ -n "${RAY_AUTH_TOKEN_PATH:-}" ]; then
+        rm_say "Ray token authentication with your token (RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)"
+        return 0
+    fi
+    RM_AUTH_TOKEN_FILE="$RM_LOG_DIR/ray-auth-token"
+    "$RM_PYTHON" "$RM_REPO/launch/ray_auth.py" new-token "$RM_AUTH_TOKEN_FILE" ||
+        rm_die "cannot write this job's Ray token to $RM_AUTH_TOKEN_FILE"
+    export RAY_AUTH_TOKEN_PATH=$RM_AUTH_TOKEN_FILE
+    rm_say "Ray token authentication: this job's token is $RM_AUTH_TOKEN_FILE (mode 600, removed when the job ends)"
 }
 
 # Head address: RAY_HEAD_IP, else the address of RAY_HEAD_IFACE on the head, else the head's `hostname -i`.
@@ -191,6 +234,8 @@ rm_start_cluster() {
     rm_wait_cluster 1 "$RM_GPUS"
     rm_start_workers
     rm_wait_cluster "${#RM_NODES[@]}" $((${#RM_NODES[@]} * RM_GPUS))
+    [ "${RAY_AUTH_MODE:-}" != token ] ||
+        rm_say "to reach it: RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=${RAY_AUTH_TOKEN_PATH:-FILE} ray status --address $RM_RAY_ADDRESS"
 }
 
 # Stops what was started, whatever ended the job (exit, scancel, time limit): `ray stop` on every node, then
@@ -214,6 +259,7 @@ rm_slurm_cleanup() {
         [ "$tries" -lt 30 ] && sleep 1
     done
     jobs -pr | xargs -r kill -9 2>/dev/null
+    [ -z "${RM_AUTH_TOKEN_FILE:-}" ] || rm -f "$RM_AUTH_TOKEN_FILE"
     exit "$rc"
 }
 

@@ -63,6 +63,10 @@ COMMANDS: dict[str, str] = {
         "tests/test_gpu_install.py::test_the_readme_preflight_loads_the_downloaded_models_processor_offline"
     ),
     # GPU cluster: ray job submit
+    "ray get-auth-token --generate >/dev/null && chmod 600 ~/.ray/auth_token": (
+        "tests/test_launch_ray_auth.py::test_the_readme_token_command_makes_a_private_token"
+    ),
+    "export RAY_AUTH_MODE=token": NOT_RUNNABLE_HERE + "cluster setting (every node, before ray start)",
     "ray start --head --dashboard-host=0.0.0.0 --num-gpus=8": NOT_RUNNABLE_HERE + "cluster (starts a Ray head)",
     "ray start --address=HEAD:6379 --num-gpus=8": NOT_RUNNABLE_HERE + "cluster (joins a Ray head)",
     "RAY_ADDRESS=http://HEAD:8265 bash launch/run_rewardmap_qwen2_5_vl_7b.sh --no-wait": (
