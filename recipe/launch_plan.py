@@ -48,7 +48,7 @@ from hydra.errors import HydraException, OverrideParseException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from recipe.main_rewardmap import command_line, hydra_arguments
+from recipe.main_rewardmap import command_line, hydra_arguments, split_hydra_arguments
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO / "configs"
@@ -273,15 +273,17 @@ def make_run_dir(folder: Path) -> None:
 def hydra_overrides(args: Sequence[str]) -> list[str]:
     """The Hydra overrides among the user's arguments: the recipe's plain flags translated, Hydra's flags dropped.
 
-    Read with Hydra's own command-line parser, flags and overrides in any order. Flags that change which config
-    is composed, or run several jobs, are refused: a launch composes configs/rewardmap.yaml once.
+    Split as the driver splits them (``recipe.main_rewardmap``: flags and overrides in any order), the flags read
+    by Hydra's own parser. Flags that change which config is composed, or run several jobs, are refused: a launch
+    composes configs/rewardmap.yaml once.
 
-    >>> hydra_overrides(["curriculum=coarse", "--dry-run", "+trainer.note=x y"])
+    >>> hydra_overrides(["curriculum=coarse", "--cfg", "job", "--dry-run", "+trainer.note=x y"])
     ['curriculum=coarse', 'dry_run=cpu', '+trainer.note=x y']
     """
     from hydra._internal.utils import get_args_parser
 
     translated, _ = command_line(list(args), has_cuda=True, ray_cluster=True)  # a GPU cluster: no automatic dry run
+    overrides, flags = split_hydra_arguments(translated)
     parser = get_args_parser()
 
     def refuse(message: str) -> None:
@@ -290,7 +292,7 @@ def hydra_overrides(args: Sequence[str]) -> list[str]:
     parser.error = refuse  # type: ignore[method-assign]
     try:
         with contextlib.redirect_stdout(sys.stderr):
-            parsed = parser.parse_intermixed_args(translated)
+            parsed = parser.parse_args(flags)
     except SystemExit as exit_:  # --version, --shell-completion: answered by the driver, not a launch
         raise LaunchError(f"cannot read the arguments {' '.join(args)}: not a run") from exit_
     for flag, name in (
@@ -302,7 +304,7 @@ def hydra_overrides(args: Sequence[str]) -> list[str]:
             raise LaunchError(f"{name}: the launch scripts run configs/{CONFIG_NAME}.yaml; choose with overrides")
     if parsed.multirun:
         raise LaunchError("--multirun: a launch runs one job; submit one per setting")
-    return list(parsed.overrides)
+    return overrides
 
 
 def composition_error(overrides: Sequence[str], err: Exception) -> str:

@@ -141,6 +141,8 @@ def test_flags_and_overrides_in_any_order_and_flags_that_change_the_config_are_r
 ) -> None:
     plan(tmp_path, "--cfg", "job", "curriculum=coarse", "--dry-run", "-p", "trainer", "reward_mode=sparse")
     assert named[-1][-3:] == ["curriculum=coarse", "dry_run=cpu", "reward_mode=sparse"], "flags are not overrides"
+    plan(tmp_path, "--info", "curriculum=coarse")  # split as the driver splits: no value taken from an override
+    assert named[-1][-1] == "curriculum=coarse"
     for args, message in [
         (["--config-name", "other"], "--config-name: the launch scripts run configs/rewardmap.yaml"),
         (["-m", "curriculum=fine,coarse"], "--multirun: a launch runs one job"),
