@@ -31,7 +31,7 @@ import numpy as np
 import transfer_queue as tq
 from verl.trainer.ppo.v1 import PPOTrainerSync, register_trainer
 
-from recipe.metrics import reward_metrics
+from recipe.metrics import PREFIX, reward_metrics, vision_token_ids, vision_tokens_sampled
 from recipe.plan_record import check_plan_record, dataloader_state_for, write_plan_record
 from reward_fns.metrics import weighted_accuracies
 
@@ -41,7 +41,7 @@ logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "INFO"))
 TRAINER_MODE = "rewardmap"
 # Written into trainer.default_local_dir to ask for a checkpoint at the end of the current step (launch/lib.sh).
 SAVE_REQUEST_NAME = "save_now.request"
-METRIC_FIELDS = ["uid", "rm_scores", "extra_fields"]
+METRIC_FIELDS = ["uid", "rm_scores", "extra_fields", "responses"]
 
 
 @register_trainer(TRAINER_MODE)
@@ -77,6 +77,10 @@ class RewardMapTrainer(PPOTrainerSync):
 
         plan = self.stage_plan()
         metrics = reward_metrics((infos, np.array(scores), uids), stage_names=_stage_names(plan))
+        responses = [r for r, k in zip(_rows(data["responses"]), keep, strict=True) if k]
+        metrics[f"{PREFIX}/rollout/vision_tokens"] = float(
+            vision_tokens_sampled(responses, vision_token_ids(self.tokenizer))
+        )
         self.log_stage_change(global_steps, metrics.get("rewardmap/stage"), plan)
         return metrics
 
