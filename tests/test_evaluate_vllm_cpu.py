@@ -22,6 +22,14 @@ NEW_TOKENS = 24
 
 
 @pytest.fixture(scope="module")
+def vllm_tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny model at the CPU run's width (hidden 64, head_dim 32): vLLM's CPU attention has no head_dim 16."""
+    from recipe.tiny_model import build_tiny_qwen
+
+    return build_tiny_qwen(tmp_path_factory.mktemp("tiny_qwen_64"), hidden_size=64)
+
+
+@pytest.fixture(scope="module")
 def mapped_test_file(tmp_path_factory: pytest.TempPathFactory) -> str:
     """Test questions with drawn maps of at most 16 image tokens (the CPU run's budget)."""
     root = tmp_path_factory.mktemp("vllm_testset")
@@ -44,13 +52,13 @@ def generate(backend: str, model: Path, test_file: str, out: Path) -> dict[tuple
 
 
 def test_vllm_backend_on_cpu_answers_as_transformers_under_greedy_decoding(
-    tmp_path: Path, tiny_dir: Path, mapped_test_file: str
+    tmp_path: Path, vllm_tiny_dir: Path, mapped_test_file: str
 ) -> None:
     engine, why_not = cpu_rollout_engine()
     if engine != "vllm":
         pytest.skip(f"vLLM's CPU build cannot run here: {why_not}")
-    by_vllm = generate("vllm", tiny_dir, mapped_test_file, tmp_path / "vllm.jsonl")
-    by_transformers = generate("transformers", tiny_dir, mapped_test_file, tmp_path / "transformers.jsonl")
+    by_vllm = generate("vllm", vllm_tiny_dir, mapped_test_file, tmp_path / "vllm.jsonl")
+    by_transformers = generate("transformers", vllm_tiny_dir, mapped_test_file, tmp_path / "transformers.jsonl")
     assert len(by_vllm) == QUESTIONS and by_vllm.keys() == by_transformers.keys()
     assert any(text for text in by_vllm.values()), "the engine generated nothing"
     differing = {key: (by_vllm[key], by_transformers[key]) for key in by_vllm if by_vllm[key] != by_transformers[key]}

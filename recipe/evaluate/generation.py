@@ -44,6 +44,7 @@ from recipe.evaluate.testset import ROW_COLUMNS, Question, iter_rows, load_quest
 from recipe.row_images import chat_messages, row_images
 
 BACKENDS = ("auto", "vllm", "transformers")
+CPU_KV_CACHE_BYTES = 1 << 30  # vLLM on CPU: the KV cache in host memory
 META_VERSION = 1
 
 
@@ -230,6 +231,8 @@ class VllmBackend:
             engine_kwargs["dtype"] = "float32"  # as the transformers backend on CPU (_torch_dtype)
         if on_cpu:
             engine_kwargs["enforce_eager"] = True  # no graph capture on CPU
+            # vLLM's CPU worker otherwise reserves gpu_memory_utilization of the machine's memory for the KV cache
+            engine_kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
         if max_model_len:
             engine_kwargs["max_model_len"] = max_model_len
         if processor_kwargs:
