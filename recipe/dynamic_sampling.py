@@ -46,9 +46,21 @@ checks that verl's restored dataloader serves exactly the next prompt (``plan_in
 from there. A resumed run draws the same prompts in the same order as an uninterrupted one; where its later steps
 begin depends on its rollouts' rewards, which match the uninterrupted run's only when its rollouts do.
 
-Per-step metrics (``rewardmap/sampling/...``), see ``StepDraws.metrics``. Each step's prompts (plan positions)
-are appended to ``<trainer.default_local_dir>/dynamic_sampling.jsonl`` (a step trained again after a resume
-appends again; the last line of a step wins).
+Per-step metrics (``StepDraws.metrics``)::
+
+    rewardmap/sampling/prompts_drawn         prompts the step drew from the plan (the first draw and refills)
+    rewardmap/sampling/refills               refills made
+    rewardmap/sampling/groups_dropped        drawn groups without signal (dropped_frac: their share)
+    rewardmap/sampling/groups_trained        groups trained (partial_batch: 1 when fewer than B)
+    rewardmap/sampling/unfiltered            1 when no group was kept and the first drawn ones trained
+    rewardmap/sampling/stage_ran_out         1 when a draw asked for more prompts than the stage had left
+    rewardmap/sampling/plan_position         prompts drawn from the plan so far
+    rewardmap/sampling/progress/stage=<name> share of each stage's prompts drawn so far (0 to 1)
+
+``rewardmap/groups/all_equal_frac`` (``recipe.metrics``) is then of the trained groups: 0 unless ``unfiltered``.
+Each step's prompts (plan positions: drawn, dropped, trained) are appended to
+``<trainer.default_local_dir>/dynamic_sampling.jsonl`` (a step trained again after a resume appends again; the
+last line of a step wins).
 """
 
 from __future__ import annotations

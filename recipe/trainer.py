@@ -211,6 +211,13 @@ class RewardMapTrainer(PPOTrainerSync):
             raise ValueError(
                 "dynamic sampling draws one batch of kept groups per step: set trainer.v1.sync.parameter_sync_step=1"
             )
+        limit = "no limit" if self.sampling.max_refills is None else f"at most {self.sampling.max_refills} per step"
+        message = (
+            f"[rewardmap] dynamic sampling: groups whose {self.sampling.metric!r} is equal across their rollouts are "
+            f"dropped, refills ({limit}) come from the step's own stage"
+        )
+        print(message, flush=True)
+        logger.info(message)
         return plan_replay_buffer(
             trainer_mode=self.trainer_mode,
             trainer_config=self.config.trainer.v1.get(self.trainer_mode, {}),

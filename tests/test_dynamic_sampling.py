@@ -85,6 +85,24 @@ def test_settings_come_from_verls_switch_and_the_recipes_knob() -> None:
         DynamicSamplingSettings.from_config(on)
 
 
+@pytest.mark.parametrize("experiment", [None, "rewardmap", "rl_baseline"])
+def test_the_config_group_switches_verls_filter_on_and_is_off_by_default(experiment: str | None) -> None:
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    import recipe.advantage  # noqa: F401  (the estimator of reward_mode=fixed, as in the task runner)
+    from tests.fixtures.configs import compose_config
+
+    rows = [f"+experiment={experiment}"] if experiment else []
+    assert not compose_config(*rows).algorithm.filter_groups.enable
+    assert not compose_config(*rows, "dynamic_sampling=off").algorithm.filter_groups.enable
+    on = compose_config(*rows, "dynamic_sampling=on")
+    validate_config(config=on, use_reference_policy=need_reference_policy(on), use_critic=need_critic(on))
+    assert DynamicSamplingSettings.from_config(on) == DynamicSamplingSettings(True, "reward", 4)
+    tuned = compose_config(*rows, "dynamic_sampling=on", "rewardmap.dynamic_sampling.max_refills=null")
+    assert DynamicSamplingSettings.from_config(tuned).max_refills is None
+
+
 # -- the trainer mode's draws, step by step --------------------------------------------------------------------
 
 
