@@ -339,7 +339,7 @@ def test_resume_refuses_a_switch_of_dynamic_sampling_and_a_dataloader_that_disag
 def test_verls_own_group_filter_breaks_the_plan(tmp_path: Path, tq) -> None:
     """What ``PlanReplayBuffer`` answers: verl's sync filter (replay_buffer.py:461-500) refills from the
     dataloader's next prompts whatever their stage, discards kept groups beyond the batch, and past the plan's
-    end the dataloader starts again at the first stage (trainer_base.py:1466-1474)."""
+    end the dataloader starts again at the first prompt (trainer_base.py:1466-1474)."""
     from verl.trainer.ppo.v1.replay_buffer import ReplayBuffer
 
     harness = Harness(tmp_path, tq, dynamic=False)
@@ -356,15 +356,40 @@ def test_verls_own_group_filter_breaks_the_plan(tmp_path: Path, tq) -> None:
         gen_batch_size=1,
         max_inflight_gen_batches=1,
     )
-    trained = []
+    drawn: dict[int, list[int]] = defaultdict(list)
+    roll_out = trainer._submit_batch_to_rollout
+    trainer._submit_batch_to_rollout = lambda batch: (
+        drawn[trainer.global_steps].extend(info["plan_index"] for info in batch["extra_info"]) or roll_out(batch)
+    )
+    discarded = 0
     for step in range(1, harness.plan.total_steps + 1):
         trainer.global_steps = step
         trainer._add_batch_to_generate()
-        batch, _ = trainer.replay_buffer.sample(step, "train", BATCH)
-        trained.append(trained_positions(batch))
+        batch, metrics = trainer.replay_buffer.sample(step, "train", BATCH)
+        discarded += metrics.get("training/filter_groups/discarded_surplus_samples", 0)
         tq.kv_clear(batch.keys, "train")
-    stages = [{harness.plan.stage_of_sample(p)[1] for p in step} for step in trained]
-    assert {"torf", "counting"} in stages  # one step trains two stages' prompts
-    assert stages[-1] == {"torf"}  # the last step trains the first stage again
-    signal = {p for p in range(harness.plan.num_samples) if p not in NO_SIGNAL}
-    assert signal - {p for step in trained for p in step}  # prompts with signal drawn and never trained
+    order = [p for step in sorted(drawn) for p in drawn[step]]
+    assert any(len({harness.plan.stage_of_sample(p)[0] for p in drawn[step]}) > 1 for step in drawn)  # two stages
+    assert len(order) > harness.plan.num_samples and order[harness.plan.num_samples] == 0  # the plan again
+    assert discarded > 0  # kept groups drawn, generated and thrown away
+
+
+def test_a_run_that_drew_the_plan_saves_its_last_step_and_its_resume_trains_nothing(
+    tmp_path: Path, tq, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    harness = Harness(tmp_path, tq)
+    run_to_end(harness)  # the plan is drawn at step 5 of its 7: verl's loop ends after it
+    trainer = harness.trainer
+    assert trainer.total_training_steps == trainer.global_steps == 5
+    folder = harness.checkpoint()
+    resumed = Harness(tmp_path, tq)
+    resumed.resume(folder)
+    assert resumed.trainer.plan_cursor.done and resumed.trainer.total_training_steps == 5  # no step to train
+
+    trainer.config.trainer.save_freq = 4  # verl saved step 4, not step 5 (it did not know 5 was the last)
+    (folder / "data.pt").unlink()
+    saves: list[int] = []
+    monkeypatch.setattr(RewardMapTrainer, "_save_checkpoint", lambda self: saves.append(self.global_steps))
+    trainer.global_steps += 1  # verl's loop counts past the last step, then calls on_train_end
+    trainer.on_train_end()
+    assert saves == [5] and trainer.global_steps == 6
