@@ -16,12 +16,14 @@ trainer's refill function cannot keep this recipe's stage plan (``recipe.stages`
   trainer_base.py:1476): not reproducible;
 - the refill takes the dataloader's next prompts whatever their stage, and past the plan's end the dataloader
   restarts at its first prompt (trainer_base.py:1466-1474): a stage takes the next stage's prompts, and a run
-  that refilled ends by training the first stage again (shown by the CPU run, README "Dynamic sampling").
+  that refilled ends by training the first stage again (the CPU run in the README's "Dynamic sampling inside the
+  curriculum"; ``tests/test_dynamic_sampling.py::test_verls_own_group_filter_breaks_the_plan``).
 
 What stays verl's: the switch and the metric (and with them verl's single-prompt dataloader fetches,
 trainer_base.py:727-739, and its check that the reward is known at sampling time), the group classification and
 eviction (``ReplayBuffer._dapo_filtered_keys``, ``_clear_groups``), the batch hand-over (``_materialize_batch``),
-the padding of a partial batch (``upsample_batch_to_divisible_size``) and the whole PPO step. ``PlanReplayBuffer``
+the padding of a partial batch (``upsample_batch_to_divisible_size``; ``recipe.advantage`` keeps it out of its
+batch scale) and the whole PPO step. ``PlanReplayBuffer``
 replaces only the dispatch policy of ``ReplayBuffer.sample``; the trainer mode (``recipe.trainer``) draws the
 prompts (``PlanCursor``) and records the position with each checkpoint (``recipe.plan_record``).
 
