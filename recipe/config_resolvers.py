@@ -3,7 +3,9 @@
 ``${rewardmap_stage_files:${data.stages}}`` is ``data.train_files``: every stage file once, in stage order (verl
 requires the list; the stages decide the order). ``${rewardmap_synthetic_dir:...}`` is the embedded synthetic
 curriculum's folder in the cache, a pure function of its settings (``synthetic_data_dir``), so ``--cfg job``
-prints the folder the run trains on before anything is generated. Registering them imports nothing heavy.
+prints the folder the run trains on before anything is generated. ``${rewardmap_run_choices:${hydra:runtime.choices}}``
+and ``${rewardmap_run_name:...}`` are the run's training choices and its name (``recipe.run_name``). Registering
+them imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -12,7 +14,9 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from omegaconf import ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from recipe.run_name import resolve_run_name, run_choices
 
 
 def stage_files(stages: Any) -> list[str]:
@@ -50,3 +54,7 @@ def register_resolvers() -> None:
         ),
         replace=True,
     )
+    OmegaConf.register_new_resolver(
+        "rewardmap_run_choices", lambda choices: DictConfig(run_choices(choices)), replace=True
+    )
+    OmegaConf.register_new_resolver("rewardmap_run_name", resolve_run_name, replace=True)

@@ -2,9 +2,10 @@
 
 Checks, in order: the config passes verl's own validation; verl's workarounds reach the Ray workers; every data
 file exists and its first rows match the schema (only those rows are read); the stage plan (built by the
-dataset's own ``plan_from_data_config``) is consistent with the batch size and step settings; each checked prompt
-(map image plus question) fits ``data.max_prompt_length``, measured as the agent loop builds it; the reward
-manager gives gold answers full marks and junk none.
+dataset's own ``plan_from_data_config``) is consistent with the batch size and step settings; the checkpoint the
+run would resume was written under the same training choices (``recipe.run_name``); each checked prompt (map image plus
+question) fits ``data.max_prompt_length``, measured as the agent loop builds it; the reward manager gives gold
+answers full marks and junk none.
 
 Every check ends ``ok``, ``WARN`` (the run works, but something deserves a look), ``SKIPPED`` (it could not run:
 the reason says why and how to run it) or ``FAIL``. Only a FAIL stops the launch.
@@ -104,6 +105,7 @@ def run_preflight(config: DictConfig) -> PreflightReport:
     _check_verl_workarounds(config, report)
     samples = _check_data_files(config, report)
     _check_stage_plan(config, report)
+    _check_resume(config, report)
     tokenizer, processor = _load_processor(config, report)
     _check_prompt_budget(config, samples, processor, report)
     _check_reward(config, samples, tokenizer, report)
@@ -263,6 +265,30 @@ def _check_stage_plan(config: DictConfig, report: PreflightReport) -> None:
         return
     report.plan_table = plan.describe()
     report.add("stage plan", Status.OK, f"{plan.total_steps} steps of {config.data.train_batch_size} prompts")
+
+
+# -- resume ------------------------------------------------------------------------------------------------
+def _check_resume(config: DictConfig, report: PreflightReport) -> None:
+    """The checkpoint verl would resume must have been written under this run's training choices."""
+    from recipe.run_name import RunChoicesMismatchError, check_run_record, resume_checkpoint_dir
+
+    folder = resume_checkpoint_dir(config.trainer)
+    if folder is None:
+        report.add("resume", Status.OK, f"starts fresh (no checkpoint in {config.trainer.default_local_dir})")
+        return
+    try:
+        matched = check_run_record(folder, config)
+    except RunChoicesMismatchError as err:
+        report.add("resume", Status.FAIL, str(err))
+        return
+    if matched:
+        report.add("resume", Status.OK, f"resumes {folder}, written under the same training choices")
+    else:
+        report.add(
+            "resume",
+            Status.WARN,
+            f"resumes {folder}, which records no training choices (written before run records): they cannot be checked",
+        )
 
 
 # -- processor ---------------------------------------------------------------------------------------------

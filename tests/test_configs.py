@@ -33,6 +33,7 @@ def verl_validate(config) -> None:
 def test_every_combination_composes_and_validates(preset: str, curriculum: str, mode: str) -> None:
     config = compose_config(f"preset={preset}", f"curriculum={curriculum}", f"reward_mode={mode}")
     verl_validate(config)
+    assert config.trainer.experiment_name == f"{preset}-{curriculum}_curriculum-{mode}_reward"  # one per combination
     stages = OmegaConf.to_container(config.data.stages, resolve=True)
     assert stages, "every curriculum has at least one stage"
     assert all(f.startswith("/data/rewardmap/") for s in stages for f in s["files"])
