@@ -48,6 +48,7 @@ def test_good_data_passes_every_check(data_dir: Path) -> None:
         "data files": Status.OK,
         "stage plan": Status.OK,
         "resume": Status.OK,
+        "gpu memory": Status.OK,
         "model processor": Status.SKIPPED,
         "prompt budget": Status.WARN,
         "reward": Status.OK,
