@@ -22,9 +22,10 @@ start-up with the key named instead of silently falling back to a default or giv
 ``reward.timeout`` (seconds, the key verl 0.9.1's rate-limited reward-loop manager reads) bounds each sample: a
 sample whose scoring has not finished by then gets reward 0, ``reward_timeout=1`` and ``reward_error=1`` (counted in
 ``rewardmap/reward/timeout_rate`` and ``error_rate``), and the step goes on. verl's per-sample ``compute_score_timeout``
-(upstream PR #6673) is in its legacy driver-side naive manager only (``workers/reward_manager/naive.py``, SIGALRM,
-main thread), not in the reward-loop naive manager this one extends (``experimental/reward_loop/reward_manager/
-naive.py``), which scores in its event loop's thread pool with no bound. null or 0: unbounded.
+(upstream PR #6673) is in its legacy driver-side naive manager only (``workers/reward_manager/naive.py:29``,
+SIGALRM, main thread), not in the reward-loop naive manager this one extends (``experimental/reward_loop/
+reward_manager/naive.py:75``), which awaits its score function in the event loop's thread pool with no bound.
+null or 0: unbounded.
 
 Every sample returns the same numeric ``reward_extra_info`` keys (``EXTRA_INFO_KEYS``), which verl forwards to
 the trainer and ``recipe.metrics`` aggregates per step.

@@ -11,7 +11,8 @@
   ``python -m verl.model_merger merge --backend fsdp`` runs) into ``merged_dir`` (default
   ``<actor>/huggingface_merged``), written to a temporary sibling and renamed, and reused by later runs. For a
   LoRA checkpoint verl's merger saves the *base* weights as the model and the adapter beside them
-  (``lora_adapter/``, ``base_model_merger.py`` ``save_lora_adapter``); the adapter is then folded into the weights
+  (``lora_adapter/``, verl 0.9.1 ``model_merger/base_model_merger.py:311`` ``save_lora_adapter``, called at
+  line 419); the adapter is then folded into the weights
   with PEFT (``merge_lora_adapter``), so the folder is the trained model, and ``lora_adapter/`` stays for serving;
 - anything else that is not an existing path: a hub name, left to the backend to download.
 
