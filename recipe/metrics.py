@@ -5,7 +5,9 @@
 ``rewardmap/`` (``<dim>`` is ``type``, ``stage`` or ``map``)::
 
     rewardmap/reward/<component>/mean   score, acc, format, detail, weight (score = the trained reward)
-    rewardmap/reward/error_rate          fraction of samples whose scoring raised (should stay 0)
+    rewardmap/reward/error_rate          fraction of samples whose scoring raised or timed out (should stay 0)
+    rewardmap/reward/timeout_rate        fraction of samples whose scoring exceeded reward.timeout (counted in
+                                         error_rate too)
     rewardmap/acc/<dim>=<value>          accuracy (mean acc) of the samples with that value
     rewardmap/format/<dim>=<value>       format rate (fraction with a positive format reward)
     rewardmap/score/<dim>=<value>        mean trained reward
@@ -65,6 +67,8 @@ def reward_metrics(batch: RewardInputs, *, stage_names: Sequence[str] | None = N
             metrics[f"{PREFIX}/reward/{key}/mean"] = float(columns[key].mean())
     if "reward_error" in columns:
         metrics[f"{PREFIX}/reward/error_rate"] = float((columns["reward_error"] > 0).mean())
+    if "reward_timeout" in columns:
+        metrics[f"{PREFIX}/reward/timeout_rate"] = float((columns["reward_timeout"] > 0).mean())
 
     for dim, (key, names) in DIMENSIONS.items():
         if key not in columns:

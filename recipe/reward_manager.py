@@ -19,12 +19,21 @@ start-up with the key named instead of silently falling back to a default or giv
 
 ``reward.custom_reward_function`` is not used: this manager always scores with ``reward_fns.compute_score``.
 
+``reward.timeout`` (seconds, the key verl 0.9.1's rate-limited reward-loop manager reads) bounds each sample: a
+sample whose scoring has not finished by then gets reward 0, ``reward_timeout=1`` and ``reward_error=1`` (counted in
+``rewardmap/reward/timeout_rate`` and ``error_rate``), and the step goes on. verl's per-sample ``compute_score_timeout``
+(upstream PR #6673) is in its legacy driver-side naive manager only (``workers/reward_manager/naive.py:29``,
+SIGALRM, main thread), not in the reward-loop naive manager this one extends (``experimental/reward_loop/
+reward_manager/naive.py:75``), which awaits its score function in the event loop's thread pool with no bound.
+null or 0: unbounded.
+
 Every sample returns the same numeric ``reward_extra_info`` keys (``EXTRA_INFO_KEYS``), which verl forwards to
 the trainer and ``recipe.metrics`` aggregates per step.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import math
@@ -66,7 +75,8 @@ EXTRA_INFO_KEYS = (
     "question_type_id",  # index into reward_fns.ground_truth.QUESTION_TYPES (from the ground truth)
     "map_difficulty_id",  # index into MAP_DIFFICULTIES: 0 easy, 1 middle, 2 hard (from the ground truth)
     "question_transfer_count",  # from the ground truth
-    "reward_error",  # 1.0 when scoring raised (a data bug, logged); the reward is then 0
+    "reward_error",  # 1.0 when scoring raised (a data bug, logged) or timed out; the reward is then 0
+    "reward_timeout",  # 1.0 when scoring did not finish within reward.timeout seconds (logged); the reward is then 0
     *VALIDATION_METRIC_KEYS,
 )
 _MAX_STAGE = 2**31  # a stage index beyond this is junk (and would overflow the metrics' int64 cast)
@@ -85,6 +95,20 @@ def reward_kwargs_from_config(config: DictConfig | Mapping[str, Any]) -> dict[st
     return given
 
 
+def reward_timeout_from_config(config: DictConfig | Mapping[str, Any]) -> float | None:
+    """``reward.timeout`` in seconds, or None (unbounded) when it is null or 0; ValueError names the key otherwise.
+
+    >>> reward_timeout_from_config({"reward": {"timeout": 30}}), reward_timeout_from_config({"reward": {}})
+    (30.0, None)
+    """
+    value = (config.get("reward") or {}).get("timeout")
+    if value is None or (isinstance(value, numbers.Real) and not isinstance(value, bool) and value == 0):
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"reward.timeout: {value!r} is not a number of seconds >= 0 (null or 0: unbounded)")
+    return float(value)
+
+
 class RewardMapRewardManager(NaiveRewardManager):
     """verl's naive reward manager (decoding, the score-function call in its executor, the result layout) with
     ``reward_fns.compute_score`` and the checked ``reward.reward_kwargs`` as its score function.
@@ -99,6 +123,10 @@ class RewardMapRewardManager(NaiveRewardManager):
       a tokenizer failure), which fails the whole training step. Here the sample gets reward 0 and
       ``reward_error=1`` (logged), inside the score function for scoring errors and around naive's ``run_single``
       for everything before it;
+    - a time bound: naive waits for its score function forever, so one slow sample stalls the whole step. Here
+      naive's ``run_single`` runs under ``reward.timeout`` (``asyncio.wait_for``); past it the sample gets 0 and
+      ``reward_timeout=1``. Python cannot stop the worker thread still scoring it: that thread finishes (or hangs)
+      on its own, holding one of the event loop's executor threads;
     - rows whose ``extra_info`` is missing or None: naive writes ``num_turns`` into ``extra_info`` in place, which
       fails on None and edits the batch's own row, so it gets a fresh dict copy;
     - the validation-metrics extension point (``validation_metrics``, keys ``VALIDATION_METRIC_KEYS``).
@@ -116,6 +144,8 @@ class RewardMapRewardManager(NaiveRewardManager):
         reward_model_tokenizer: Any = None,
     ) -> None:
         self.score_kwargs = reward_kwargs_from_config(config)  # first: a bad option fails before anything else
+        self.timeout = reward_timeout_from_config(config)
+        _validation_stage_name()  # its one-time import (seconds under load) must not count against a sample's timeout
         self.score_fn = rewardmap_compute_score
         super().__init__(config, tokenizer, self.score_sample, reward_router_address, reward_model_tokenizer)
         custom = (config.get("reward") or {}).get("custom_reward_function") or {}
@@ -123,21 +153,27 @@ class RewardMapRewardManager(NaiveRewardManager):
             logger.warning("reward.custom_reward_function.path is ignored by RewardMapRewardManager")
 
     async def run_single(self, data: DataProto) -> dict[str, Any]:
-        """Naive's ``run_single`` on the last trajectory, with a private ``extra_info``; 0 and reward_error=1 if it
-        raises before the score function (which contains its own errors)."""
+        """Naive's ``run_single`` on the last trajectory, with a private ``extra_info``, within ``reward.timeout``; 0
+        and reward_error=1 if it raises before the score function (which contains its own errors) or times out
+        (reward_timeout=1 too)."""
         data = data[-1:]  # multi-output agent loops: the reward is for the last sequence, as in verl
         extra_info = data[0].non_tensor_batch.get("extra_info")
         private = np.empty(1, dtype=object)
         private[0] = dict(extra_info) if isinstance(extra_info, Mapping) else {}
         data.non_tensor_batch["extra_info"] = private
+        timed_out = False
         try:
-            return await super().run_single(data)
+            return await asyncio.wait_for(super().run_single(data), timeout=self.timeout)
+        except asyncio.TimeoutError:  # a slow sample must not stall the step: logged, counted in timeout_rate
+            logger.error("scoring a sample took over reward.timeout=%ss; reward set to 0", self.timeout)
+            timed_out = True
         except Exception:  # a data bug must not kill training: logged, counted in rewardmap/reward/error_rate
             logger.error("scoring a sample failed before compute_score; reward set to 0", exc_info=True)
-            reward_model = data[0].non_tensor_batch.get("reward_model")
-            ground_truth = reward_model.get("ground_truth") if isinstance(reward_model, Mapping) else None
-            info = self.sample_info(None, ground_truth, private[0], "")
-            return {"reward_score": info["score"], "reward_extra_info": info}
+        reward_model = data[0].non_tensor_batch.get("reward_model")
+        ground_truth = reward_model.get("ground_truth") if isinstance(reward_model, Mapping) else None
+        info = self.sample_info(None, ground_truth, private[0], "")
+        info["reward_timeout"] = 1.0 if timed_out else 0.0
+        return {"reward_score": info["score"], "reward_extra_info": info}
 
     def score_sample(
         self, data_source: Any, solution_str: str, ground_truth: Any, extra_info: Any = None, **_: Any

@@ -3,10 +3,12 @@
 1. ``_compute_metrics`` (where verl assembles a step's metrics, just before logging them): adds
    ``recipe.metrics.reward_metrics`` of the step's samples, read from TransferQueue like verl's own metrics,
    and prints a line when the curriculum stage changes.
-2. ``_save_checkpoint``: writes the stage-plan record (``recipe.plan_record.write_plan_record``) into
-   ``global_step_N/`` before verl saves there, so it exists before ``latest_checkpointed_iteration.txt`` names
-   the step.
-3. ``_load_checkpoint``: after verl restored ``global_step_N/data.pt`` (and set ``global_steps``), reshapes the
+2. ``_save_checkpoint``: writes the stage-plan record (``recipe.plan_record.write_plan_record``) and the run's
+   training choices (``recipe.run_name.write_run_record``) into ``global_step_N/`` before verl saves there, so
+   they exist before ``latest_checkpointed_iteration.txt`` names the step.
+3. ``_load_checkpoint``: first refuses a checkpoint written under other training choices
+   (``recipe.run_name.check_resume``: preset, curriculum, reward mode, adapter, ...), before verl loads its
+   weights; after verl restored ``global_step_N/data.pt`` (and set ``global_steps``), reshapes the
    dataloader state for the current ``data.dataloader_num_workers`` (``dataloader_state_for``: torchdata cannot
    load a state saved with another worker count) and checks that folder's record against the plan being trained
    (``check_plan_record``): resuming onto another plan would silently skip or repeat samples.
@@ -51,6 +53,7 @@ from recipe.plan_record import (
     recorded_sampling_position,
     write_plan_record,
 )
+from recipe.run_name import check_resume, write_run_record
 from reward_fns.metrics import weighted_accuracies
 
 logger = logging.getLogger(__name__)
@@ -155,13 +158,15 @@ class RewardMapTrainer(PPOTrainerSync):
         return getattr(getattr(self, "train_dataset", None), "plan", None)
 
     def _save_checkpoint(self) -> None:
+        folder = os.path.join(self.config.trainer.default_local_dir, f"global_step_{self.global_steps}")
         plan = self.stage_plan()
         if plan is not None:
-            folder = os.path.join(self.config.trainer.default_local_dir, f"global_step_{self.global_steps}")
             write_plan_record(folder, plan, sampling=self.sampling_record())
+        write_run_record(folder, self.config)  # the choices this run trains under (recipe.run_name)
         super()._save_checkpoint()
 
     def _load_checkpoint(self) -> None:
+        check_resume(self.config)  # before verl loads another run's weights into this run's model
         super()._load_checkpoint()
         if not self.global_steps:
             return  # nothing resumed

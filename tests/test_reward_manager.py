@@ -397,3 +397,60 @@ def test_validation_samples_carry_the_benchmark_metrics(base_config, tokenizer):
         assert {key: info[key] for key in VALIDATION_KEYS} == validation_metrics(gt.to_json(), decoded)
         assert any(info[key] is not None for key in VALIDATION_KEYS)
         assert all(math.isnan(train["reward_extra_info"][key]) for key in VALIDATION_KEYS)
+
+
+def test_a_hanging_scorer_gets_a_finite_reward_within_the_timeout_and_is_counted(base_config, tokenizer, monkeypatch):
+    """A scorer that hangs on one sample: verl's RewardLoopWorker (in-process) returns every sample, the hung one
+    with reward 0, reward_timeout=1 and reward_error=1, and the step's metrics count it; nothing raises."""
+    import threading
+
+    from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
+
+    release = threading.Event()
+    hang_on = gold_response(QUESTIONS[2])
+
+    def hangs_on_one(data_source, solution_str, *args, **kwargs):
+        if solution_str == hang_on:
+            release.wait(60)  # "forever" for the test; released at its end so no thread outlives it
+        return reward_fns.compute_score(data_source, solution_str, *args, **kwargs)
+
+    monkeypatch.setattr(reward_manager_module, "rewardmap_compute_score", hangs_on_one)
+    config = _config(base_config, mode="fixed")
+    with open_dict(config):
+        config.reward.timeout = 2
+    worker = RewardLoopWorker(config)
+    assert worker.reward_manager.timeout == 2.0
+    samples = [(QUESTIONS[2], tokenizer.encode(text, add_special_tokens=False)) for text in (hang_on, "\\boxed{no}")]
+    samples.append((QUESTIONS[0], tokenizer.encode(gold_response(QUESTIONS[0]), add_special_tokens=False)))
+    try:
+        outputs = worker.loop.run_until_complete(worker.compute_score_batch(_batch(tokenizer, samples)))
+    finally:
+        release.set()
+    hung, wrong, right = (out["reward_extra_info"] for out in outputs)
+    assert outputs[0]["reward_score"] == 0.0 and (hung["reward_timeout"], hung["reward_error"]) == (1.0, 1.0)
+    expected = _expected(tokenizer, samples, {"mode": "fixed"})
+    assert [out["reward_score"] for out in outputs[1:]] == pytest.approx([e["score"] for e in expected[1:]])
+    assert wrong["reward_timeout"] == right["reward_error"] == 0.0 and right["acc"] == 1.0
+    assert all(list(out["reward_extra_info"]) == list(EXTRA_INFO_KEYS) for out in outputs)
+    infos = {key: np.array([out["reward_extra_info"][key] for out in outputs]) for key in EXTRA_INFO_KEYS}
+    metrics = reward_metrics((infos, None, ["a", "a", "b"]))
+    assert metrics["rewardmap/reward/timeout_rate"] == metrics["rewardmap/reward/error_rate"] == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize(("value", "seconds"), [(None, None), (0, None), (30, 30.0), (0.5, 0.5)])
+def test_the_timeout_is_seconds_or_unbounded(base_config, value, seconds) -> None:
+    from recipe.reward_manager import reward_timeout_from_config
+
+    config = _config(base_config)
+    with open_dict(config):
+        config.reward.timeout = value
+    assert reward_timeout_from_config(config) == seconds
+
+
+@pytest.mark.parametrize("value", [-1, "soon", True, float("nan"), float("inf")], ids=repr)
+def test_a_bad_timeout_fails_at_start_up_naming_the_key(base_config, tokenizer, value) -> None:
+    config = _config(base_config)
+    with open_dict(config):
+        config.reward.timeout = value
+    with pytest.raises(ValueError, match="reward.timeout"):
+        RewardMapRewardManager(config, tokenizer)

@@ -46,6 +46,7 @@ def _infos() -> dict[str, np.ndarray]:
     infos["score"] = np.array([row[8] for row in ROWS])
     infos["question_transfer_count"] = np.zeros(len(ROWS))
     infos["reward_error"] = np.zeros(len(ROWS))
+    infos["reward_timeout"] = np.zeros(len(ROWS))
     return {key: infos[key] for key in EXTRA_INFO_KEYS if key not in VALIDATION_METRIC_KEYS}
 
 
@@ -64,6 +65,7 @@ EXPECTED = {
     "rewardmap/reward/detail/mean": 10 / 9,
     "rewardmap/reward/weight/mean": (4 * 1.5 + 2 * 1.0 + 2 * 1.2 + 1.0) / 9,
     "rewardmap/reward/error_rate": 0.0,
+    "rewardmap/reward/timeout_rate": 0.0,
     "rewardmap/acc/type=planning": 0.5,
     "rewardmap/format/type=planning": 0.75,
     "rewardmap/score/type=planning": 33 / 4,
