@@ -16,8 +16,8 @@
     rewardmap/groups/all_equal_frac      fraction of GRPO groups (same uid, two or more samples) whose
                                          rewards are all equal: no learning signal under a group baseline
     rewardmap/groups/count               number of such groups
-    rewardmap/rollout/vision_tokens      vision placeholder tokens sampled in the step's responses (must be 0:
-                                         ``vision_tokens_sampled``)
+    rewardmap/rollout/vision_tokens      image/video placeholder tokens sampled in the step's responses (must be
+                                         0: ``vision_tokens_sampled``)
 
 Values: ``type=planning|TorF1|...``, ``map=easy|middle|hard``, ``stage=<name>`` when stage names are given,
 else ``stage=<index>``; ``unknown`` for samples without the fact (-1 in the extra info).
@@ -127,10 +127,12 @@ def _name(value: int, names: Sequence[str] | None) -> str:
     return str(value)
 
 
-# Qwen2.5-VL's vision placeholders. A rollout must never sample one (verl masks them in vLLM's logits,
-# ``vllm_rollout/utils.py`` ``monkey_patch_compute_logits``; the CPU transformers backend suppresses them): a
-# response holding an image placeholder breaks the agent loop's M-RoPE position computation.
-VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
+# Qwen2.5-VL's vision placeholders: the tokens that stand for an image's or a video's patches. A rollout must never
+# sample one (verl masks them in vLLM's logits: ``verl/workers/rollout/utils.py`` ``get_vision_placeholder_token_ids``;
+# the CPU transformers backend suppresses these and the vision start/end markers too): a response holding one breaks
+# the pairing of placeholders with ``image_grid_thw`` (M-RoPE positions, the embedding merge). The start/end markers
+# pair with nothing and are left to the model, as verl leaves them.
+VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>")
 
 
 def vision_token_ids(tokenizer: Any) -> list[int]:
