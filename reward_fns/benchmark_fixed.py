@@ -209,7 +209,7 @@ def _plan_score(
     return plan_points(template, points, names, stops, count_points, matched, union, inter)
 
 
-def fixed_planning(gt: GroundTruth, text: str, sections: Sequence[AnswerSection] | None = None) -> PlanningScore:
+def fixed_planning_score(gt: GroundTruth, text: str, sections: Sequence[AnswerSection] | None = None) -> PlanningScore:
     """Accuracy and map score of one planning answer under the fixed rules (module docstring)."""
     if sections is None:
         sections = parse_sections(text, gt.template)

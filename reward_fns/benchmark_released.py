@@ -6,7 +6,7 @@ score, short questions and long templates 1 and 2), ``main_plus.py`` (ReasonMap-
 ReasonMap-Plus reading). Every quirk below is reproduced on purpose; ``reward_fns.benchmark_fixed`` corrects the
 eight documented slips and reuses everything else from here.
 
-Planning, per response (``released_planning``):
+Planning, per response (``released_planning_score``):
 
 1. ``clean_string`` (``tools.clean_string``): drop ``Metro``, ``metro``, ``,``, ``*``, newlines; drop bracketed
    spans (either width); drop whitespace and ``-``; lower-case. It keeps "Station" and "站" and is not idempotent
@@ -42,11 +42,11 @@ a reference ride missing a field or with an unreadable count (KeyError / ValueEr
 that field; a question whose ``routes`` is empty has no map score here (the script keeps the previous sample's
 breakdown); a via count of more than 4300 digits (ValueError there) is read as its value.
 
-ReasonMap-Plus per response: ``main_plus.py``'s extraction and exact match (``plus_correct_released``, which is
-``reward_fns.released``'s reading, shared with the released training reward) and VLMEvalKit's
-(``plus_correct_vlmevalkit``). Aggregation: ``cal_metrics.py`` prints plain means over the 11 test cities for
-ReasonMap (no weighted accuracy anywhere: slip 4) and, for ReasonMap-Plus, plain and map-weighted (1.0 / 1.5 /
-2.0) accuracy overall, for Counting and for TorF.
+ReasonMap-Plus per response: ``main_plus.py``'s extraction and exact match are the released training reward's
+(``reward_fns.released.extract_vqa_answer_released`` and ``vqa_correct_released``, one implementation for both);
+VLMEvalKit's reading is ``plus_answer_vlmevalkit`` / ``plus_correct_vlmevalkit``. Aggregation: ``cal_metrics.py``
+prints plain means over the 11 test cities for ReasonMap (no weighted accuracy anywhere: slip 4) and, for
+ReasonMap-Plus, plain and map-weighted (1.0 / 1.5 / 2.0) accuracy overall, for Counting and for TorF.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ from typing import Any
 from reward_fns.ground_truth import GroundTruth
 from reward_fns.line_names import BEIJING_RENAMES
 from reward_fns.network import drop_parenthesised
-from reward_fns.released import extract_vqa_answer_released, line_after, vqa_correct_released
+from reward_fns.released import line_after
 
 # ----------------------------------------------------------------------------------------------------------------
 # The point table (main.py), shared unchanged by the fixed rules
@@ -518,7 +518,9 @@ def best_map_score(
     return best
 
 
-def released_planning(gt: GroundTruth, text: str, sections: Sequence[AnswerSection] | None = None) -> PlanningScore:
+def released_planning_score(
+    gt: GroundTruth, text: str, sections: Sequence[AnswerSection] | None = None
+) -> PlanningScore:
     """Accuracy and map score of one planning answer exactly as ``main.py`` computes them (module docstring)."""
     if sections is None:
         sections = parse_sections(text, gt.template)
@@ -533,16 +535,6 @@ def released_planning(gt: GroundTruth, text: str, sections: Sequence[AnswerSecti
 # ----------------------------------------------------------------------------------------------------------------
 # ReasonMap-Plus: main_plus.py and VLMEvalKit
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def plus_answer_released(text: str) -> str:
-    """The answer ``main_plus.py`` extracts (the released training reward reads it the same way)."""
-    return extract_vqa_answer_released(text)
-
-
-def plus_correct_released(answer: str, gt: GroundTruth) -> bool:
-    """``main_plus.py``'s verdict on an answer from ``plus_answer_released``."""
-    return vqa_correct_released(answer, gt)
 
 
 _VLM_BOX = re.compile(r"(?:\\boxed|boxed)\{", re.IGNORECASE)

@@ -26,20 +26,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypedDict
 
-from reward_fns.benchmark_fixed import fixed_planning
+from reward_fns.benchmark_fixed import fixed_planning_score
 from reward_fns.benchmark_released import (
     MAP_SCORE_CAP,
     PlanningScore,
     parse_sections,
-    plus_answer_released,
     plus_answer_vlmevalkit,
-    plus_correct_released,
     plus_correct_vlmevalkit,
     plus_groups,
-    released_planning,
+    released_planning_score,
 )
 from reward_fns.ground_truth import QUESTION_TYPES, GroundTruth
 from reward_fns.question_context import question_context
+from reward_fns.released import extract_vqa_answer_released, vqa_correct_released
 from reward_fns.weights import plus_eval_weight, question_level, reasonmap_eval_weight
 
 Rules = Literal["released", "fixed"]
@@ -135,7 +134,7 @@ def evaluate_planning(
     _check_rules(rules, RULE_SETS)
     gt = _planning_gt(ground_truth)
     text = _text(response)
-    score = released_planning(gt, text) if rules == "released" else fixed_planning(gt, text)
+    score = released_planning_score(gt, text) if rules == "released" else fixed_planning_score(gt, text)
     return _planning_eval(gt, score, rules)
 
 
@@ -147,8 +146,8 @@ def evaluate_planning_all(
     text = _text(response)
     sections = parse_sections(text, gt.template)
     return {
-        "released": _planning_eval(gt, released_planning(gt, text, sections), "released"),
-        "fixed": _planning_eval(gt, fixed_planning(gt, text, sections), "fixed"),
+        "released": _planning_eval(gt, released_planning_score(gt, text, sections), "released"),
+        "fixed": _planning_eval(gt, fixed_planning_score(gt, text, sections), "fixed"),
     }
 
 
@@ -163,8 +162,8 @@ def evaluate_vqa(ground_truth: GroundTruth | str | Mapping[str, Any], response: 
         answer = plus_answer_vlmevalkit(text, gt.question_type)
         correct = plus_correct_vlmevalkit(answer, gt)
     else:
-        answer = plus_answer_released(text)
-        correct = plus_correct_released(answer, gt)
+        answer = extract_vqa_answer_released(text)
+        correct = vqa_correct_released(answer, gt)
     return VqaEval(
         acc=int(correct), weight=plus_eval_weight(gt.map_difficulty), question_type=gt.question_type, answer=answer
     )

@@ -10,7 +10,7 @@ response goes through in that mode is here, quirks included, each documented whe
    arrival is the rest of its section, so a trailing explanation or a long template's via-stop line becomes
    part of it and never matches the destination;
 2. line names (``released_line``): the two Beijing renames applied in every city, then an exact line name;
-3. correctness (``released_planning``): ``reward_fns.correctness.route_correct`` over the sections whose labels
+3. correctness (``released_reward_terms``): ``reward_fns.correctness.route_correct`` over the sections whose labels
    are written case-sensitively;
 4. detail (``released_detail``): the table in ``reward_fns.detail``, with the off-by-one over-length penalty and
    no floor;
@@ -190,7 +190,7 @@ def released_legs(blocks: Sequence[StrictBlock], ctx: QuestionContext) -> list[L
     return [Leg(released_line(b.route_name, ctx), ctx.normalize(b.departure), ctx.normalize(b.arrival)) for b in blocks]
 
 
-def released_planning(text: str, ctx: QuestionContext) -> tuple[bool, float]:
+def released_reward_terms(text: str, ctx: QuestionContext) -> tuple[bool, float]:
     """(correct, detail) of a planning answer as the released reward decides them; ``ctx`` from ``released_context``.
 
     One parse serves both: the detail reward reads sections case-insensitively, correctness only those whose

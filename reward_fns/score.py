@@ -60,7 +60,7 @@ from reward_fns.released import (
     RELEASED_ALPHA,
     extract_vqa_answer_released,
     released_context,
-    released_planning,
+    released_reward_terms,
     vqa_correct_released,
 )
 from reward_fns.route_parsing import RouteBlock, first_integer, parse_route_blocks
@@ -154,7 +154,7 @@ def _planning(text: str, ctx: QuestionContext, mode: Mode) -> tuple[bool, bool, 
     blocks = parse_route_blocks(text)
     fmt = planning_format(blocks, gt.template)
     if mode == "released":
-        correct, detail = released_planning(text, ctx)
+        correct, detail = released_reward_terms(text, ctx)
         return correct, fmt, detail
     legs = tolerant_legs(blocks, ctx)
     return route_correct(legs, ctx), fmt, fixed_detail(legs, ctx, gt.question_transfer_count)

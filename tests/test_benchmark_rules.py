@@ -14,15 +14,14 @@ import pytest
 from reward_fns.benchmark_fixed import china_line, network_view, reference_line
 from reward_fns.benchmark_released import (
     clean_string,
-    plus_answer_released,
     plus_answer_vlmevalkit,
-    plus_correct_released,
     plus_correct_vlmevalkit,
     released_line_rewrite,
 )
 from reward_fns.ground_truth import GroundTruth
 from reward_fns.metrics import evaluate_planning, planning_group
 from reward_fns.network import MetroNetwork
+from reward_fns.released import extract_vqa_answer_released, vqa_correct_released
 from tests.conftest import REASONMAP_DIR
 from tests.reward_helpers import vqa_gt
 
@@ -534,12 +533,12 @@ def test_real_lines_are_recovered_from_app_style_references(reasonmap_dir: Any) 
 )
 def test_plus_readings(response: str, qtype: str, answer: int, official: bool, vlmevalkit: bool) -> None:
     gt = vqa_gt(qtype, answer)
-    assert plus_correct_released(plus_answer_released(response), gt) is official
+    assert vqa_correct_released(extract_vqa_answer_released(response), gt) is official
     assert plus_correct_vlmevalkit(plus_answer_vlmevalkit(response, qtype), gt) is vlmevalkit
 
 
 def test_plus_answers_read() -> None:
-    assert plus_answer_released("\\boxed{\\text{Yes}}") == "{yes}"
+    assert extract_vqa_answer_released("\\boxed{\\text{Yes}}") == "{yes}"
     assert plus_answer_vlmevalkit("\\boxed{\\text{Yes}}", "TorF1") == "\\text{Yes"
     assert plus_answer_vlmevalkit("The answer is: Yes.", "TorF1") == ": Yes"
     assert plus_answer_vlmevalkit("It is a long way; the option is C", "Counting1") == "A"  # the article "a"
