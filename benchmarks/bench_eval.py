@@ -24,9 +24,9 @@ from pathlib import Path
 
 from data_prep.synth_network import generate_city
 from reward_fns import benchmark_fixed, benchmark_released
+from reward_fns.benchmark import PLUS_READINGS, evaluate_planning_all, evaluate_vqa
 from reward_fns.gold import gold_response
 from reward_fns.ground_truth import GroundTruth, _parse_ground_truth
-from reward_fns.metrics import PLUS_READINGS, evaluate_planning_all, evaluate_vqa
 from reward_fns.network import MetroNetwork, normalize_station
 from reward_fns.question_context import _context_from_json, _network_index
 from reward_fns.released import normalize_station_released

@@ -40,15 +40,15 @@ from verl.experimental.reward_loop.reward_manager.naive import NaiveRewardManage
 
 from reward_fns import SCORE_KEYS, RewardOptions
 from reward_fns import compute_score as rewardmap_compute_score
+from reward_fns.benchmark import VALIDATION_KEYS
+from reward_fns.benchmark import validation_metrics as benchmark_validation_metrics
 from reward_fns.ground_truth import MAP_DIFFICULTIES, QUESTION_TYPES, GroundTruth
-from reward_fns.metrics import VALIDATION_KEYS
-from reward_fns.metrics import validation_metrics as benchmark_validation_metrics
 from reward_fns.question_context import question_context
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "WARN"))
 
-# The benchmark-metric keys (reward_fns.metrics.VALIDATION_KEYS: ReasonMap accuracy, map score and weighted-accuracy
+# The benchmark-metric keys (reward_fns.benchmark.VALIDATION_KEYS: ReasonMap accuracy, map score and weighted-accuracy
 # parts, ReasonMap-Plus accuracy, under the released and fixed rules) a validation sample (one served by the plain,
 # non-curriculum dataset: extra_info.plan_stage_name == recipe.dataset.VALIDATION_STAGE_NAME) carries, computed by
 # RewardMapRewardManager.validation_metrics. Every sample carries them so that the key set is the same for every
@@ -183,7 +183,7 @@ class RewardMapRewardManager(NaiveRewardManager):
         self, solution_str: str, ground_truth: Any, extra_info: Mapping[str, Any]
     ) -> dict[str, float | None]:
         """The benchmark metrics of one validation sample, keyed by ``VALIDATION_METRIC_KEYS`` (verl logs them as
-        ``val-aux/<data_source>/<key>/mean@N``): ``reward_fns.metrics.validation_metrics``."""
+        ``val-aux/<data_source>/<key>/mean@N``): ``reward_fns.benchmark.validation_metrics``."""
         return benchmark_validation_metrics(ground_truth, solution_str)
 
 

@@ -14,7 +14,7 @@
    ``trainer.default_local_dir``, saves a checkpoint now and removes the request. A cluster job about to reach its
    time limit writes it (launch/lib.sh, on SLURM's ``--signal``) and requeues once the checkpoint exists, so the
    next attempt loses no step; verl's v1 trainer itself only saves every ``trainer.save_freq`` steps.
-5. ``_validate``: adds the benchmark's weighted accuracies (``reward_fns.metrics.weighted_accuracies``, each a
+5. ``_validate``: adds the benchmark's weighted accuracies (``reward_fns.benchmark.weighted_accuracies``, each a
    ratio of two of verl's averaged validation metrics) to verl's validation metrics.
 
 The registry is per process and verl looks the mode up in its TaskRunner actor, so this module is imported
@@ -33,7 +33,7 @@ from verl.trainer.ppo.v1 import PPOTrainerSync, register_trainer
 
 from recipe.metrics import reward_metrics
 from recipe.plan_record import check_plan_record, dataloader_state_for, write_plan_record
-from reward_fns.metrics import weighted_accuracies
+from reward_fns.benchmark import weighted_accuracies
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "INFO"))
@@ -115,7 +115,7 @@ class RewardMapTrainer(PPOTrainerSync):
 
     # -- validation -----------------------------------------------------------------------------------------------
     def _validate(self) -> dict[str, float]:
-        """verl's validation metrics plus the benchmark's weighted accuracies (``reward_fns.metrics``): verl averages
+        """verl's validation metrics plus the benchmark's weighted accuracies (``reward_fns.benchmark``): verl averages
         each key, and a weighted accuracy is a ratio of two of those means."""
         metrics = super()._validate()
         metrics.update(weighted_accuracies(metrics))

@@ -17,7 +17,7 @@ response goes through in that mode is here, quirks included, each documented whe
 5. VQA (``extract_vqa_answer_released`` then ``vqa_correct_released``): the released answer extraction and its
    exact-match rule.
 
-The benchmark metrics (``reward_fns.metrics``) reuse the strict parser with the benchmark's options.
+The benchmark metrics (``reward_fns.benchmark``) reuse the strict parser with the benchmark's options.
 """
 
 from __future__ import annotations

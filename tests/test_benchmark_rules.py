@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from reward_fns.benchmark import evaluate_planning, planning_group
 from reward_fns.benchmark_fixed import china_line, network_view, reference_line
 from reward_fns.benchmark_released import (
     clean_string,
@@ -19,7 +20,6 @@ from reward_fns.benchmark_released import (
     released_line_rewrite,
 )
 from reward_fns.ground_truth import GroundTruth
-from reward_fns.metrics import evaluate_planning, planning_group
 from reward_fns.network import MetroNetwork
 from reward_fns.released import extract_vqa_answer_released, vqa_correct_released
 from tests.conftest import REASONMAP_DIR

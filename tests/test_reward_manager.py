@@ -381,9 +381,9 @@ def test_validation_samples_get_the_validation_metrics_every_sample_the_keys(bas
 
 
 def test_validation_samples_carry_the_benchmark_metrics(base_config, tokenizer):
-    """The real hook: a validation sample's extra info holds reward_fns.metrics.validation_metrics of its response."""
+    """The real hook: a validation sample's extra info holds reward_fns.benchmark.validation_metrics of its response."""
     from recipe.dataset import VALIDATION_STAGE_NAME
-    from reward_fns.metrics import VALIDATION_KEYS, validation_metrics
+    from reward_fns.benchmark import VALIDATION_KEYS, validation_metrics
 
     manager = RewardMapRewardManager(_config(base_config), tokenizer)
     validation = {"plan_stage": -1, "plan_stage_name": VALIDATION_STAGE_NAME}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reward_fns.metrics import (
+from reward_fns.benchmark import (
     VALIDATION_KEYS,
     reasonmap_metrics,
     reasonmap_plus_metrics,

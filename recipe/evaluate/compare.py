@@ -20,7 +20,7 @@ from recipe.evaluate.paper import PAPER_RULES, QWEN25_VL_7B_ROWS
 from recipe.evaluate.report import WEIGHT_NOTE, headline, pct, pts
 from recipe.evaluate.scoring import load_summary
 from recipe.evaluate.training_logs import read_training_log
-from reward_fns.metrics import FORMS, PLUS_READINGS, RULE_SETS
+from reward_fns.benchmark import FORMS, PLUS_READINGS, RULE_SETS
 
 
 def _names(folders: Sequence[str], names: Sequence[str] | None) -> list[str]:

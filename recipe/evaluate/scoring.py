@@ -1,7 +1,7 @@
 """``score``: responses + test files -> a results folder (per-question JSONL, summary.json, report.md, plots).
 
 Every response is scored under every rule set: planning questions with the ``released`` and ``fixed`` ReasonMap
-rules (``reward_fns.metrics.evaluate_planning_all``), ReasonMap-Plus questions with the ``released``, ``fixed`` and
+rules (``reward_fns.benchmark.evaluate_planning_all``), ReasonMap-Plus questions with the ``released``, ``fixed`` and
 ``vlmevalkit`` readings. The folder::
 
     scores.jsonl   one line per (question, sample): facts, response, parsed answer, metrics per rule set
@@ -36,9 +36,7 @@ from recipe.evaluate.files import (
 )
 from recipe.evaluate.responses import Response, meta_path, read_responses
 from recipe.evaluate.testset import Question, load_questions
-from reward_fns.benchmark_released import REASONMAP_TEST_CITIES, parse_sections
-from reward_fns.ground_truth import MAP_DIFFICULTIES
-from reward_fns.metrics import (
+from reward_fns.benchmark import (
     FORMS,
     PLUS_READINGS,
     QUESTION_LEVELS,
@@ -48,6 +46,8 @@ from reward_fns.metrics import (
     planning_group,
     plus_summary,
 )
+from reward_fns.benchmark_released import REASONMAP_TEST_CITIES, parse_sections
+from reward_fns.ground_truth import MAP_DIFFICULTIES
 
 SCORES_FILE = "scores.jsonl"
 SUMMARY_FILE = "summary.json"

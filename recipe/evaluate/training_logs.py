@@ -80,7 +80,7 @@ def reward_series(series: Series) -> Series:
 
 
 def validation_series(series: Series) -> Series:
-    """Validation metrics: the benchmark numbers (``bench_*`` keys of ``reward_fns.metrics.validation_metrics``)
+    """Validation metrics: the benchmark numbers (``bench_*`` keys of ``reward_fns.benchmark.validation_metrics``)
     when logged, else verl's core validation metrics."""
     bench = {
         k: v

@@ -14,9 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from data_prep.synthetic import SyntheticParams, build_cities
-from reward_fns.gold import gold_response
-from reward_fns.ground_truth import GroundTruth
-from reward_fns.metrics import (
+from reward_fns.benchmark import (
     PLUS_READINGS,
     RULE_SETS,
     VALIDATION_KEYS,
@@ -24,6 +22,8 @@ from reward_fns.metrics import (
     evaluate_vqa,
     validation_metrics,
 )
+from reward_fns.gold import gold_response
+from reward_fns.ground_truth import GroundTruth
 from reward_fns.network import MetroNetwork
 from tests.conftest import real_station_files
 

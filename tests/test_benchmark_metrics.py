@@ -14,9 +14,7 @@ import re
 
 import pytest
 
-from reward_fns.gold import gold_response
-from reward_fns.ground_truth import GroundTruth
-from reward_fns.metrics import (
+from reward_fns.benchmark import (
     RULE_SETS,
     EvalRecord,
     evaluate_planning,
@@ -24,6 +22,8 @@ from reward_fns.metrics import (
     reasonmap_metrics,
     reasonmap_plus_metrics,
 )
+from reward_fns.gold import gold_response
+from reward_fns.ground_truth import GroundTruth
 from reward_fns.network import MetroNetwork
 from reward_fns.weights import question_level, reasonmap_eval_weight
 from tests.conftest import real_station_files
