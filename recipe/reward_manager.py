@@ -20,7 +20,7 @@ start-up with the key named instead of silently falling back to a default or giv
 ``reward.custom_reward_function`` is not used: this manager always scores with ``reward_fns.compute_score``.
 
 Every sample returns the same numeric ``reward_extra_info`` keys (``EXTRA_INFO_KEYS``), which verl forwards to
-the trainer and ``recipe.metrics`` aggregates per step.
+the trainer and ``recipe.step_metrics`` aggregates per step.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Trainer mode ``rewardmap`` (``trainer.v1.trainer_mode=rewardmap``): verl's sync v1 trainer plus five hooks.
 
 1. ``_compute_metrics`` (where verl assembles a step's metrics, just before logging them): adds
-   ``recipe.metrics.reward_metrics`` of the step's samples, read from TransferQueue like verl's own metrics,
+   ``recipe.step_metrics.reward_metrics`` of the step's samples, read from TransferQueue like verl's own metrics,
    and prints a line when the curriculum stage changes.
 2. ``_save_checkpoint``: writes the stage-plan record (``recipe.plan_record.write_plan_record``) into
    ``global_step_N/`` before verl saves there, so it exists before ``latest_checkpointed_iteration.txt`` names
@@ -31,8 +31,8 @@ import numpy as np
 import transfer_queue as tq
 from verl.trainer.ppo.v1 import PPOTrainerSync, register_trainer
 
-from recipe.metrics import reward_metrics
 from recipe.plan_record import check_plan_record, dataloader_state_for, write_plan_record
+from recipe.step_metrics import reward_metrics
 from reward_fns.benchmark import weighted_accuracies
 
 logger = logging.getLogger(__name__)

@@ -19,13 +19,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 import recipe.reward_manager as reward_manager_module
 import reward_fns
 from data_prep.schema import STAGE_OF_TYPE, STAGES
-from recipe.metrics import reward_metrics
 from recipe.reward_manager import (
     EXTRA_INFO_KEYS,
     VALIDATION_METRIC_KEYS,
     RewardMapRewardManager,
     reward_kwargs_from_config,
 )
+from recipe.step_metrics import reward_metrics
 from reward_fns.gold import gold_response
 from reward_fns.ground_truth import MAP_DIFFICULTIES, QUESTION_TYPES, GroundTruth
 

@@ -17,7 +17,7 @@ from recipe.evaluate.files import EvalInputError, read_jsonl
 
 Series = dict[str, list[tuple[int, float]]]
 
-REWARD_PREFIX = "rewardmap/reward/"  # recipe.metrics: the training reward's components per step
+REWARD_PREFIX = "rewardmap/reward/"  # recipe.step_metrics: the training reward's components per step
 VALIDATION_PREFIXES = ("val-core/", "val-aux/")
 
 
