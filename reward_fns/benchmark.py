@@ -38,7 +38,7 @@ from reward_fns.benchmark_released import (
 )
 from reward_fns.ground_truth import QUESTION_TYPES, GroundTruth
 from reward_fns.question_context import question_context
-from reward_fns.released import extract_vqa_answer_released, vqa_correct_released
+from reward_fns.reward_released import extract_vqa_answer_released, vqa_correct_released
 from reward_fns.weights import plus_eval_weight, question_level, reasonmap_eval_weight
 
 Rules = Literal["released", "fixed"]

@@ -19,7 +19,7 @@ F5  Stations (gate, network membership, transfers, reference stops, via stops) c
     each comparison, every other name once per comparison (the double pass is not a no-op: "西单站 " -> "西单").
     It is the training normaliser of the reward's fixed mode, which drops the trailing "站" after whitespace and
     brackets too ("土桥站 Station"); on the 30 real networks that changes one station, Beijing's "东管头南站 "
-    (``reward_fns.released.normalize_station_released`` keeps the released order for the released reward).
+    (``reward_fns.reward_released.normalize_station_released`` keeps the released order for the released reward).
 F6  A template-1 block without ``Number of Via Stops: `` earns no count points (a present field with no digit
     still reads 0, as released).
 F7  A template-2 list is split on , ， 、 ; ；, pieces stripped, empty ones dropped, each normalised (F5) and

@@ -43,7 +43,7 @@ that field; a question whose ``routes`` is empty has no map score here (the scri
 breakdown); a via count of more than 4300 digits (ValueError there) is read as its value.
 
 ReasonMap-Plus per response: ``main_plus.py``'s extraction and exact match are the released training reward's
-(``reward_fns.released.extract_vqa_answer_released`` and ``vqa_correct_released``, one implementation for both);
+(``reward_fns.reward_released.extract_vqa_answer_released`` and ``vqa_correct_released``, one implementation for both);
 VLMEvalKit's reading is ``plus_answer_vlmevalkit`` / ``plus_correct_vlmevalkit``. Aggregation: ``cal_metrics.py``
 prints plain means over the 11 test cities for ReasonMap (no weighted accuracy anywhere: slip 4) and, for
 ReasonMap-Plus, plain and map-weighted (1.0 / 1.5 / 2.0) accuracy overall, for Counting and for TorF.
@@ -62,7 +62,7 @@ from typing import Any
 from reward_fns.ground_truth import GroundTruth
 from reward_fns.line_names import BEIJING_RENAMES
 from reward_fns.network import drop_parenthesised
-from reward_fns.released import line_after
+from reward_fns.reward_released import line_after
 
 # ----------------------------------------------------------------------------------------------------------------
 # The point table (main.py), shared unchanged by the fixed rules

@@ -56,7 +56,7 @@ from reward_fns.correctness import route_correct, tolerant_legs, vqa_correct
 from reward_fns.detail import fixed_detail
 from reward_fns.ground_truth import GroundTruth
 from reward_fns.question_context import QuestionContext, question_context
-from reward_fns.released import (
+from reward_fns.reward_released import (
     RELEASED_ALPHA,
     extract_vqa_answer_released,
     released_context,

@@ -21,7 +21,7 @@ from reward_fns.benchmark_released import (
 )
 from reward_fns.ground_truth import GroundTruth
 from reward_fns.network import MetroNetwork
-from reward_fns.released import extract_vqa_answer_released, vqa_correct_released
+from reward_fns.reward_released import extract_vqa_answer_released, vqa_correct_released
 from tests.conftest import REASONMAP_DIR
 from tests.reward_helpers import vqa_gt
 

@@ -16,7 +16,7 @@ from reward_fns.gold import gold_response
 from reward_fns.ground_truth import PLANNING_TEMPLATES, GroundTruth
 from reward_fns.network import MetroNetwork, normalize_station
 from reward_fns.question_context import question_context
-from reward_fns.released import (
+from reward_fns.reward_released import (
     normalize_station_released,
     parse_route_blocks_strict,
     released_detail,
