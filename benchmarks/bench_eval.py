@@ -135,7 +135,7 @@ def score_all(items: Sequence[tuple[str, str, str]]) -> None:
             evaluate_planning_all(gt_json, text)
         else:
             for reading in PLUS_READINGS:
-                evaluate_vqa(gt_json, text, rules=reading)
+                evaluate_vqa(gt_json, text, reading=reading)
 
 
 def main() -> None:

@@ -94,9 +94,9 @@ def _text(response: Any) -> str:
     return ""
 
 
-def _check_rules(rules: str, allowed: Sequence[str]) -> None:
-    if rules not in allowed:
-        raise ValueError(f"rules: {rules!r} is not one of {tuple(allowed)}")
+def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}: {value!r} is not one of {tuple(allowed)}")
 
 
 def _planning_gt(ground_truth: Any) -> GroundTruth:
@@ -131,7 +131,7 @@ def evaluate_planning(
     ``ground_truth`` is a prepared row's ``reward_model.ground_truth`` (JSON text, or a GroundTruth / dict of its
     fields). Total on ``response``; ValueError for an unknown rule set or a non-planning / invalid ground truth.
     """
-    _check_rules(rules, RULE_SETS)
+    _check_choice("rules", rules, RULE_SETS)
     gt = _planning_gt(ground_truth)
     text = _text(response)
     score = released_planning_score(gt, text) if rules == "released" else fixed_planning_score(gt, text)
@@ -151,14 +151,16 @@ def evaluate_planning_all(
     }
 
 
-def evaluate_vqa(ground_truth: GroundTruth | str | Mapping[str, Any], response: Any, *, rules: PlusReading) -> VqaEval:
-    """Verdict, map weight (1.0 / 1.5 / 2.0) and answer read of one ReasonMap-Plus response under ``rules``."""
-    _check_rules(rules, PLUS_READINGS)
+def evaluate_vqa(
+    ground_truth: GroundTruth | str | Mapping[str, Any], response: Any, *, reading: PlusReading
+) -> VqaEval:
+    """Verdict, map weight (1.0 / 1.5 / 2.0) and answer read of one ReasonMap-Plus response under ``reading``."""
+    _check_choice("reading", reading, PLUS_READINGS)
     gt = question_context(ground_truth).gt
     if gt.question_type == "planning":
         raise ValueError("evaluate_vqa: a planning question")
     text = _text(response)
-    if rules == "vlmevalkit":
+    if reading == "vlmevalkit":
         answer = plus_answer_vlmevalkit(text, gt.question_type)
         correct = plus_correct_vlmevalkit(answer, gt)
     else:
@@ -290,10 +292,10 @@ def reasonmap_metrics(records: Iterable[EvalRecord | tuple[Any, str]], *, rules:
 
 
 def reasonmap_plus_metrics(
-    records: Iterable[EvalRecord | tuple[Any, str]], *, rules: PlusReading
+    records: Iterable[EvalRecord | tuple[Any, str]], *, reading: PlusReading
 ) -> ReasonMapPlusReport:
     """ReasonMap-Plus accuracy and map-weighted accuracy overall, for TorF, for Counting and per question type."""
-    evals = [evaluate_vqa(gt, response, rules=rules) for gt, response in _records(records)]
+    evals = [evaluate_vqa(gt, response, reading=reading) for gt, response in _records(records)]
     summary = plus_summary(evals)
     return ReasonMapPlusReport(
         overall=summary["overall"],
@@ -366,7 +368,7 @@ def validation_metrics(ground_truth: GroundTruth | str | Mapping[str, Any], resp
     weight = plus_eval_weight(gt.map_difficulty)
     out[f"{p}_plus_wacc_den"] = weight
     for reading in PLUS_READINGS:
-        e = evaluate_vqa(gt, response, rules=reading)
+        e = evaluate_vqa(gt, response, reading=reading)
         out[f"{p}_{reading}_plus_acc"] = float(e["acc"])
         out[f"{p}_{reading}_plus_wacc_num"] = e["acc"] * weight
     return out

@@ -71,7 +71,7 @@ def test_logged_means_are_the_benchmark_numbers(n: int) -> None:
             weighted = weighted_accuracies(logged)[f"{stem}_weighted_acc/mean@{n}"]
             assert weighted == pytest.approx(report[form]["appendix_weighted_accuracy"])
     for reading in ("released", "fixed", "vlmevalkit"):
-        overall = reasonmap_plus_metrics(plus, rules=reading)["overall"]
+        overall = reasonmap_plus_metrics(plus, reading=reading)["overall"]
         stem = f"val-aux/reasonmap_plus/bench_{reading}_plus"
         assert logged[f"{stem}_acc/mean@{n}"] == pytest.approx(overall["accuracy"])
         assert weighted_accuracies(logged)[f"{stem}_weighted_acc/mean@{n}"] == pytest.approx(

@@ -67,7 +67,7 @@ def score_response(question: Question, response: Response) -> dict[str, Any]:
         record["parsed"] = [{k: v for k, v in asdict(s).items() if k != "text"} for s in sections]
         record.update(evaluate_planning_all(question.ground_truth, response.response))
     else:
-        readings = {r: evaluate_vqa(question.ground_truth, response.response, rules=r) for r in PLUS_READINGS}
+        readings = {r: evaluate_vqa(question.ground_truth, response.response, reading=r) for r in PLUS_READINGS}
         record["parsed"] = {"released": readings["released"]["answer"], "vlmevalkit": readings["vlmevalkit"]["answer"]}
         for reading, e in readings.items():
             record[reading] = {k: v for k, v in e.items() if k != "answer"}
