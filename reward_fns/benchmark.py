@@ -14,8 +14,9 @@ Weights. ReasonMap: the released code's weight is the constant 1 (slip 4), so un
 papers' "weighted accuracy" tables report (the code that produced them is not released). ReasonMap-Plus:
 1.0 / 1.5 / 2.0 by map difficulty in every reading (``main_plus``'s ``cal_metrics`` and VLMEvalKit agree).
 
-ReasonMap-Plus readings: ``released`` (``main_plus.py``), ``fixed`` (the same: none of the eight slips concerns
-ReasonMap-Plus) and ``vlmevalkit`` (VLMEvalKit's ``ReasonMap_Plus``, which reads answers differently).
+ReasonMap-Plus readings: ``released`` (``main_plus.py``) and ``vlmevalkit`` (VLMEvalKit's ``ReasonMap_Plus``, which
+reads answers differently). None of the eight slips concerns ReasonMap-Plus, so the ``fixed`` rule set reads it as
+``released`` (``PLUS_READING_OF_RULES``): that reading is computed, logged and reported once, under ``released``.
 
 Accuracies are fractions in [0, 1]; map scores are points (max 20 short, 40 long).
 """
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Literal, TypedDict
 
 from reward_fns.benchmark_fixed import fixed_planning_score
@@ -42,9 +44,11 @@ from reward_fns.reward_released import extract_vqa_answer_released, vqa_correct_
 from reward_fns.weights import plus_eval_weight, question_level, reasonmap_eval_weight
 
 Rules = Literal["released", "fixed"]
-PlusReading = Literal["released", "fixed", "vlmevalkit"]
+PlusReading = Literal["released", "vlmevalkit"]
 RULE_SETS: tuple[Rules, ...] = ("released", "fixed")
-PLUS_READINGS: tuple[PlusReading, ...] = ("released", "fixed", "vlmevalkit")
+PLUS_READINGS: tuple[PlusReading, ...] = ("released", "vlmevalkit")
+# The ReasonMap-Plus reading of each rule set: no slip concerns ReasonMap-Plus, so the fixed rules read it as released.
+PLUS_READING_OF_RULES: Mapping[Rules, PlusReading] = MappingProxyType({"released": "released", "fixed": "released"})
 FORMS = ("short", "long")
 VQA_TYPES = tuple(t for t in QUESTION_TYPES if t != "planning")
 QUESTION_LEVELS = ("easy", "medium", "hard")  # ReasonMap question difficulty by transfers: 0, 1, 2+
@@ -345,7 +349,7 @@ def validation_metrics(ground_truth: GroundTruth | str | Mapping[str, Any], resp
       level)), so weighted accuracy = mean(num) / mean(den) (``weighted_accuracies`` computes it from verl's logged
       metrics). Under ``released`` the released code's own weight is 1, i.e. its weighted accuracy is ``acc``; the
       appendix-weighted released number is the one comparable with the papers' tables.
-    - ``bench_<reading>_plus_acc`` (reading released | fixed | vlmevalkit): ReasonMap-Plus accuracy of a VQA
+    - ``bench_<reading>_plus_acc`` (reading released | vlmevalkit): ReasonMap-Plus accuracy of a VQA
       sample, else None; ``bench_<reading>_plus_wacc_num`` / ``bench_plus_wacc_den``: acc x map weight
       (1.0 / 1.5 / 2.0) and the weight.
 

@@ -20,7 +20,7 @@ from recipe.evaluate.paper import PAPER_RULES, QWEN25_VL_7B_ROWS
 from recipe.evaluate.report import WEIGHT_NOTE, headline, pct, pts
 from recipe.evaluate.scoring import load_summary
 from recipe.evaluate.training_logs import read_training_log
-from reward_fns.benchmark import FORMS, PLUS_READINGS, RULE_SETS
+from reward_fns.benchmark import FORMS, PLUS_READING_OF_RULES, PLUS_READINGS, RULE_SETS
 
 
 def _names(folders: Sequence[str], names: Sequence[str] | None) -> list[str]:
@@ -96,7 +96,7 @@ def render_compare(names: Sequence[str], summaries: Sequence[Mapping[str, Any]],
                     pts(d[f"{rules}/short/map_score"]),
                     pct(d[f"{rules}/long/accuracy"]),
                     pts(d[f"{rules}/long/map_score"]),
-                    pct(d[f"{rules}/plus/accuracy"]),
+                    pct(d[f"{PLUS_READING_OF_RULES[rules]}/plus/accuracy"]),
                 ]
             )
         rows.append([name, "`vlmevalkit`", "-", "-", "-", "-", pct(d["vlmevalkit/plus/accuracy"])])

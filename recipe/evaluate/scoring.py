@@ -1,8 +1,8 @@
 """``score``: responses + test files -> a results folder (per-question JSONL, summary.json, report.md, plots).
 
 Every response is scored under every rule set: planning questions with the ``released`` and ``fixed`` ReasonMap
-rules (``reward_fns.benchmark.evaluate_planning_all``), ReasonMap-Plus questions with the ``released``, ``fixed`` and
-``vlmevalkit`` readings. The folder::
+rules (``reward_fns.benchmark.evaluate_planning_all``), ReasonMap-Plus questions with the ``released`` and
+``vlmevalkit`` readings (the ``fixed`` rules read ReasonMap-Plus as ``released``). The folder::
 
     scores.jsonl   one line per (question, sample): facts, response, parsed answer, metrics per rule set
     summary.json   the aggregates (``summarize``), coverage, inputs
