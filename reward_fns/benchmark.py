@@ -38,7 +38,7 @@ from reward_fns.benchmark_released import (
     plus_groups,
     released_planning_score,
 )
-from reward_fns.ground_truth import QUESTION_TYPES, GroundTruth
+from reward_fns.ground_truth import VQA_TYPES, GroundTruth
 from reward_fns.question_context import question_context
 from reward_fns.reward_released import extract_vqa_answer_released, vqa_correct_released
 from reward_fns.weights import plus_eval_weight, question_level, reasonmap_eval_weight
@@ -50,7 +50,6 @@ PLUS_READINGS: tuple[PlusReading, ...] = ("released", "vlmevalkit")
 # The ReasonMap-Plus reading of each rule set: no slip concerns ReasonMap-Plus, so the fixed rules read it as released.
 PLUS_READING_OF_RULES: Mapping[Rules, PlusReading] = MappingProxyType({"released": "released", "fixed": "released"})
 FORMS = ("short", "long")
-VQA_TYPES = tuple(t for t in QUESTION_TYPES if t != "planning")
 QUESTION_LEVELS = ("easy", "medium", "hard")  # ReasonMap question difficulty by transfers: 0, 1, 2+
 
 # ----------------------------------------------------------------------------------------------------------------

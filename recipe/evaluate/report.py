@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from recipe.evaluate.paper import PAPER_RULES, QWEN25_VL_7B_ROWS
-from reward_fns.benchmark import FORMS, PLUS_READING_OF_RULES, PLUS_READINGS, QUESTION_LEVELS, RULE_SETS, VQA_TYPES
-from reward_fns.ground_truth import MAP_DIFFICULTIES
+from reward_fns.benchmark import FORMS, PLUS_READING_OF_RULES, PLUS_READINGS, QUESTION_LEVELS, RULE_SETS
+from reward_fns.ground_truth import MAP_DIFFICULTIES, VQA_TYPES
 
 RULES_NOTE = (
     "Rule sets: `released` is what the released benchmark code computes, bit for bit (fscdc/ReasonMap `main.py`, "
