@@ -38,7 +38,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from importlib import metadata
@@ -161,8 +160,7 @@ def write_dataset(
     }
     manifest.update(manifest_extra)
 
-    tmp = atomic_dir.make_staging_dir(out)
-    try:
+    with atomic_dir.replacing(out, is_complete=is_complete_dataset) as tmp:
         store = ImageStore(tmp)
         for name, (split, stage, rows) in files.items():
             path = tmp / name
@@ -185,10 +183,6 @@ def write_dataset(
         manifest_path = tmp / MANIFEST_NAME
         manifest_path.write_text(json.dumps(manifest, ensure_ascii=False, indent=2, sort_keys=False) + "\n")
         _fsync_tree(tmp)
-        atomic_dir.swap_in(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -40,6 +40,8 @@ if point == "writing":  # after the first Parquet file of the staging folder
         pause()
     writer._write_parquet = hook
 elif point == "between-renames":  # the old output moved to its backup, the new one not yet in place
+    from data_prep import atomic_dir
+    atomic_dir.exchange = lambda a, b: False  # the two-rename path of filesystems without RENAME_EXCHANGE
     real_replace = os.replace
     def hook(src, dst):
         real_replace(src, dst)
