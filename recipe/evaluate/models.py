@@ -9,7 +9,8 @@
   ``huggingface/`` already holds weights (``checkpoint.save_contents`` with ``hf_model``) they are used; otherwise
   the shards are merged with verl's own ``verl.model_merger`` (``FSDPModelMerger``, what
   ``python -m verl.model_merger merge --backend fsdp`` runs) into ``merged_dir`` (default
-  ``<actor>/huggingface_merged``), written to a temporary sibling and renamed, and reused by later runs;
+  ``<actor>/huggingface_merged``), written to a staging sibling and put in place atomically
+  (``data_prep.atomic_dir``: a killed merge leaves the previous merge or the new one), and reused by later runs;
 - anything else that is not an existing path: a hub name, left to the backend to download.
 
 Megatron checkpoints are not merged here: run ``python -m verl.model_merger merge --backend megatron`` and pass
@@ -20,11 +21,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from recipe.evaluate.files import EvalInputError, make_temp_dir, write_json_atomic
+from data_prep import atomic_dir
+from recipe.evaluate.files import EvalInputError, write_json_atomic
 
 CHECKPOINT_POINTER = "latest_checkpointed_iteration.txt"
 FSDP_CONFIG = "fsdp_config.json"
@@ -84,9 +85,7 @@ def merge_fsdp_checkpoint(actor: Path, target: Path, *, trust_remote_code: bool 
     from verl.model_merger.base_model_merger import ModelMergerConfig
     from verl.model_merger.fsdp_model_merger import FSDPModelMerger
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(target)
-    try:
+    with atomic_dir.replacing(target, is_complete=lambda folder: (folder / MERGED_MARKER).is_file()) as tmp:
         config = ModelMergerConfig(
             operation="merge",
             backend="fsdp",
@@ -99,12 +98,6 @@ def merge_fsdp_checkpoint(actor: Path, target: Path, *, trust_remote_code: bool 
         merger.merge_and_save()
         merger.cleanup()
         write_json_atomic(tmp / MERGED_MARKER, {"checkpoint": str(actor), "shards": signature})
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return True
 
 
