@@ -17,7 +17,8 @@ response goes through in that mode is here, quirks included, each documented whe
 5. VQA (``extract_vqa_answer_released`` then ``vqa_correct_released``): the released answer extraction and its
    exact-match rule.
 
-The benchmark metrics (``reward_fns.benchmark``) reuse the strict parser with the benchmark's options.
+The released benchmark reuses ``line_after`` (``reward_fns.benchmark_released``) and the VQA reading (``main_plus.py``
+reads ReasonMap-Plus answers the same way; ``reward_fns.benchmark``).
 """
 
 from __future__ import annotations
