@@ -22,11 +22,11 @@ concatenate (verl loads several parquet files as one dataset) and empty files st
 Rows arrive with PNG ``bytes`` (``data_prep.schema.build_row``) and are written with ``path`` instead: the
 Parquet files hold text only, and a map shared by a hundred questions is stored once.
 
-Atomicity: everything is written into a staging sibling folder that is renamed onto ``out_dir`` only after the
-manifest is written and every file is fsynced; on any failure the staging folder is removed and ``out_dir`` is
-untouched. A SIGKILL cannot run that cleanup, so every write first repairs what a killed writer of the same
-output left (``data_prep.atomic_dir``): stale staging folders are removed, and an output missing because the
-kill fell between the two renames of a replacement is recovered from its complete backup.
+Atomicity (``data_prep.atomic_dir.replacing``): everything is written into a staging sibling folder that takes
+``out_dir``'s place only after the manifest is written and every file is fsynced; on any failure the staging
+folder is removed and ``out_dir`` is untouched. A SIGKILL leaves the old folder or the new one; every write first
+removes what a killed writer of the same output left (and, on a filesystem that cannot exchange two folders,
+puts back an output the kill left aside between two renames).
 
 Replacing: ``overwrite`` replaces only a folder this writer wrote (its ``manifest.json`` has the writer's layout)
 holding nothing its manifest does not list; anything else is refused, so no unrelated file is ever deleted.
