@@ -14,8 +14,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import signal
-import subprocess
 import sys
 import types
 from pathlib import Path
@@ -30,8 +28,8 @@ from recipe.evaluate import compare, models, scoring
 from recipe.evaluate.testset import load_questions
 from reward_fns.gold import gold_response
 from reward_fns.ground_truth import GroundTruth
+from tests.fixtures.killed_child import kill_when_paused
 
-REPO = Path(__file__).resolve().parents[1]
 TINY_MODEL_MODULE = "recipe.tiny_model"
 GENERATIONS = {"old": 1, "new": 2, "again": 3}  # a number per generation: merge shard size, tiny-model seed
 USERS = ("score", "compare", "merge", "tiny_model")
@@ -183,21 +181,7 @@ def hidden(folder: Path) -> list[str]:
 
 def kill_user_at(point: str, user: str, out: Path, inputs: Path, generation: str) -> None:
     """Run ``user`` in a child that pauses at ``point`` of ``data_prep.atomic_dir``, and SIGKILL it there."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, user, point, str(out), str(inputs), generation],
-        cwd=REPO,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        line = child.stdout.readline()
-        assert line.strip() == "paused", child.stderr.read()[-2000:]
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        child.wait(timeout=60)
-    assert child.returncode == -signal.SIGKILL
+    kill_when_paused(CHILD, user, point, str(out), str(inputs), generation)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -27,19 +27,9 @@ from reward_fns.ground_truth import GroundTruth
 from reward_fns.network import MetroNetwork
 from reward_fns.weights import question_level, reasonmap_eval_weight
 from tests.conftest import real_station_files
-from tests.reward_helpers import ONE_TRANSFER, planning_gt, route, vqa_gt
+from tests.reward_helpers import ONE_TRANSFER, planning_gt, ride, route, vqa_gt
 
 A, G = "Alder Station", "Ginkgo"
-
-
-def ride(name: str, departure: str, arrival: str, via: list[str], count: int | None = None) -> dict[str, object]:
-    return {
-        "route_name": name,
-        "departure_stop": departure,
-        "arrival_stop": arrival,
-        "via_stops": via,
-        "num_via_stops": len(via) if count is None else count,
-    }
 
 
 # Reference routes in map-app style: plan 1 is the answer's route, plan 2 another one.

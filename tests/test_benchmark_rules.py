@@ -23,7 +23,7 @@ from reward_fns.ground_truth import GroundTruth
 from reward_fns.network import MetroNetwork
 from reward_fns.reward_released import extract_vqa_answer_released, vqa_correct_released
 from tests.conftest import REASONMAP_DIR
-from tests.reward_helpers import vqa_gt
+from tests.reward_helpers import ride, vqa_gt
 
 MINI: dict[tuple[str, str], dict[str, list[str]]] = {
     ("china", "beijing"): {
@@ -78,16 +78,6 @@ def network(country: str, city: str, source: str) -> dict[str, list[str]]:
     if not path.is_file():
         pytest.skip(f"real ReasonMap data not found at {REASONMAP_DIR}")
     return MetroNetwork.from_json(path).to_dict()
-
-
-def ride(name: str, dep: str, arr: str, via: list[str], n: int | None = None) -> dict[str, Any]:
-    return {
-        "route_name": name,
-        "departure_stop": dep,
-        "arrival_stop": arr,
-        "via_stops": via,
-        "num_via_stops": len(via) if n is None else n,
-    }
 
 
 def blk(name: str, dep: str, arr: str, extra: str | None = None) -> str:
