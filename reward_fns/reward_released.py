@@ -121,8 +121,9 @@ def parse_route_blocks_strict(
 ) -> list[StrictBlock]:
     """Parse sections exactly as the released code does (linear time, never raises).
 
-    Stops are normalised with ``normalize``: the released reward passes ``normalize_station_released``; the
-    benchmark metrics keep the training normaliser.
+    Stops are normalised with ``normalize`` (the released reward passes ``normalize_station_released``). The
+    benchmark reads its sections with its own ``reward_fns.benchmark_released.parse_sections``; no caller passes
+    ``arrival="line"`` or ``via`` (only tests do).
 
     - The text is split on every ``--`` (anywhere, not only on separator lines); blank sections are skipped.
     - A section is kept only if it contains ``Route Name:``, ``Departure Stop:`` and ``Arrival Stop:``:
@@ -134,10 +135,13 @@ def parse_route_blocks_strict(
     - Arrival (``arrival="tail"``, training code and the benchmark's short questions): everything after the last
       ``Arrival Stop:`` of the section, stripped and normalised, so trailing lines (a via-stop count, an
       explanation) become part of it; without that label (possible under ``lowercase_check``) the whole section.
-      ``arrival="line"`` (the benchmark's long questions): like the departure.
-    - ``via="number"`` / ``"list"`` (benchmark long questions): raw text after the last ``Number of Via Stops: ``
-      / ``Via Stops: ``, stripped; None when the label is missing (the benchmark code then reads the whole
-      section, so any digit in it, such as a line number, counted as the via-stop count: not reproduced).
+      ``arrival="line"``: like the departure.
+    - ``via="number"`` / ``"list"``: raw text after the last ``Number of Via Stops: `` / ``Via Stops: ``,
+      stripped; None when the label is missing.
+
+    >>> [(b.route_name, b.departure, b.arrival) for b in parse_route_blocks_strict(
+    ...     "Route Name: Line 1\\nDeparture Stop: Alder\\nArrival Stop: Elm\\nNumber of Via Stops: 3\\n")]
+    [('Line 1', 'alder', 'elmnumberofviastops:3')]
     """
     if not isinstance(text, str) or not text:
         return []
