@@ -24,8 +24,13 @@ F5  Stations (gate, network membership, transfers, reference stops, via stops) c
     (``reward_fns.reward_released.normalize_station_released`` keeps the released order for the released reward).
 F6  A template-1 block without ``Number of Via Stops: `` earns no count points (a present field with no digit
     still reads 0, as released).
-F7  A template-2 list is split on , ， 、 ; ；, pieces stripped, empty ones dropped, each normalised (F5) and
-    compared with the normalised reference stops; duplicates still count in the matched stops.
+F7  A template-2 list is split on , ， 、 ; ；, pieces stripped, each normalised (F5) and compared with the
+    normalised reference stops; duplicates still count in the matched stops. A piece that names no station is
+    dropped: empty after normalising ("", "-"), or saying the ride has none ("None", "无", "N/A", "No via stops",
+    ``reward_fns.route_parsing.says_no_via_stops``, the training reward's reading), so a gold answer writing
+    "Via Stops: None" scores as one with the field empty. A block whose field is empty without the label's space
+    ("Via Stops:" ending its line) or absent has no list either (released: the whole section is its list, so
+    those words joined the IoU's union and lowered the map score of a right answer).
 F8  A Chinese reference line number is searched after removing the parenthesised terminals (both widths).
 
 One more correction, beyond the eight slips: the Beijing renames (八通 -> Line 1, 大兴 -> Line 4, the
@@ -50,6 +55,7 @@ from reward_fns.benchmark_released import (
     LINE_RULES,
     ROUTE_NAME_POINTS,
     STOP_POINTS,
+    VIA_LABEL,
     WRONG,
     AnswerSection,
     PlanningScore,
@@ -71,8 +77,10 @@ from reward_fns.benchmark_released import (
 )
 from reward_fns.ground_truth import GroundTruth
 from reward_fns.network import drop_parenthesised, normalize_station
+from reward_fns.route_parsing import says_no_via_stops
 
 VIA_SEPARATORS = re.compile(r"[,，、;；]")  # F7
+VIA_LABEL_BARE = VIA_LABEL.rstrip()  # F7: "Via Stops:" without the space main.py's pattern needs
 _DIGITS = re.compile(r"\d+")
 
 
@@ -95,8 +103,7 @@ def _fixed_blocks(sections: Sequence[AnswerSection], template: str) -> list[_Blo
         if template == "long1" and s.num_via_stops is not None:
             count = first_count(s.num_via_stops)
         elif template == "long2":
-            raw = s.via_stops if s.via_stops is not None else s.text
-            via = tuple(normalize_station(p.strip()) for p in VIA_SEPARATORS.split(raw) if p.strip())
+            via = _via_list(s)
         blocks.append(
             _Block(
                 route_name=WRONG if s.route_name is None else s.route_name,
@@ -107,6 +114,16 @@ def _fixed_blocks(sections: Sequence[AnswerSection], template: str) -> list[_Blo
             )
         )
     return blocks
+
+
+def _via_list(section: AnswerSection) -> tuple[str, ...]:
+    """F7: the normalised via stops a template-2 section names (none for "None", an empty or absent field)."""
+    raw = section.via_stops
+    if raw is None:  # no "Via Stops: " (with its space): "Via Stops:" ending its line, or no label at all
+        raw = section.text.rpartition(VIA_LABEL_BARE)[2] if VIA_LABEL_BARE in section.text else ""
+    pieces = (p.strip() for p in VIA_SEPARATORS.split(raw))
+    normalised = (normalize_station(p) for p in pieces if not says_no_via_stops(p))
+    return tuple(n for n in normalised if n)
 
 
 @dataclass(frozen=True)

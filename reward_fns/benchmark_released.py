@@ -68,7 +68,7 @@ from typing import Any
 from reward_fns.ground_truth import GroundTruth
 from reward_fns.line_names import BEIJING_RENAMES
 from reward_fns.network import drop_parenthesised
-from reward_fns.reward_released import line_after
+from reward_fns.reward_released import INT_MAX_STR_DIGITS, line_after, python_int_of_text
 
 # ----------------------------------------------------------------------------------------------------------------
 # The point table (main.py), shared unchanged by the fixed rules
@@ -99,7 +99,6 @@ REASONMAP_TEST_CITIES = (
 
 WRONG = "Wrong"  # main.py's placeholder for a field its regex cannot read
 CHINA = "china"
-_MAX_INT_DIGITS = 4300  # CPython's int() digit limit
 
 # ----------------------------------------------------------------------------------------------------------------
 # tools.clean_string
@@ -201,10 +200,10 @@ _DIGITS = re.compile(r"\d+")  # Unicode digits, as main.py's patterns
 
 def read_int(digits: str) -> int:
     """``int()`` of a run of Unicode decimal digits, also past CPython's 4300-digit limit (where main.py raises)."""
-    if len(digits) <= _MAX_INT_DIGITS:
+    if len(digits) <= INT_MAX_STR_DIGITS:
         return int(digits)
     significant = "".join(str(unicodedata.decimal(ch)) for ch in digits).lstrip("0")
-    return int(significant or "0") if len(significant) <= _MAX_INT_DIGITS else 10**_MAX_INT_DIGITS
+    return int(significant or "0") if len(significant) <= INT_MAX_STR_DIGITS else 10**INT_MAX_STR_DIGITS
 
 
 def first_count(text: str) -> int:
@@ -219,11 +218,8 @@ def python_int(value: Any) -> int | None:
         return int(value)
     if isinstance(value, float):
         return int(value) if value == value and abs(value) != float("inf") else None
-    if isinstance(value, str) and len(value) <= _MAX_INT_DIGITS:
-        try:
-            return int(value)
-        except ValueError:
-            return None
+    if isinstance(value, str):
+        return python_int_of_text(value)
     return None
 
 

@@ -23,6 +23,8 @@ reads ReasonMap-Plus answers the same way; ``reward_fns.benchmark``).
 
 from __future__ import annotations
 
+import itertools
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -43,7 +45,10 @@ from reward_fns.question_context import Leg, Normaliser, QuestionContext, questi
 
 RELEASED_ALPHA = 0.5
 _LETTER_INDEX = {letter.lower(): index for index, letter in enumerate(OPTION_LETTERS)}  # {"a": 0, ..., "d": 3}
-_MAX_INT_CHARS = 4300  # CPython's default int() digit limit: longer strings are never parsed (and never quadratic)
+# CPython's default limit on the decimal digits int() converts (``sys.int_info.default_max_str_digits``): the
+# official scripts ran under it, so an answer with more digits is wrong there (ValueError), whatever this process sets.
+INT_MAX_STR_DIGITS = 4300
+_DECIMAL_DIGIT = re.compile(r"\d")  # what int() counts: Unicode decimal digits (category Nd), as str.isdecimal
 
 # ----------------------------------------------------------------------------------------------------------------
 # Station names
@@ -338,23 +343,46 @@ def _strip_string(s: str) -> str:
     return s.replace(" ", "")
 
 
+def python_int_of_text(text: str) -> int | None:
+    """``int(text)`` as the official scripts' CPython reads it (default digit limit), or None where that raises.
+
+    CPython's ``PyLong_FromString`` limits DIGITS, not characters: surrounding whitespace, one sign and single
+    underscores between digits are free, leading zeros count, a Unicode digit counts one (checked with CPython
+    3.11: "+" and 4,300 digits, or 2,201 digits joined by 2,200 underscores, convert; 4,301 digits raise).
+    Digits are counted here first, stopping at the 4,301st, so a process that raised or disabled its limit
+    (``PYTHONINTMAXSTRDIGITS``) still judges as the official run and never converts a long answer (int() is
+    quadratic in its digits); nothing in the recipe lowers the limit, which would refuse more.
+
+    >>> python_int_of_text(" +0_3 "), python_int_of_text("３"), python_int_of_text("3.0")
+    (3, 3, None)
+    >>> python_int_of_text("+" + "0" * 4299 + "3"), python_int_of_text("0" * 4300 + "3")
+    (3, None)
+    """
+    if not isinstance(text, str):
+        return None
+    if len(text) > INT_MAX_STR_DIGITS:
+        over = itertools.islice(_DECIMAL_DIGIT.finditer(text), INT_MAX_STR_DIGITS, None)
+        if next(over, None) is not None:
+            return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
 def vqa_correct_released(answer: str, gt: GroundTruth) -> bool:
     """The released exact-match rule on an answer from ``extract_vqa_answer_released``.
 
     TorF: ``answer.lower()`` equals "yes"/"no". Counting2/3: ``int(answer)`` (Python's int: signs, surrounding
-    whitespace, underscores and non-ASCII decimal digits accepted) equals the ground truth. Counting1: the lower-case
-    answer is one letter a-d whose index equals the ground truth.
+    whitespace, underscores and non-ASCII decimal digits accepted, at most 4,300 digits: ``python_int_of_text``)
+    equals the ground truth. Counting1: the lower-case answer is one letter a-d whose index equals the ground truth.
     """
     qtype = gt.question_type
     if qtype in YES_NO_TYPES:
         return answer.lower() == expected_vqa_answer(gt)
     if qtype in COUNT_TYPES:
-        if len(answer) > _MAX_INT_CHARS:
-            return False
-        try:
-            return int(answer) == gt.answer
-        except (ValueError, TypeError):
-            return False
+        value = python_int_of_text(answer)
+        return value is not None and value == gt.answer
     if qtype in OPTION_TYPES:
         return _LETTER_INDEX.get(answer.lower(), -1) == gt.answer
     return False
