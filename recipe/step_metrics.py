@@ -14,6 +14,8 @@
     rewardmap/groups/all_equal_frac      fraction of GRPO groups (same uid, two or more samples) whose
                                          rewards are all equal: no learning signal under a group baseline
     rewardmap/groups/count               number of such groups
+    rewardmap/rollout/vision_tokens      vision placeholder tokens sampled in the step's responses (must be 0:
+                                         ``vision_tokens_sampled``)
 
 Values: ``type=planning|TorF1|...``, ``map=easy|middle|hard``, ``stage=<name>`` when stage names are given,
 else ``stage=<index>``; ``unknown`` for samples without the fact (-1 in the extra info).
@@ -119,3 +121,25 @@ def _name(value: int, names: Sequence[str] | None) -> str:
     if names is not None and value < len(names):
         return str(names[value])
     return str(value)
+
+
+# Qwen2.5-VL's vision placeholders. A rollout must never sample one (verl masks them in vLLM's logits,
+# ``vllm_rollout/utils.py`` ``monkey_patch_compute_logits``; the CPU transformers backend suppresses them): a
+# response holding an image placeholder breaks the agent loop's M-RoPE position computation.
+VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
+
+
+def vision_token_ids(tokenizer: Any) -> list[int]:
+    """Ids of ``VISION_TOKENS`` in ``tokenizer``'s vocabulary (those it has)."""
+    vocab = tokenizer.get_vocab()
+    return sorted(int(vocab[token]) for token in VISION_TOKENS if token in vocab)
+
+
+def vision_tokens_sampled(responses: Sequence[Any], vision_ids: Sequence[int]) -> int:
+    """How many of the responses' tokens are vision placeholders.
+
+    >>> vision_tokens_sampled([[5, 151655, 7], [151655, 151655]], [151652, 151655])
+    3
+    """
+    banned = {int(i) for i in vision_ids}
+    return sum(int(token) in banned for response in responses for token in np.asarray(response).reshape(-1))

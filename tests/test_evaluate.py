@@ -489,11 +489,15 @@ def test_training_logs_from_tensorboard_and_file_logger(tmp_path: Path) -> None:
 def test_vllm_backend_builds_engine_and_requests(
     tmp_path: Path, test_files: list[str], tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No GPU here: a stand-in ``vllm`` module records what the backend asks vLLM's offline engine for."""
+    """A stand-in ``vllm`` module records what the backend asks vLLM's offline engine for on a GPU machine (the
+    real engine on CPU: tests/test_evaluate_vllm_cpu.py)."""
     import sys
     import types
 
+    from recipe.evaluate import generation
     from recipe.evaluate.generation import VllmBackend, sample_seed
+
+    monkeypatch.setattr(generation, "vllm_cpu_build", lambda: False)
 
     calls: dict[str, Any] = {}
 
@@ -529,7 +533,7 @@ def test_vllm_backend_builds_engine_and_requests(
         "tensor_parallel_size": 2,
         "gpu_memory_utilization": 0.9,
         "seed": 7,
-        "limit_mm_per_prompt": {"image": 1},
+        "limit_mm_per_prompt": {"image": 1, "video": 0},
         "max_model_len": 4096,
         "mm_processor_kwargs": {"max_pixels": 4 * 3136},
     }

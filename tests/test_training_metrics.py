@@ -123,6 +123,7 @@ def _bare_trainer(tmp_path: Path, plan: object | None = None, **trainer_cfg) -> 
     trainer.config = OmegaConf.create({"trainer": {**cfg, **trainer_cfg}})
     trainer.train_dataset = SimpleNamespace(plan=plan) if plan is not None else SimpleNamespace()
     trainer.global_steps = 0
+    trainer.tokenizer = SimpleNamespace(get_vocab=lambda: {"<|image_pad|>": 151655, "<|vision_start|>": 151652})
     return trainer
 
 
@@ -138,7 +139,16 @@ def _fake_tq(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     scores = torch.nested.nested_tensor(
         [torch.tensor([0.0] * (i % 3) + [row[8]]) for i, row in enumerate(rows)], layout=torch.jagged
     )
-    store = {"uid": np.array([row[0] for row in rows], dtype=object), "rm_scores": scores, "extra_fields": extra_fields}
+    # response token ids: plain tokens, and a vision placeholder (151655, <|image_pad|>) only in the padding row
+    responses = torch.nested.nested_tensor(
+        [torch.tensor([11, 12] + ([151655] if i == len(ROWS) else [])) for i in range(len(rows))], layout=torch.jagged
+    )
+    store = {
+        "uid": np.array([row[0] for row in rows], dtype=object),
+        "rm_scores": scores,
+        "extra_fields": extra_fields,
+        "responses": responses,
+    }
     calls = []
 
     def kv_batch_get(keys, partition_id, select_fields):
@@ -177,7 +187,8 @@ def test_compute_metrics_hook_adds_reward_metrics(tmp_path, monkeypatch, capsys)
     for name, value in expected.items():
         assert metrics[name] == pytest.approx(value, abs=1e-6), name  # the padding row is left out
     assert metrics["rewardmap/acc/stage=3"] == 0.5
-    assert fake.tq.calls == [(fake.batch.keys, "train", ["uid", "rm_scores", "extra_fields"])]
+    assert metrics["rewardmap/rollout/vision_tokens"] == 0.0  # the padding row's placeholder is left out
+    assert fake.tq.calls == [(fake.batch.keys, "train", ["uid", "rm_scores", "extra_fields", "responses"])]
     assert "curriculum stage 3 (3)" in capsys.readouterr().out
 
 

@@ -11,8 +11,9 @@ own tables, so the trainer, agent loop, load balancer and checkpoint engine run 
 - ``TransformersServerAdapter`` (``_ROLLOUT_REGISTRY[("transformers", "async")]``): the ``BaseRollout`` that verl's
   ``ActorRolloutRefWorker`` builds next to the FSDP actor. verl's naive checkpoint engine hands it the actor's
   full tensors after every update (``engine_workers.py`` ``update_weights``); it sends them to the server, which
-  loads them and checks that its parameters now hash to the digest of the tensors sent (``state_digest``). Each
-  sync is appended to ``$REWARDMAP_WEIGHT_SYNC_LOG`` (JSON lines) when that is set.
+  loads them and checks that its parameters now hash to the digest of the tensors sent
+  (``recipe.cpu.weight_sync.state_digest``).
+  Each sync is appended to ``$REWARDMAP_WEIGHT_SYNC_LOG`` (JSON lines) when that is set.
 
 Generation never samples vision tokens (``<|image_pad|>`` and friends): a tiny model would otherwise emit them, and
 a response holding an image placeholder breaks the agent loop's M-RoPE position computation. The mask only
@@ -27,12 +28,9 @@ transformers computes Qwen2.5-VL's 3-D M-RoPE positions; without it transformers
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import os
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import ray
@@ -40,11 +38,12 @@ import torch
 from verl.workers.rollout.base import _ROLLOUT_REGISTRY, BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, RolloutReplicaRegistry, TokenOutput
 
+from recipe.cpu.weight_sync import append_sync_log, state_digest
+
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "WARN"))
 
 ROLLOUT_NAME = "transformers"
-WEIGHT_SYNC_LOG_ENV = "REWARDMAP_WEIGHT_SYNC_LOG"
 VISION_TOKEN_ATTRIBUTES = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
 
@@ -52,16 +51,6 @@ VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|imag
 def server_actor_name(replica_rank: int) -> str:
     """Ray name of a replica's server actor: how the adapter in the actor worker finds it."""
     return f"rewardmap_transformers_server_{replica_rank}"
-
-
-def state_digest(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
-    """sha256 over (name, dtype, shape, bytes) of each tensor, in name order: equal digests, equal weights."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(named_tensors, key=lambda item: item[0]):
-        data = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{name}|{data.dtype}|{tuple(data.shape)}|".encode())
-        digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
-    return digest.hexdigest()
 
 
 class TransformersRolloutServer:
@@ -185,7 +174,16 @@ class TransformersRolloutServer:
         if loaded != sent_digest:
             raise RuntimeError(f"rollout weights differ from the actor's after sync: {loaded} != {sent_digest}")
         self.digest, self.global_steps = loaded, global_steps
-        _append_sync_log({"global_steps": global_steps, "digest": loaded, "tensors": len(state), "time": time.time()})
+        append_sync_log(
+            {
+                "side": "rollout",
+                "engine": ROLLOUT_NAME,
+                "global_steps": global_steps,
+                "digest": loaded,
+                "tensors": len(state),
+                "time": time.time(),
+            }
+        )
         return loaded
 
     def weight_digest(self) -> str:
@@ -225,13 +223,6 @@ class TransformersRolloutServer:
 
     async def stop_profile(self) -> None:
         return None
-
-
-def _append_sync_log(record: dict[str, Any]) -> None:
-    path = os.environ.get(WEIGHT_SYNC_LOG_ENV)
-    if path:
-        with open(path, "a") as out:
-            out.write(json.dumps(record, sort_keys=True) + "\n")
 
 
 class TransformersReplica(RolloutReplica):
@@ -289,6 +280,16 @@ class TransformersServerAdapter(BaseRollout):
             return
         digest = state_digest(state.items())
         await self._server_handle().load_weights.remote(state, kwargs.get("global_steps"), digest)
+        append_sync_log(
+            {
+                "side": "actor",
+                "engine": ROLLOUT_NAME,
+                "global_steps": kwargs.get("global_steps"),
+                "digest": digest,
+                "tensors": len(state),
+                "time": time.time(),
+            }
+        )
 
 
 def register_transformers_rollout() -> None:
