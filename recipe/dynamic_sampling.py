@@ -59,7 +59,7 @@ Per-step metrics (``StepDraws.metrics``)::
     rewardmap/sampling/plan_position         prompts drawn from the plan so far
     rewardmap/sampling/progress/stage=<name> share of each stage's prompts drawn so far (0 to 1)
 
-``rewardmap/groups/all_equal_frac`` (``recipe.metrics``) is then of the trained groups: 0 unless ``unfiltered``.
+``rewardmap/groups/all_equal_frac`` (``recipe.step_metrics``) is then of the trained groups: 0 unless ``unfiltered``.
 Each step's prompts (plan positions: drawn, dropped, trained) are appended to
 ``<trainer.default_local_dir>/dynamic_sampling.jsonl`` (a step trained again after a resume appends again; the
 last line of a step wins).
@@ -75,8 +75,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from recipe.metrics import PREFIX
 from recipe.stages import StagePlan
+from recipe.step_metrics import PREFIX
 
 DRAW_LOG_NAME = "dynamic_sampling.jsonl"
 METRIC_PREFIX = f"{PREFIX}/sampling"

@@ -1,7 +1,7 @@
 """Trainer mode ``rewardmap`` (``trainer.v1.trainer_mode=rewardmap``): verl's sync v1 trainer plus five hooks.
 
 1. ``_compute_metrics`` (where verl assembles a step's metrics, just before logging them): adds
-   ``recipe.metrics.reward_metrics`` of the step's samples, read from TransferQueue like verl's own metrics,
+   ``recipe.step_metrics.reward_metrics`` of the step's samples, read from TransferQueue like verl's own metrics,
    and prints a line when the curriculum stage changes.
 2. ``_save_checkpoint``: writes the stage-plan record (``recipe.plan_record.write_plan_record``) and the run's
    training choices (``recipe.run_name.write_run_record``) into ``global_step_N/`` before verl saves there, so
@@ -16,7 +16,7 @@
    ``trainer.default_local_dir``, saves a checkpoint now and removes the request. A cluster job about to reach its
    time limit writes it (launch/lib.sh, on SLURM's ``--signal``) and requeues once the checkpoint exists, so the
    next attempt loses no step; verl's v1 trainer itself only saves every ``trainer.save_freq`` steps.
-5. ``_validate``: adds the benchmark's weighted accuracies (``reward_fns.metrics.weighted_accuracies``, each a
+5. ``_validate``: adds the benchmark's weighted accuracies (``reward_fns.benchmark.weighted_accuracies``, each a
    ratio of two of verl's averaged validation metrics) to verl's validation metrics.
 6. Dynamic sampling (``algorithm.filter_groups.enable``, ``dynamic_sampling=on``; ``recipe.dynamic_sampling``):
    ``_build_replay_buffer`` installs ``PlanReplayBuffer``, ``prepare_step`` / ``_next_train_batch`` draw the
@@ -46,7 +46,6 @@ from recipe.dynamic_sampling import (
     append_draw_log,
     plan_replay_buffer,
 )
-from recipe.metrics import PREFIX, reward_metrics, vision_token_ids, vision_tokens_sampled
 from recipe.plan_record import (
     check_plan_record,
     dataloader_state_for,
@@ -54,7 +53,8 @@ from recipe.plan_record import (
     write_plan_record,
 )
 from recipe.run_name import check_resume, write_run_record
-from reward_fns.metrics import weighted_accuracies
+from recipe.step_metrics import PREFIX, reward_metrics, vision_token_ids, vision_tokens_sampled
+from reward_fns.benchmark import weighted_accuracies
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "INFO"))
@@ -146,7 +146,7 @@ class RewardMapTrainer(PPOTrainerSync):
 
     # -- validation -----------------------------------------------------------------------------------------------
     def _validate(self) -> dict[str, float]:
-        """verl's validation metrics plus the benchmark's weighted accuracies (``reward_fns.metrics``): verl averages
+        """verl's validation metrics plus the benchmark's weighted accuracies (``reward_fns.benchmark``): verl averages
         each key, and a weighted accuracy is a ratio of two of those means."""
         metrics = super()._validate()
         metrics.update(weighted_accuracies(metrics))

@@ -4,7 +4,7 @@ Accepts the demanded layout plus the usual deviations (markdown bold, bullets, b
 full-width colons, any case, blocks not separated by ``--``) and records whether each block was written exactly
 as the prompt demands (``RouteBlock.canonical``), which the format reward uses. Every function accepts any string
 and never raises; no regular expression here can backtrack super-linearly (patterns are anchored and bounded).
-The released code's own parser lives in ``reward_fns.released``.
+The released code's own parser lives in ``reward_fns.reward_released``.
 """
 
 from __future__ import annotations

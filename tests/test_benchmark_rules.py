@@ -12,22 +12,25 @@ from typing import Any
 
 import pytest
 
+from reward_fns.benchmark import evaluate_planning, planning_group
 from reward_fns.benchmark_fixed import china_line, network_view, reference_line
 from reward_fns.benchmark_released import (
     clean_string,
-    plus_answer_released,
     plus_answer_vlmevalkit,
-    plus_correct_released,
     plus_correct_vlmevalkit,
     released_line_rewrite,
 )
 from reward_fns.ground_truth import GroundTruth
-from reward_fns.metrics import evaluate_planning, planning_group
 from reward_fns.network import MetroNetwork
-from reward_fns.released import INT_MAX_STR_DIGITS, python_int_of_text
+from reward_fns.reward_released import (
+    INT_MAX_STR_DIGITS,
+    extract_vqa_answer_released,
+    python_int_of_text,
+    vqa_correct_released,
+)
 from reward_fns.score import compute_score
 from tests.conftest import REASONMAP_DIR
-from tests.reward_helpers import vqa_gt
+from tests.reward_helpers import ride, vqa_gt
 
 MINI: dict[tuple[str, str], dict[str, list[str]]] = {
     ("china", "beijing"): {
@@ -93,16 +96,6 @@ def network(country: str, city: str, source: str) -> dict[str, list[str]]:
     if not path.is_file():
         pytest.skip(f"real ReasonMap data not found at {REASONMAP_DIR}")
     return MetroNetwork.from_json(path).to_dict()
-
-
-def ride(name: str, dep: str, arr: str, via: list[str], n: int | None = None) -> dict[str, Any]:
-    return {
-        "route_name": name,
-        "departure_stop": dep,
-        "arrival_stop": arr,
-        "via_stops": via,
-        "num_via_stops": len(via) if n is None else n,
-    }
 
 
 def blk(name: str, dep: str, arr: str, extra: str | None = None) -> str:
@@ -642,7 +635,7 @@ def test_real_lines_are_recovered_from_app_style_references(reasonmap_dir: Any) 
 )
 def test_plus_readings(response: str, qtype: str, answer: int, official: bool, vlmevalkit: bool) -> None:
     gt = vqa_gt(qtype, answer)
-    assert plus_correct_released(plus_answer_released(response), gt) is official
+    assert vqa_correct_released(extract_vqa_answer_released(response), gt) is official
     assert plus_correct_vlmevalkit(plus_answer_vlmevalkit(response, qtype), gt) is vlmevalkit
 
 
@@ -671,13 +664,13 @@ def test_plus_integers_are_limited_in_digits_as_int_limits_them(inner: str, righ
     assert sys.get_int_max_str_digits() == sys.int_info.default_max_str_digits == _LIMIT
     gt = vqa_gt("Counting2", 3)
     response = "\\boxed{" + inner + "}"
-    answer = plus_answer_released(response)
+    answer = extract_vqa_answer_released(response)
     try:
         official = int(answer) == 3
     except ValueError:
         official = False
     assert official is right
-    assert plus_correct_released(answer, gt) is right
+    assert vqa_correct_released(answer, gt) is right
     assert compute_score("reasonmap_plus", response, gt, mode="released")["acc"] == float(right)
 
 
@@ -688,8 +681,8 @@ def test_plus_integer_verdicts_do_not_follow_a_raised_process_limit() -> None:
     previous = sys.get_int_max_str_digits()
     sys.set_int_max_str_digits(0)
     try:
-        assert plus_correct_released("0" * _LIMIT + "3", gt) is False
-        assert plus_correct_released("+" + "0" * (_LIMIT - 1) + "3", gt) is True
+        assert vqa_correct_released("0" * _LIMIT + "3", gt) is False
+        assert vqa_correct_released("+" + "0" * (_LIMIT - 1) + "3", gt) is True
         assert python_int_of_text("9" * 1_000_000) is None
     finally:
         sys.set_int_max_str_digits(previous)
@@ -697,7 +690,7 @@ def test_plus_integer_verdicts_do_not_follow_a_raised_process_limit() -> None:
 
 
 def test_plus_answers_read() -> None:
-    assert plus_answer_released("\\boxed{\\text{Yes}}") == "{yes}"
+    assert extract_vqa_answer_released("\\boxed{\\text{Yes}}") == "{yes}"
     assert plus_answer_vlmevalkit("\\boxed{\\text{Yes}}", "TorF1") == "\\text{Yes"
     assert plus_answer_vlmevalkit("The answer is: Yes.", "TorF1") == ": Yes"
     assert plus_answer_vlmevalkit("It is a long way; the option is C", "Counting1") == "A"  # the article "a"

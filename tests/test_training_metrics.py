@@ -1,4 +1,4 @@
-"""Per-step RewardMap metrics (recipe.metrics) and the ``rewardmap`` v1 trainer mode's hooks (recipe.trainer).
+"""Per-step RewardMap metrics (recipe.step_metrics) and the ``rewardmap`` v1 trainer mode's hooks (recipe.trainer).
 
 The hooks are tested in isolation: verl's own ``_compute_metrics`` / ``_save_checkpoint`` / ``_load_checkpoint``
 are replaced by stubs (a full trainer needs GPUs and Ray), TransferQueue by a dict, so what is checked is exactly
@@ -17,11 +17,12 @@ from omegaconf import OmegaConf
 from verl.trainer.ppo.v1 import PPOTrainer, get_trainer_cls
 
 import recipe.trainer as trainer_module
-from recipe.metrics import reward_metrics
 from recipe.plan_record import PLAN_RECORD_NAME, StagePlanMismatchError, check_plan_record
-from recipe.reward_manager import EXTRA_INFO_KEYS, VALIDATION_METRIC_KEYS
+from recipe.reward_manager import REWARD_EXTRA_INFO_KEYS
 from recipe.stages import StagePlan, StagePlanError, build_plan
+from recipe.step_metrics import reward_metrics
 from recipe.trainer import TRAINER_MODE, RewardMapTrainer
+from reward_fns.benchmark import VALIDATION_KEYS
 
 STAGE_NAMES = ["torf", "counting", "counting_stops", "planning"]
 
@@ -47,7 +48,7 @@ def _infos() -> dict[str, np.ndarray]:
     infos["question_transfer_count"] = np.zeros(len(ROWS))
     infos["reward_error"] = np.zeros(len(ROWS))
     infos["reward_timeout"] = np.zeros(len(ROWS))
-    return {key: infos[key] for key in EXTRA_INFO_KEYS if key not in VALIDATION_METRIC_KEYS}
+    return {key: infos[key] for key in REWARD_EXTRA_INFO_KEYS if key not in VALIDATION_KEYS}
 
 
 def _token_level_scores() -> torch.Tensor:

@@ -9,8 +9,9 @@
   ``huggingface/`` already holds weights (``checkpoint.save_contents`` with ``hf_model``) they are used; otherwise
   the shards are merged with verl's own ``verl.model_merger`` (``FSDPModelMerger``, what
   ``python -m verl.model_merger merge --backend fsdp`` runs) into ``merged_dir`` (default
-  ``<actor>/huggingface_merged``), written to a temporary sibling and renamed, and reused by later runs. For a
-  LoRA checkpoint verl's merger saves the *base* weights as the model and the adapter beside them
+  ``<actor>/huggingface_merged``), written to a staging sibling and put in place atomically
+  (``data_prep.atomic_dir``: a killed merge leaves the previous merge or the new one), and reused by later runs.
+  For a LoRA checkpoint verl's merger saves the *base* weights as the model and the adapter beside them
   (``lora_adapter/``, verl 0.9.1 ``model_merger/base_model_merger.py:311`` ``save_lora_adapter``, called at
   line 419); the adapter is then folded into the weights
   with PEFT (``merge_lora_adapter``), so the folder is the trained model, and ``lora_adapter/`` stays for serving;
@@ -24,11 +25,11 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from recipe.evaluate.files import EvalInputError, make_temp_dir, write_json_atomic
+from data_prep import atomic_dir
+from recipe.evaluate.files import EvalInputError, write_json_atomic
 
 CHECKPOINT_POINTER = "latest_checkpointed_iteration.txt"
 FSDP_CONFIG = "fsdp_config.json"
@@ -89,9 +90,7 @@ def merge_fsdp_checkpoint(actor: Path, target: Path, *, trust_remote_code: bool 
     from verl.model_merger.base_model_merger import ModelMergerConfig
     from verl.model_merger.fsdp_model_merger import FSDPModelMerger
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(target)
-    try:
+    with atomic_dir.replacing(target, is_complete=lambda folder: (folder / MERGED_MARKER).is_file()) as tmp:
         config = ModelMergerConfig(
             operation="merge",
             backend="fsdp",
@@ -105,12 +104,6 @@ def merge_fsdp_checkpoint(actor: Path, target: Path, *, trust_remote_code: bool 
         merger.cleanup()
         merge_lora_adapter(tmp, trust_remote_code=trust_remote_code)
         write_json_atomic(tmp / MERGED_MARKER, {"checkpoint": str(actor), "shards": signature})
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return True
 
 

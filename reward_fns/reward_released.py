@@ -10,14 +10,15 @@ response goes through in that mode is here, quirks included, each documented whe
    arrival is the rest of its section, so a trailing explanation or a long template's via-stop line becomes
    part of it and never matches the destination;
 2. line names (``released_line``): the two Beijing renames applied in every city, then an exact line name;
-3. correctness (``released_planning``): ``reward_fns.correctness.route_correct`` over the sections whose labels
+3. correctness (``released_reward_terms``): ``reward_fns.correctness.route_correct`` over the sections whose labels
    are written case-sensitively;
 4. detail (``released_detail``): the table in ``reward_fns.detail``, with the off-by-one over-length penalty and
    no floor;
 5. VQA (``extract_vqa_answer_released`` then ``vqa_correct_released``): the released answer extraction and its
    exact-match rule.
 
-The benchmark metrics (``reward_fns.metrics``) reuse the strict parser with the benchmark's options.
+The released benchmark reuses ``line_after`` (``reward_fns.benchmark_released``) and the VQA reading (``main_plus.py``
+reads ReasonMap-Plus answers the same way; ``reward_fns.benchmark``).
 """
 
 from __future__ import annotations
@@ -125,8 +126,9 @@ def parse_route_blocks_strict(
 ) -> list[StrictBlock]:
     """Parse sections exactly as the released code does (linear time, never raises).
 
-    Stops are normalised with ``normalize``: the released reward passes ``normalize_station_released``; the
-    benchmark metrics keep the training normaliser.
+    Stops are normalised with ``normalize`` (the released reward passes ``normalize_station_released``). The
+    benchmark reads its sections with its own ``reward_fns.benchmark_released.parse_sections``; no caller passes
+    ``arrival="line"`` or ``via`` (only tests do).
 
     - The text is split on every ``--`` (anywhere, not only on separator lines); blank sections are skipped.
     - A section is kept only if it contains ``Route Name:``, ``Departure Stop:`` and ``Arrival Stop:``:
@@ -138,10 +140,13 @@ def parse_route_blocks_strict(
     - Arrival (``arrival="tail"``, training code and the benchmark's short questions): everything after the last
       ``Arrival Stop:`` of the section, stripped and normalised, so trailing lines (a via-stop count, an
       explanation) become part of it; without that label (possible under ``lowercase_check``) the whole section.
-      ``arrival="line"`` (the benchmark's long questions): like the departure.
-    - ``via="number"`` / ``"list"`` (benchmark long questions): raw text after the last ``Number of Via Stops: ``
-      / ``Via Stops: ``, stripped; None when the label is missing (the benchmark code then reads the whole
-      section, so any digit in it, such as a line number, counted as the via-stop count: not reproduced).
+      ``arrival="line"``: like the departure.
+    - ``via="number"`` / ``"list"``: raw text after the last ``Number of Via Stops: `` / ``Via Stops: ``,
+      stripped; None when the label is missing.
+
+    >>> [(b.route_name, b.departure, b.arrival) for b in parse_route_blocks_strict(
+    ...     "Route Name: Line 1\\nDeparture Stop: Alder\\nArrival Stop: Elm\\nNumber of Via Stops: 3\\n")]
+    [('Line 1', 'alder', 'elmnumberofviastops:3')]
     """
     if not isinstance(text, str) or not text:
         return []
@@ -195,7 +200,7 @@ def released_legs(blocks: Sequence[StrictBlock], ctx: QuestionContext) -> list[L
     return [Leg(released_line(b.route_name, ctx), ctx.normalize(b.departure), ctx.normalize(b.arrival)) for b in blocks]
 
 
-def released_planning(text: str, ctx: QuestionContext) -> tuple[bool, float]:
+def released_reward_terms(text: str, ctx: QuestionContext) -> tuple[bool, float]:
     """(correct, detail) of a planning answer as the released reward decides them; ``ctx`` from ``released_context``.
 
     One parse serves both: the detail reward reads sections case-insensitively, correctness only those whose

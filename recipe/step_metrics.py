@@ -1,7 +1,7 @@
 """Per-step training metrics of the RewardMap reward, which verl 0.9.1 does not log (only validation gets them).
 
 ``reward_metrics`` is a pure function of one step's batch: the reward manager's numeric extra info
-(``recipe.reward_manager.EXTRA_INFO_KEYS``), the token-level scores and the GRPO group ids. Names, all under
+(``recipe.reward_manager.REWARD_EXTRA_INFO_KEYS``), the token-level scores and the GRPO group ids. Names, all under
 ``rewardmap/`` (``<dim>`` is ``type``, ``stage`` or ``map``)::
 
     rewardmap/reward/<component>/mean   score, acc, format, detail, weight (score = the trained reward)
