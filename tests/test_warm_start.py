@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from data_prep.synthetic import SyntheticParams, generate_dataset
-from recipe.cpu.tiny_model import build_tiny_qwen, name_words, prepare_warm_tiny_qwen
+from recipe.cpu.tiny_model import build_tiny_qwen, name_words, prepare_warm_tiny_qwen, stamp_folder, warm_start_stamp
 from recipe.cpu.warm_start import Reachability, check_held_out, data_files, map_names, read_rows
 
 
@@ -57,10 +57,15 @@ def test_the_warm_started_model_is_cached_per_setting(run_data: Path, tmp_path: 
     rows = read_rows([run_data / "test.parquet"], limit=4, seed=0)
     names = map_names(data_files(run_data))
     kwargs = {"names": names, "hidden_size": 32, "layers": 1, "heads": 2, "batch_size": 2, "learning_rate": 1e-3}
-    first, built = prepare_warm_tiny_qwen(tmp_path, rows, steps=2, **kwargs)
-    again, rebuilt = prepare_warm_tiny_qwen(tmp_path, rows, steps=2, **kwargs)
-    other, _ = prepare_warm_tiny_qwen(tmp_path, rows, steps=3, **kwargs)
-    fewer_names, _ = prepare_warm_tiny_qwen(tmp_path, rows, steps=2, **{**kwargs, "names": names[:-5]})
+
+    def prepare(**changed: object) -> tuple[Path, bool]:
+        shape = {**kwargs, "steps": 2, **changed}
+        return prepare_warm_tiny_qwen(stamp_folder(tmp_path, warm_start_stamp(rows, **shape)), rows, **shape)
+
+    first, built = prepare()
+    again, rebuilt = prepare()
+    other, _ = prepare(steps=3)
+    fewer_names, _ = prepare(names=names[:-5])
     assert (built, rebuilt, again) == (True, False, first)
     assert len({first, other, fewer_names}) == 3 and first.parent == tmp_path
     stamp = json.loads((first / "rewardmap_warm_start.json").read_text())

@@ -20,8 +20,8 @@ from omegaconf import DictConfig, open_dict
 
 from recipe.cpu import CPU_ENV
 from recipe.cpu.peak_memory import PeakMemory
-from recipe.cpu.rollout import WEIGHT_SYNC_LOG_ENV
 from recipe.cpu.run_summary import metrics_file, read_steps, run_files, stage_table, step_table
+from recipe.cpu.weight_sync import WEIGHT_SYNC_LOG_ENV
 
 WEIGHT_SYNC_LOG = "weight_sync.jsonl"
 LATEST_CHECKPOINT = "latest_checkpointed_iteration.txt"  # written by verl's trainer after each checkpoint

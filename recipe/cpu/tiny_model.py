@@ -472,32 +472,26 @@ def rows_digest(rows: list[dict[str, Any]]) -> str:
     return digest.hexdigest()
 
 
-def prepare_warm_tiny_qwen(
-    root: str | Path,
+def warm_start_stamp(
     rows: list[dict[str, Any]],
     *,
-    names: Sequence[str],
+    names: Sequence[str] = (),
     hidden_size: int,
-    layers: int,
-    heads: int,
+    layers: int = 2,
+    heads: int = 2,
     steps: int,
-    batch_size: int,
+    batch_size: int = 16,
     learning_rate: float,
     seed: int = 0,
-) -> tuple[Path, bool]:
-    """The tiny model warm-started on ``rows``, in a folder under ``root`` named by everything that shapes it
-    (sizes, the names' tokens, the rows' digest, steps, batch, learning rate, seed); built unless already there.
-    Returns (folder, built now). Built in a sibling folder and renamed into place, so a killed build leaves
-    nothing.
-    """
+) -> dict[str, Any]:
+    """Everything that shapes a warm-started tiny model: sizes, the names' tokens, the rows' digest, steps, batch,
+    learning rate, seed, torch's version."""
     import hashlib
-    import os
-    import shutil
 
     import torch
 
     words = name_words(names)
-    stamp = {
+    return {
         "version": WARM_START_VERSION,
         "hidden_size": hidden_size,
         "layers": layers,
@@ -512,8 +506,39 @@ def prepare_warm_tiny_qwen(
         "name_words_sha256": hashlib.sha256("\n".join(words).encode()).hexdigest(),
         "torch": torch.__version__.split("+")[0],
     }
-    key = hashlib.sha256(json.dumps(stamp, sort_keys=True).encode()).hexdigest()[:16]
-    out = Path(root).expanduser() / key
+
+
+def stamp_folder(root: str | Path, stamp: dict[str, Any]) -> Path:
+    """The folder under ``root`` of the model a stamp describes: one folder per setting, so runs that share a
+    setting share the weights and a changed setting never replaces them."""
+    import hashlib
+
+    return Path(root).expanduser() / hashlib.sha256(json.dumps(stamp, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def prepare_warm_tiny_qwen(
+    directory: str | Path,
+    rows: list[dict[str, Any]],
+    *,
+    names: Sequence[str] = (),
+    hidden_size: int,
+    layers: int = 2,
+    heads: int = 2,
+    steps: int,
+    batch_size: int = 16,
+    learning_rate: float,
+    seed: int = 0,
+) -> tuple[Path, bool]:
+    """The tiny model warm-started on ``rows`` in ``directory``, built unless its stamp (``warm_start_stamp``)
+    is already there; (path, built now). Built in a staging folder put in place by ``data_prep.atomic_dir``: a
+    killed build leaves the previous model or the new one.
+    """
+    from data_prep import atomic_dir
+
+    options = {"hidden_size": hidden_size, "layers": layers, "heads": heads, "seed": seed}
+    training = {"steps": steps, "batch_size": batch_size, "learning_rate": learning_rate}
+    stamp = warm_start_stamp(rows, names=names, **options, **training)
+    out = Path(directory).expanduser()
     stamp_path = out / WARM_START_STAMP
     if stamp_path.is_file():
         try:
@@ -521,25 +546,13 @@ def prepare_warm_tiny_qwen(
                 return out, False
         except ValueError:
             pass
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        build_tiny_qwen(tmp, hidden_size=hidden_size, layers=layers, heads=heads, names=names, seed=seed)
-        losses = warm_start_tiny_qwen(
-            tmp, rows, steps=steps, learning_rate=learning_rate, batch_size=batch_size, seed=seed
-        )
+    with atomic_dir.replacing(out, is_complete=lambda folder: (folder / WARM_START_STAMP).is_file()) as tmp:
+        build_tiny_qwen(tmp, names=names, **options)
+        losses = warm_start_tiny_qwen(tmp, rows, seed=seed, **training)
         record = {
             "stamp": stamp,
             "loss_first": losses[0] if losses else None,
             "loss_last": losses[-1] if losses else None,
         }
         (tmp / WARM_START_STAMP).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        old = out.with_name(f"{out.name}.old-{os.getpid()}")
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out, True

@@ -36,8 +36,8 @@ class WarmStartSettings:
     """The warm start of ``rewardmap.cpu_run`` (configs/dry_run/cpu.yaml): model size, held-out cities, training.
 
     ``cities`` synthetic cities of ``seed`` with ``questions_per_city`` questions each (planning in the run's
-    templates, maps at the run's pixel budget); ``rows`` of their questions (all when 0), ``steps`` steps of
-    ``batch_size`` rows at ``learning_rate``.
+    templates, maps at the run's pixel budget); ``rows`` of their questions of ``question_types`` (all when 0 /
+    empty), ``steps`` steps of ``batch_size`` rows at ``learning_rate``.
     """
 
     hidden_size: int
@@ -50,6 +50,7 @@ class WarmStartSettings:
     steps: int
     batch_size: int
     learning_rate: float
+    question_types: tuple[str, ...]  # of the held-out questions, those trained on (empty: all)
     planning_templates: tuple[str, ...]
     max_pixels: int | None
 
@@ -68,6 +69,7 @@ class WarmStartSettings:
             steps=int(warm.steps),
             batch_size=int(warm.batch_size),
             learning_rate=float(warm.lr),
+            question_types=tuple(str(t) for t in warm.get("question_types") or ()),
             planning_templates=tuple(str(t) for t in config.rewardmap.synthetic_planning_templates),
             max_pixels=int(max_pixels) if max_pixels else None,
         )
@@ -161,8 +163,11 @@ def map_names(files: Sequence[Path]) -> list[str]:
     return sorted(names)
 
 
-def read_rows(files: Sequence[Path], *, limit: int = 0, seed: int = 0) -> list[dict[str, Any]]:
-    """Rows of ``files`` with absolute image paths: all of them, or ``limit`` of them in a seeded draw."""
+def read_rows(
+    files: Sequence[Path], *, limit: int = 0, seed: int = 0, question_types: Sequence[str] = ()
+) -> list[dict[str, Any]]:
+    """Rows of ``files`` with absolute image paths (those of ``question_types`` when given): all of them, or
+    ``limit`` of them in a seeded draw."""
     import pyarrow.parquet as pq
 
     from data_prep.image_files import resolve_row_images
@@ -170,7 +175,9 @@ def read_rows(files: Sequence[Path], *, limit: int = 0, seed: int = 0) -> list[d
     rows = []
     for path in files:
         for i, row in enumerate(pq.read_table(path).to_pylist()):
-            rows.append(resolve_row_images(row, [path.parent], where=f"{path} row {i}"))
+            kind = json.loads(row["reward_model"]["ground_truth"]).get("question_type")
+            if not question_types or kind in question_types:
+                rows.append(resolve_row_images(row, [path.parent], where=f"{path} row {i}"))
     if limit and limit < len(rows):
         rows = random.Random(f"rewardmap-warm-start-rows:{seed}").sample(rows, limit)
     return rows
@@ -180,25 +187,27 @@ def prepare_tiny_model(
     settings: WarmStartSettings, *, model_root: str | Path, data_dir: str | Path, cache_dir: str | Path
 ) -> tuple[Path, bool, int]:
     """The warm-started tiny model for a run on ``data_dir``: (folder, built now, warm-start rows)."""
-    from recipe.cpu.tiny_model import prepare_warm_tiny_qwen
+    from recipe.cpu.tiny_model import prepare_warm_tiny_qwen, stamp_folder, warm_start_stamp
 
     warm_dir = held_out_data(settings, cache_dir)
     check_held_out(warm_dir, data_dir)
     warm_files = data_files(warm_dir)
-    rows = read_rows(warm_files, limit=settings.rows, seed=settings.seed)
+    rows = read_rows(warm_files, limit=settings.rows, seed=settings.seed, question_types=settings.question_types)
+    if not rows:
+        raise ValueError(f"the warm start has no rows of {list(settings.question_types)} in {warm_dir}")
     names = sorted(set(map_names(data_files(data_dir))) | set(map_names(warm_files)))
-    folder, built = prepare_warm_tiny_qwen(
-        model_root,
-        rows,
-        names=names,
-        hidden_size=settings.hidden_size,
-        layers=settings.layers,
-        heads=settings.heads,
-        steps=settings.steps,
-        batch_size=settings.batch_size,
-        learning_rate=settings.learning_rate,
-        seed=settings.seed,
-    )
+    shape = {
+        "names": names,
+        "hidden_size": settings.hidden_size,
+        "layers": settings.layers,
+        "heads": settings.heads,
+        "steps": settings.steps,
+        "batch_size": settings.batch_size,
+        "learning_rate": settings.learning_rate,
+        "seed": settings.seed,
+    }
+    folder = stamp_folder(model_root, warm_start_stamp(rows, **shape))
+    folder, built = prepare_warm_tiny_qwen(folder, rows, **shape)
     return folder, built, len(rows)
 
 
