@@ -8,6 +8,9 @@ gate of every detail point) must rise from its first to its last steps by margin
 seeds measured on this toy (README, "Toy ablation"); the sparse arm's GRPO groups must be almost all equal (no
 learning signal). A flipped advantage sign, a rollout server that keeps stale weights or a reward manager that
 scores the wrong thing makes the detail arm flat or falling, and the test fails.
+
+The toy data and the warm-started tiny model are built in a fresh cache; ``REWARDMAP_LEARNING_CACHE=DIR`` reuses
+DIR's (the warm start is most of the time on a fresh cache).
 """
 
 from __future__ import annotations

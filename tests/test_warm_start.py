@@ -53,6 +53,15 @@ def test_every_word_of_the_maps_names_is_one_token(run_data: Path, tmp_path: Pat
     assert sum(len(plain.encode(" " + word, add_special_tokens=False)) > 1 for word in words) > len(words) // 2
 
 
+def test_the_warm_start_can_keep_only_some_question_types(run_data: Path) -> None:
+    files = data_files(run_data)
+    kinds = {json.loads(r["reward_model"]["ground_truth"])["question_type"] for r in read_rows(files)}
+    planning = read_rows(files, question_types=["planning"])
+    assert len(kinds) > 1 and planning
+    assert {json.loads(r["reward_model"]["ground_truth"])["question_type"] for r in planning} == {"planning"}
+    assert len(read_rows(files, question_types=["planning"], limit=2, seed=5)) == 2
+
+
 def test_the_warm_started_model_is_cached_per_setting(run_data: Path, tmp_path: Path) -> None:
     rows = read_rows([run_data / "test.parquet"], limit=4, seed=0)
     names = map_names(data_files(run_data))
