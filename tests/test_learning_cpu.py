@@ -25,7 +25,12 @@ import pytest
 
 from recipe.ablate_report import first_last
 
-pytestmark = pytest.mark.slow
+pytestmark = [
+    pytest.mark.slow,
+    # Not yet run on this machine: the toy's warm start has not passed its step-0 check here and the margins below
+    # are placeholders, not measured seed spreads (issue 14). Remove once measured.
+    pytest.mark.skip(reason="toy warm start and margins not yet measured (issue 14)"),
+]
 
 ROOT = Path(__file__).resolve().parents[1]
 DETAIL_STEPS = 20  # planning steps of the detail arm
