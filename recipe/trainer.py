@@ -24,8 +24,8 @@
    run when the plan is drawn, ``on_train_end`` saves and validates that last step, and ``_load_checkpoint``
    restores the plan position from the checkpoint's record.
 
-The registry is per process and verl looks the mode up in its TaskRunner actor, so this module is imported
-there (``recipe.task_runner.RewardMapTaskRunner``).
+The registry is per process and verl looks the mode up in its TaskRunner actor, so ``register_trainer_mode()`` is
+called there (``recipe.task_runner.RewardMapTaskRunner``).
 """
 
 from __future__ import annotations
@@ -65,7 +65,6 @@ SAVE_REQUEST_NAME = "save_now.request"
 METRIC_FIELDS = ["uid", "rm_scores", "extra_fields", "responses"]
 
 
-@register_trainer(TRAINER_MODE)
 class RewardMapTrainer(PPOTrainerSync):
     """The sync trainer with RewardMap's step metrics, stage logging and plan records on checkpoints."""
 
@@ -361,3 +360,8 @@ def _stage_names(plan: Any) -> list[str] | None:
         return None
     names = [getattr(stage, "name", None) for stage in stages]
     return [str(name) for name in names] if all(names) else None
+
+
+def register_trainer_mode() -> None:
+    """Register ``RewardMapTrainer`` as verl's ``trainer.v1.trainer_mode=rewardmap`` in this process (idempotent)."""
+    register_trainer(TRAINER_MODE)(RewardMapTrainer)
