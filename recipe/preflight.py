@@ -394,7 +394,7 @@ def _load_processor(config: DictConfig, report: PreflightReport) -> tuple[Any, A
 
     model_path = str(config.actor_rollout_ref.model.path)
     if config.rewardmap.preflight_tiny_model:
-        from recipe.tiny_model import build_tiny_qwen
+        from recipe.cpu.tiny_model import build_tiny_qwen
 
         model_path = str(build_tiny_qwen(Path(os.path.expanduser(config.rewardmap.cache_dir)) / "tiny_qwen2_5_vl"))
         source = f"tiny local Qwen2.5-VL at {model_path} (--tiny-model)"

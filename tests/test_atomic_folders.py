@@ -30,7 +30,7 @@ from reward_fns.gold import gold_response
 from reward_fns.ground_truth import GroundTruth
 from tests.fixtures.killed_child import kill_when_paused
 
-TINY_MODEL_MODULE = "recipe.tiny_model"
+TINY_MODEL_MODULE = "recipe.cpu.tiny_model"
 GENERATIONS = {"old": 1, "new": 2, "again": 3}  # a number per generation: merge shard size, tiny-model seed
 USERS = ("score", "compare", "merge", "tiny_model")
 

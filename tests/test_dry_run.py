@@ -179,7 +179,7 @@ def test_peak_memory_counts_child_processes() -> None:
 
 def test_the_warm_start_stamp_follows_the_rows_images_not_their_folder() -> None:
     """Rows now store maps as images/<sha256>.png: another map rebuilds the tiny model, another folder does not."""
-    from recipe.tiny_model import rows_digest
+    from recipe.cpu.tiny_model import rows_digest
 
     row = {"prompt": [{"role": "user", "content": "<image>\nq"}], "reward_model": {"ground_truth": "{}"}}
     here = {**row, "images": [{"bytes": None, "path": "/cache/a/images/" + "1" * 64 + ".png"}]}

@@ -24,7 +24,7 @@ NEW_TOKENS = 24
 @pytest.fixture(scope="module")
 def vllm_tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny model at the CPU run's width (hidden 64, head_dim 32): vLLM's CPU attention has no head_dim 16."""
-    from recipe.tiny_model import build_tiny_qwen
+    from recipe.cpu.tiny_model import build_tiny_qwen
 
     return build_tiny_qwen(tmp_path_factory.mktemp("tiny_qwen_64"), hidden_size=64)
 

@@ -25,7 +25,7 @@ VISION_BOOST = 40.0  # added to the vision tokens' logits: a model that wants to
 
 
 def server_for(model_dir: Path) -> TransformersRolloutServer:
-    import recipe.tiny_model  # noqa: F401  (registers the tiny processor's stand-in video processor here)
+    import recipe.cpu.tiny_model  # noqa: F401  (registers the tiny processor's stand-in video processor here)
 
     return TransformersRolloutServer(str(model_dir), trust_remote_code=False, response_length=RESPONSE_LENGTH, seed=0)
 

@@ -46,7 +46,7 @@ def announce(reason: str) -> None:
 
 def prepare_dry_run(config: DictConfig) -> None:
     """Build (or reuse) the warm-started tiny model the config points at; any other model path is used as is."""
-    from recipe.tiny_model import prepare_warm_tiny_qwen
+    from recipe.cpu.tiny_model import prepare_warm_tiny_qwen
 
     settings = config.rewardmap.cpu_run
     model_dir = Path(os.path.expanduser(str(config.actor_rollout_ref.model.path)))

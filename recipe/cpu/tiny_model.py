@@ -192,8 +192,8 @@ _REMOTE_MODULE = "tiny_video_processor"
 def _add_remote_code_route(out: Path) -> None:
     """Let ``trust_remote_code=True`` find the stand-in in processes that never imported this module."""
     (out / f"{_REMOTE_MODULE}.py").write_text(
-        '"""Stand-in video processor of the tiny test model (see recipe.tiny_model)."""\n\n'
-        "from recipe.tiny_model import TinyVideoProcessor\n\n"
+        '"""Stand-in video processor of the tiny test model (see recipe.cpu.tiny_model)."""\n\n'
+        "from recipe.cpu.tiny_model import TinyVideoProcessor\n\n"
         '__all__ = ["TinyVideoProcessor"]\n'
     )
     config_path = out / "processor_config.json"
@@ -319,7 +319,7 @@ def build_tiny_qwen(
 
 # -- warm start ------------------------------------------------------------------------------------------------------
 WARM_START_STAMP = "rewardmap_warm_start.json"
-WARM_START_VERSION = 1
+WARM_START_VERSION = 2  # 2: the folder's remote-code module imports recipe.cpu.tiny_model
 
 
 def warm_start_tiny_qwen(
