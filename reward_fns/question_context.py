@@ -41,6 +41,7 @@ class NetworkIndex:
     network: MetroNetwork
     line_stations: dict[str, frozenset[str]]  # line -> its normalised station names
     line_by_key: dict[str, str]  # line_key -> line, for keys that name exactly one line
+    stations: frozenset[str] = frozenset()  # every normalised station name of the map
 
     def direct_lines(self, a: str, b: str) -> frozenset[str]:
         """Lines holding both (normalised) stations."""
@@ -54,7 +55,8 @@ def _network_index(content: tuple[tuple[str, tuple[str, ...]], ...], name: str, 
     keys: dict[str, list[str]] = {}
     for line in network.lines:
         keys.setdefault(line_key(line), []).append(line)
-    return NetworkIndex(network, line_stations, {k: v[0] for k, v in keys.items() if len(v) == 1})
+    by_key = {k: v[0] for k, v in keys.items() if len(v) == 1}
+    return NetworkIndex(network, line_stations, by_key, frozenset().union(*line_stations.values()))
 
 
 def network_index(

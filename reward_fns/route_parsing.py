@@ -2,8 +2,9 @@
 
 Accepts the demanded layout plus the usual deviations (markdown bold, bullets, blank lines, Windows newlines,
 full-width colons, any case, blocks not separated by ``--``) and records whether each block was written exactly
-as the prompt demands (``RouteBlock.canonical``), which the format reward uses. Every function accepts any string
-and never raises; no regular expression here can backtrack super-linearly (patterns are anchored and bounded).
+as the prompt demands (``RouteBlock.canonical``). ``parse_answer_layout`` is the strict reading the ``fixed`` format
+term uses: a response that is nothing but the demanded layout. Every function accepts any string and never raises;
+no regular expression here can backtrack super-linearly (patterns are anchored and bounded).
 The released code's own parser lives in ``reward_fns.reward_released``.
 """
 
@@ -149,6 +150,79 @@ def parse_route_blocks(text: str) -> list[RouteBlock]:
         fields[field] = _clean_value(line[match.end() :])
     close()
     return blocks
+
+
+# Field order inside a block of the demanded layout: route, departure, arrival, then the via fields (any order).
+_LAYOUT_ORDER = (FIELD_ROUTE, FIELD_DEPARTURE, FIELD_ARRIVAL)
+_LAYOUT_LABELS = tuple((field, label.rstrip()) for field, label in CANONICAL_LABELS.items())
+
+
+def _layout_field(stripped: str) -> tuple[str, str] | None:
+    """(field, value) of a line that starts with a label exactly as the prompt writes it, else None."""
+    for field, label in _LAYOUT_LABELS:
+        if stripped.startswith(label):
+            return field, stripped[len(label) :].strip()
+    return None
+
+
+def parse_answer_layout(text: str) -> list[RouteBlock] | None:
+    """The blocks of a response that is nothing but the demanded layout, else None (linear time, never raises).
+
+    The whole response is the answer: the prompt asks for "only one optimal route" in a format "strictly followed",
+    and the released parser reads text after the last block into its arrival. Every line that is not blank is
+    either a field line, starting with the prompt's own label (``Route Name:``, ``Departure Stop:``,
+    ``Arrival Stop:``, ``Number of Via Stops:``, ``Via Stops:``; surrounding whitespace and the spacing after the
+    colon are free), or a separator of two or more ASCII hyphens. Inside a block the route name, departure and
+    arrival come in that order, then at most one of each via field. A separator closes a complete block (a
+    trailing one is allowed); the last block needs none. Anything else (prose, markdown, a repeated or
+    misplaced field, an incomplete block, an empty block) gives None. Values are returned stripped, not
+    normalised; whether the template's via field is present is the caller's question.
+
+    >>> [b.arrival for b in parse_answer_layout("Route Name: L1\\nDeparture Stop: A\\nArrival Stop: B\\n")]
+    ['B']
+    >>> parse_answer_layout("Sure!\\nRoute Name: L1\\nDeparture Stop: A\\nArrival Stop: B") is None
+    True
+    """
+    if not isinstance(text, str):
+        return None
+    blocks: list[RouteBlock] = []
+    fields: dict[str, str] = {}
+
+    def close() -> bool:
+        if len(fields) < len(_LAYOUT_ORDER):  # an empty or incomplete block
+            return False
+        via = fields.get(FIELD_VIA)
+        blocks.append(
+            RouteBlock(
+                route_name=fields[FIELD_ROUTE],
+                departure=fields[FIELD_DEPARTURE],
+                arrival=fields[FIELD_ARRIVAL],
+                num_via_stops=fields.get(FIELD_NUM_VIA),
+                via_stops=None if via is None else split_via_stops(via),
+            )
+        )
+        fields.clear()
+        return True
+
+    for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
+        stripped = line.strip()
+        if not stripped:
+            continue
+        if len(stripped) >= 2 and stripped.count("-") == len(stripped):
+            if not close():
+                return None
+            continue
+        found = _layout_field(stripped)
+        if found is None:
+            return None
+        field, value = found
+        position = len(fields)
+        if field in fields or (position < len(_LAYOUT_ORDER) and field != _LAYOUT_ORDER[position]):
+            return None
+        fields[field] = value
+    if fields and not close():
+        return None
+    return blocks or None
 
 
 def first_integer(text: str) -> int | None:

@@ -20,8 +20,11 @@ right one), and released detail has no floor and pays for padding. ``fixed`` pen
 transfers + 1, clamps detail to [0, 10], pays for at most the rides of a minimum-transfer route, so with
 10 > format_reward + 10 x alpha (the defaults) a correct answer always outscores an incorrect one. It also
 compares stations after ``normalize_station`` ("土桥站 Station" is "土桥"; ``released`` keeps the released order),
-and credits the format only for the exact demanded shape (the prompt's labels, blocks separated by ``--``, the
-long templates' via-stop field, VQA answers in ``\\boxed{}``).
+and credits the format only for a valid answer, not for labels (``answer_format``): a planning response that is
+nothing but the demanded blocks (``route_parsing.parse_answer_layout``: the prompt's labels, blocks separated by
+``--``, the long templates' via-stop field, no stray line) each naming a line of this map and stations of it (after
+the normaliser); a VQA answer in ``\\boxed{}``. ``released`` and ``sparse`` report the shape check alone
+(``planning_format``; neither pays for format).
 
 Total on responses: any ``solution_str`` (empty, megabytes, binary, not a str) gets a result, in time linear in
 its length. An invalid ``ground_truth`` or option (a data or configuration bug) raises ValueError naming it.
@@ -45,7 +48,7 @@ from reward_fns.reward_released import (
     released_reward_terms,
     vqa_correct_released,
 )
-from reward_fns.route_parsing import RouteBlock, first_integer, parse_route_blocks
+from reward_fns.route_parsing import RouteBlock, first_integer, parse_answer_layout, parse_route_blocks
 from reward_fns.vqa_answers import extract_vqa_answer, normalize_vqa_answer
 from reward_fns.weights import (
     DEFAULT_TRANSFER_WEIGHT,
@@ -126,7 +129,9 @@ def _as_text(solution: Any) -> str:
 
 
 def planning_format(blocks: list[RouteBlock], template: str) -> bool:
-    """The demanded shape: >= 1 complete block, all written canonically, with the template's via-stop field."""
+    """The demanded shape: >= 1 complete block, all written canonically, with the template's via-stop field.
+
+    The format ``released`` and ``sparse`` report; ``fixed`` pays ``answer_format``, which also needs it."""
     if not blocks or not all(b.canonical for b in blocks):
         return False
     if template == "long1":
@@ -136,13 +141,45 @@ def planning_format(blocks: list[RouteBlock], template: str) -> bool:
     return True
 
 
+def answer_format(text: str, ctx: QuestionContext) -> bool:
+    """The ``fixed`` format term of a planning answer: the demanded layout, every name a name of this map.
+
+    The response is nothing but route blocks (``parse_answer_layout``), each with the template's via-stop field
+    (a via count, wherever written, is a number); every block's route name resolves to a line of the city
+    (``tolerant_line``: case and spacing free) and its departure, arrival and via stops are stations of the map
+    after the context's normaliser (so a trailing "Station" or "站" is free). Labels over invented names earn
+    nothing.
+
+    >>> from reward_fns.ground_truth import GroundTruth
+    >>> gt = GroundTruth("planning", "c", "easy", {"Line 1": ["Oak", "Elm"]}, station_1="Oak", station_2="Elm")
+    >>> ctx = question_context(gt)
+    >>> answer_format("Route Name: line 1\\nDeparture Stop: Oak Station\\nArrival Stop: Elm", ctx)
+    True
+    >>> answer_format("Route Name: Line 9\\nDeparture Stop: A\\nArrival Stop: B", ctx)
+    False
+    """
+    blocks = parse_answer_layout(text)
+    if blocks is None or ctx.index is None or not planning_format(blocks, ctx.gt.template):
+        return False
+    stations = ctx.index.stations
+    for block in blocks:
+        if ctx.tolerant_line(block.route_name) is None:
+            return False
+        if block.num_via_stops is not None and first_integer(block.num_via_stops) is None:
+            return False
+        stops = (block.departure, block.arrival, *(block.via_stops or ()))
+        if not all(ctx.normalize(stop) in stations for stop in stops):
+            return False
+    return True
+
+
 def _planning(text: str, ctx: QuestionContext, mode: Mode) -> tuple[bool, bool, float]:
     gt = ctx.gt
     blocks = parse_route_blocks(text)
-    fmt = planning_format(blocks, gt.template)
     if mode == "released":
         correct, detail = released_reward_terms(text, ctx)
-        return correct, fmt, detail
+        return correct, planning_format(blocks, gt.template), detail
+    fmt = answer_format(text, ctx) if mode == "fixed" else planning_format(blocks, gt.template)
     legs = tolerant_legs(blocks, ctx)
     return route_correct(legs, ctx), fmt, fixed_detail(legs, ctx, gt.question_transfer_count)
 
@@ -238,4 +275,4 @@ def compute_score(
     return ScoreResult(score=float(score), acc=acc, format=fmt_value, detail=float(detail), weight=float(weight))
 
 
-__all__ = ["MODES", "SCORE_KEYS", "RewardOptions", "ScoreResult", "compute_score", "planning_format"]
+__all__ = ["MODES", "SCORE_KEYS", "RewardOptions", "ScoreResult", "answer_format", "compute_score", "planning_format"]

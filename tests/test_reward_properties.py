@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from reward_fns import SCORE_KEYS, compute_score
-from reward_fns.gold import gold_response
+from reward_fns.gold import gold_response, route_answer
 from reward_fns.ground_truth import MAP_DIFFICULTIES, PLANNING_TEMPLATES, VQA_TYPES, YES_NO_TYPES, GroundTruth
 from reward_fns.network import MetroNetwork, normalize_station
 from tests.reward_helpers import route
@@ -131,6 +131,43 @@ def test_gold_is_never_beaten_and_correct_beats_incorrect_in_fixed_mode(data: st
             assert result["score"] >= 10 * w
         else:
             assert result["score"] < 10 * w
+
+
+def harmless_variants(q: Question) -> dict[str, str]:
+    """The gold answer written in ways the fixed reward reads the same: whitespace, case and suffixes of the names,
+    the prompts' optional via fields, a trailing separator."""
+    gold, template = gold_response(q.gt), q.gt.template
+    rides = [
+        {"route_name": line, "departure_stop": departure, "arrival_stop": arrival}
+        | {"via_stops": q.network.stops_between(line, departure, arrival)}
+        for line, departure, arrival in q.gold_rides
+    ]
+    cased = [r | {"route_name": r["route_name"].upper(), "departure_stop": r["departure_stop"].lower()} for r in rides]
+    suffixed = [
+        r | {"departure_stop": r["departure_stop"] + " Station", "arrival_stop": r["arrival_stop"] + "站"}
+        for r in rides
+    ]
+    other = "long2" if template != "long2" else "long1"  # a via field this template does not demand
+    blocks = [route_answer([r], template) + route_answer([r], other).splitlines()[-1] + "\n" for r in rides]
+    return {
+        "gold": gold,
+        "whitespace": "\n \n" + gold.replace("\n", " \r\n\n\t").replace(": ", ":  ") + "\n\n",
+        "case": route_answer(cased, template),
+        "suffixes": route_answer(suffixed, template),
+        "optional fields": "--\n".join(blocks),
+        "trailing separator": gold + "--\n",
+    }
+
+
+@PROPERTY_SETTINGS
+@given(st.data())
+def test_gold_answers_and_their_harmless_variants_earn_the_format_in_fixed_mode(data: st.DataObject) -> None:
+    q = data.draw(questions(ABOVE_THE_MINIMUM))
+    gold = fixed(gold_response(q.gt), q)
+    for name, text in harmless_variants(q).items():
+        result = fixed(text, q)
+        assert (result["format"], result["acc"]) == (1.0, 1.0), (name, text)
+        assert result["score"] == gold["score"], (name, text)
 
 
 @PROPERTY_SETTINGS

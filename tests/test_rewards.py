@@ -213,10 +213,11 @@ def test_station_written_with_station_after_its_marker_is_the_station() -> None:
 
 
 def test_released_arrival_swallows_trailing_text_fixed_does_not() -> None:
+    """Fixed mode reads the route; its format term is 0 (text after the answer, which the released parser eats)."""
     gt = planning_gt(A, G, 1, difficulty="hard")
     response = route(*ONE_TRANSFER) + "\nThis route takes about 20 minutes."
     assert score(response, gt, "released") == {"score": 0.0, "acc": 0.0, "format": 1.0, "detail": 0.0, "weight": 2.0}
-    assert score(response, gt)["acc"] == 1.0 and score(response, gt)["format"] == 1.0
+    assert score(response, gt)["acc"] == 1.0 and score(response, gt)["format"] == 0.0
 
 
 def test_released_reward_marks_long_template_answers_wrong() -> None:
@@ -266,6 +267,75 @@ def test_planning_format_needs_the_template_via_field() -> None:
     assert score(route(*ONE_TRANSFER, extra="Number of Via Stops: 1\n"), long1)["format"] == 1.0
     assert score(route(*ONE_TRANSFER, extra="Number of Via Stops: many\n"), long1)["format"] == 0.0
     assert score(route(*ONE_TRANSFER, extra="Via Stops: Birch\n"), long2)["format"] == 1.0
+
+
+# The fixed format term pays for a valid answer, not for labels ----------------------------------------------------
+
+# What the tiny model learned to write (issue 14): labels over invented names, then junk lines.
+LABELLED_JUNK = "Route Name: Line 1\nDeparture Stop: A\nArrival Stop: B\nxq zv vo\nRoute Name: Line 1\nqq\n"
+COLOUR_NET = {"Red Line": ["Oak Station", "Elm", "Fir"], "Blue Line": ["Fir", "Ash", "Yew"]}
+
+
+def test_labels_over_invented_names_earn_no_format() -> None:
+    gt = planning_gt("Oak Station", "Yew", 1, network=COLOUR_NET)
+    assert score(LABELLED_JUNK, gt) == {"score": 0.0, "acc": 0.0, "format": 0.0, "detail": 0.0, "weight": 1.5}
+    # released and sparse report the shape check as before (neither pays for format)
+    assert score(LABELLED_JUNK, gt, "released")["format"] == score(LABELLED_JUNK, gt, "sparse")["format"] == 1.0
+    real_names_then_junk = route(("Red Line", "Oak Station", "Fir")) + "xq zv vo\n"
+    assert score(real_names_then_junk, gt)["format"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        route(("Line 9", A, "Cedar"), ("Line 2", "Cedar", G)),  # a line the map does not have
+        route(("Line 1", "Aldermoor", "Cedar"), ("Line 2", "Cedar", G)),  # a station it does not have
+        route(("Line 1", A, "Cedar"), ("", "Cedar", G)),  # an empty route name
+        "Here is the route:\n" + route(*ONE_TRANSFER),  # text before the answer
+        route(*ONE_TRANSFER) + "\nThis route takes about 20 minutes.",  # text after it
+        route(*ONE_TRANSFER).replace("--\n", "--\nthen change trains\n"),  # a stray line inside it
+        route(*ONE_TRANSFER).replace("--\n", ""),  # blocks not separated
+        route(*ONE_TRANSFER).replace("--\n", "——\n"),  # a separator the released parser does not split on
+        "--\n" + route(*ONE_TRANSFER),  # an empty block
+        "Departure Stop: Alder Station\nRoute Name: Line 1\nArrival Stop: Cedar\n--\n" + route(ONE_TRANSFER[1]),
+        route(*ONE_TRANSFER) + "--\nRoute Name: Line 2\nDeparture Stop: Ginkgo\n",  # an incomplete block
+        route(*ONE_TRANSFER, extra="Arrival Stop: Ginkgo\n"),  # a repeated field
+        route(*ONE_TRANSFER).replace("Route Name:", "**Route Name:**"),  # markdown
+        route(*ONE_TRANSFER).replace("Route Name:", "route name:"),  # labels not as the prompt writes them
+        route(*ONE_TRANSFER, extra="Via Stops: Birch, Nowhere\n"),  # an invented via stop
+    ],
+)
+def test_anything_but_a_valid_answer_earns_no_format_in_fixed_mode(response: str) -> None:
+    assert score(response, planning_gt(A, G, 1))["format"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        route(*ONE_TRANSFER),
+        "\n\n  " + route(*ONE_TRANSFER).replace("\n", "  \n\n").replace(": ", ":   ") + "\n\n",  # whitespace
+        route(*ONE_TRANSFER).replace(": ", ":"),  # no space after the colon
+        route(*ONE_TRANSFER).replace("\n", "\r\n"),  # Windows newlines
+        route(("LINE 1", "alder station", "CEDAR"), ("line 2", "Cedar", "ginkgo")),  # case of the names
+        route(("Line 1", "Alder Station", "Cedar Station"), ("Line 2", "Cedar站", "Ginkgo Station")),  # suffixes
+        route(*ONE_TRANSFER) + "--\n",  # a trailing separator
+        route(*ONE_TRANSFER, extra="Number of Via Stops: 1\nVia Stops: Birch\n"),  # the prompts' optional fields
+        route(*ONE_TRANSFER).replace("Cedar\n--", "Cedar\nVia Stops:\n--"),  # an empty via list
+    ],
+)
+def test_harmless_variants_of_a_valid_answer_keep_the_format(response: str) -> None:
+    gt = planning_gt(A, G, 1)
+    assert score(response, gt)["format"] == 1.0
+    assert score(response, gt)["acc"] == 1.0
+
+
+def test_via_stops_must_be_stations_of_the_map_and_counts_numbers() -> None:
+    long1, long2 = planning_gt(A, G, 1, template="long1"), planning_gt(A, G, 1, template="long2")
+    assert score(route(*ONE_TRANSFER, extra="Via Stops: Birch Station, Fir\n"), long2)["format"] == 1.0
+    assert score(route(*ONE_TRANSFER, extra="Via Stops: None\n"), long2)["format"] == 1.0
+    assert score(route(*ONE_TRANSFER, extra="Via Stops: Birch, Atlantis\n"), long2)["format"] == 0.0
+    assert score(route(*ONE_TRANSFER, extra="Number of Via Stops: 1\n"), long1)["format"] == 1.0
+    assert score(route(*ONE_TRANSFER, extra="Number of Via Stops: one\n"), long1)["format"] == 0.0
 
 
 def test_a_full_width_via_count_is_a_via_count() -> None:
