@@ -30,12 +30,14 @@ def server_for(model_dir: Path) -> TransformersRolloutServer:
     return TransformersRolloutServer(str(model_dir), trust_remote_code=False, response_length=RESPONSE_LENGTH, seed=0)
 
 
-def prompt_of(server: TransformersRolloutServer, model_dir: Path) -> tuple[list[int], list[Any]]:
+def prompt_of(
+    server: TransformersRolloutServer, model_dir: Path, *, size: tuple[int, int] = (140, 112), index: int = 0
+) -> tuple[list[int], list[Any]]:
     """A map question's prompt ids and images as verl's agent loop sends them to a server."""
     from transformers import AutoProcessor
 
     processor = AutoProcessor.from_pretrained(model_dir)
-    row = make_row("planning", 0, size=(140, 112))
+    row = make_row("planning", index, size=size)
     images = row_images(row)
     text = processor.apply_chat_template(chat_messages(row), add_generation_prompt=True, tokenize=False)
     return processor(text=[text], images=images, return_tensors="pt")["input_ids"][0].tolist(), images
@@ -44,6 +46,30 @@ def prompt_of(server: TransformersRolloutServer, model_dir: Path) -> tuple[list[
 def generate(server: TransformersRolloutServer, prompt: list[int], images: list[Any], **sampling: Any) -> Any:
     params = {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "logprobs": True, **sampling}
     return asyncio.run(server.generate("request", prompt_ids=prompt, sampling_params=params, image_data=images))
+
+
+def generate_together(server: TransformersRolloutServer, requests: list[tuple[list[int], list[Any]]], **sampling):
+    """The requests sent concurrently, as verl's agent loop sends a step's samples."""
+    params = {"temperature": 1.0, "top_p": 1.0, "top_k": -1, "logprobs": True, **sampling}
+
+    async def all_at_once() -> list[Any]:
+        calls = [
+            server.generate(f"request-{i}", prompt_ids=prompt, sampling_params=params, image_data=images)
+            for i, (prompt, images) in enumerate(requests)
+        ]
+        return list(await asyncio.gather(*calls))
+
+    return asyncio.run(all_at_once())
+
+
+def mixed_requests(server: TransformersRolloutServer, model_dir: Path) -> list[tuple[list[int], list[Any]]]:
+    """Map questions with maps of different sizes (prompts of different lengths) and a text-only prompt."""
+    requests = [
+        prompt_of(server, model_dir, size=size, index=i) for i, size in enumerate([(140, 112), (56, 56), (112, 56)])
+    ]
+    text_only = requests[0][0][:8] + requests[0][0][-12:]
+    assert server.image_token_id not in text_only
+    return [*requests, (text_only, []), requests[0]]
 
 
 @pytest.fixture()
@@ -74,6 +100,47 @@ def test_vision_tokens_are_never_sampled(boosted_vision: TransformersRolloutServ
     unmasked = server.model.generate(**inputs, do_sample=True, max_new_tokens=8, pad_token_id=server.pad_token_id)
     server.model.model.rope_deltas = None
     assert vision & set(unmasked[0, len(prompt) :].tolist())
+
+
+def test_batched_vision_tokens_are_never_sampled(boosted_vision: TransformersRolloutServer, tiny_dir: Path) -> None:
+    server = boosted_vision
+    outputs = generate_together(server, mixed_requests(server, tiny_dir) * 2)
+    assert max(server.batch_sizes) > 1
+    assert all(o.token_ids and not set(server.vision_token_ids) & set(o.token_ids) for o in outputs)
+
+
+def test_batched_greedy_requests_get_what_they_get_alone(sensitive_dir: Path) -> None:
+    """Left-padded batches of prompts of different lengths (maps of three sizes, one text-only): the same greedy
+    tokens and log-probs as one request at a time, on a model whose log-probs react to positions."""
+    server = server_for(sensitive_dir)
+    requests = mixed_requests(server, sensitive_dir)
+    alone = [generate(server, prompt, images, temperature=0.0) for prompt, images in requests]
+    assert server.batch_sizes == [1] * len(requests)
+    together = generate_together(server, requests, temperature=0.0)
+    assert server.batch_sizes[len(requests) :] == [len(requests)]
+    assert len({len(prompt) for prompt, _ in requests}) == len(requests) - 1  # padding is exercised
+    for one, batched in zip(alone, together, strict=True):
+        assert batched.token_ids == one.token_ids
+        assert torch.allclose(torch.tensor(batched.log_probs), torch.tensor(one.log_probs), atol=1e-5)
+    assert len({tuple(o.token_ids) for o in alone}) > 1, "the prompts get different answers"
+
+
+def test_requests_with_other_sampling_parameters_are_not_batched_together(tiny_dir: Path) -> None:
+    server = server_for(tiny_dir)
+    prompt, images = prompt_of(server, tiny_dir)
+
+    async def two_kinds() -> list[Any]:
+        greedy = {"temperature": 0.0, "logprobs": True}
+        sampled = {"temperature": 1.0, "logprobs": True, "max_tokens": 5}
+        calls = [
+            server.generate(f"r{i}", prompt_ids=prompt, sampling_params=p, image_data=images)
+            for i, p in enumerate([greedy, sampled, greedy, sampled])
+        ]
+        return list(await asyncio.gather(*calls))
+
+    outputs = asyncio.run(two_kinds())
+    assert sorted(server.batch_sizes) == [2, 2]
+    assert outputs[0].token_ids == outputs[2].token_ids and len(outputs[1].token_ids) <= 5
 
 
 def server_tokenizer_token(model_dir: Path, token_id: int) -> str:

@@ -31,6 +31,13 @@ temperature)``, what verl's actor computes), so ``training/rollout_probs_diff_*`
 Image prompts: the server rebuilds ``pixel_values``/``image_grid_thw`` with the model's image processor, and
 passes ``mm_token_type_ids`` (image placeholders marked 1, video 2, as verl's agent loop builds them) so that
 transformers computes Qwen2.5-VL's 3-D M-RoPE positions; without it transformers falls back to 1-D positions.
+
+Batching: verl's agent loop sends every sample of a step as its own concurrent request. The server collects the
+requests that arrive together (until none has arrived for ``COLLECT_IDLE_S``, at most ``COLLECT_MAX_S`` after the
+first, at most ``MAX_BATCH``), and answers those with the same sampling parameters with one left-padded
+``generate``; requests that arrive while it runs form the next batch. Under greedy decoding a batched request gets
+the tokens and log-probs it would get alone (transformers computes M-RoPE positions and the rope offset per row
+from the attention mask).
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ import asyncio
 import logging
 import os
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -54,11 +62,38 @@ logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "WARN"))
 ROLLOUT_NAME = "transformers"
 VISION_TOKEN_ATTRIBUTES = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
+# Request batching (module docstring): a batch closes when no request came for COLLECT_IDLE_S, COLLECT_MAX_S after
+# its first request, or at MAX_BATCH requests.
+COLLECT_IDLE_S = 0.05
+COLLECT_MAX_S = 1.0
+MAX_BATCH = 128
 
 
 def server_actor_name(replica_rank: int) -> str:
     """Ray name of a replica's server actor: how the adapter in the actor worker finds it."""
     return f"rewardmap_transformers_server_{replica_rank}"
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """The sampling parameters one ``generate`` call applies to every row (requests batch only when equal)."""
+
+    temperature: float
+    top_k: int
+    top_p: float
+    max_tokens: int
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0
+
+
+@dataclass
+class _Request:
+    prompt_ids: list[int]
+    images: list[Any]
+    sampling: Sampling
+    done: asyncio.Future = field(repr=False)
 
 
 class TransformersRolloutServer:
@@ -86,10 +121,17 @@ class TransformersRolloutServer:
         self.pad_token_id = int(
             generation.pad_token_id if generation.pad_token_id is not None else self.eos_token_ids[0]
         )
+        self.pad_side_token_id = (
+            int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else self.pad_token_id
+        )
         self.global_steps: int | None = None
         self.lora_base: dict[str, torch.Tensor] = {}  # LoRA: the adapted weights' base (load_lora_base)
         self.digest = state_digest(self.model.state_dict().items())
-        self._lock = asyncio.Lock()
+        self._queue: list[_Request] = []
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop serving requests; the two below belong to it
+        self._arrived: asyncio.Event | None = None
+        self._batcher: asyncio.Task | None = None
+        self.batch_sizes: list[int] = []  # size of every generate call, for tests and timing
         torch.manual_seed(seed)
 
     # -- generation ---------------------------------------------------------------------------------------------
@@ -103,13 +145,21 @@ class TransformersRolloutServer:
         video_data: list[Any] | None = None,
         **kwargs: Any,
     ) -> TokenOutput:
-        """Sample one response to ``prompt_ids`` (with its images); one request at a time, off the event loop."""
+        """Sample one response to ``prompt_ids`` (with its images), batched with concurrent requests (module doc)."""
         if video_data:
             raise NotImplementedError("the transformers rollout backend does not generate from videos")
-        async with self._lock:
-            token_ids, log_probs = await asyncio.to_thread(
-                self._generate, list(prompt_ids), sampling_params, image_data
-            )
+        loop = asyncio.get_running_loop()
+        request = _Request(
+            list(prompt_ids), list(image_data or []), self._sampling(sampling_params), loop.create_future()
+        )
+        if self._loop is not loop:  # Ray keeps one loop; asyncio.run (tests, tools) makes a new one per call
+            self._loop, self._arrived, self._batcher = loop, asyncio.Event(), None
+        assert self._arrived is not None
+        self._queue.append(request)
+        self._arrived.set()
+        if self._batcher is None or self._batcher.done():
+            self._batcher = loop.create_task(self._serve())
+        token_ids, log_probs = await request.done
         return TokenOutput(
             token_ids=token_ids,
             log_probs=log_probs if sampling_params.get("logprobs") else None,
@@ -118,55 +168,110 @@ class TransformersRolloutServer:
             extra_fields={"global_steps": self.global_steps},
         )
 
+    def _sampling(self, params: dict[str, Any]) -> Sampling:
+        temperature = float(params.get("temperature", 1.0))
+        max_tokens = int(params.get("max_tokens") or params.get("max_new_tokens") or 0)
+        return Sampling(
+            temperature=temperature,
+            top_k=int(params.get("top_k", -1) or -1),
+            top_p=float(params.get("top_p", 1.0) or 1.0),
+            max_tokens=min(max_tokens, self.response_length) if max_tokens > 0 else self.response_length,
+        )
+
+    async def _serve(self) -> None:
+        """Answer queued requests in batches until the queue is empty (restarted by the next request)."""
+        try:
+            await self._serve_batches()
+        except BaseException as error:  # a failure here must reach the waiting requests, never leave them hanging
+            queued, self._queue = self._queue, []
+            for request in queued:
+                if not request.done.done():
+                    request.done.set_exception(error if isinstance(error, Exception) else RuntimeError(repr(error)))
+            raise
+
+    async def _serve_batches(self) -> None:
+        while self._queue:
+            await self._collect()
+            first = self._queue[0].sampling
+            batch = [r for r in self._queue if r.sampling == first][:MAX_BATCH]
+            taken = {id(r) for r in batch}
+            self._queue = [r for r in self._queue if id(r) not in taken]
+            try:
+                results = await asyncio.to_thread(
+                    self._generate, [r.prompt_ids for r in batch], [r.images for r in batch], first
+                )
+            except Exception as error:  # every waiting request gets the error, none hangs
+                for request in batch:
+                    if not request.done.done():
+                        request.done.set_exception(error)
+                continue
+            for request, result in zip(batch, results, strict=True):
+                if not request.done.done():
+                    request.done.set_result(result)
+
+    async def _collect(self) -> None:
+        """Wait while requests keep arriving (see COLLECT_IDLE_S / COLLECT_MAX_S / MAX_BATCH)."""
+        assert self._arrived is not None
+        deadline = time.monotonic() + COLLECT_MAX_S
+        while len(self._queue) < MAX_BATCH and time.monotonic() < deadline:
+            self._arrived.clear()
+            try:
+                await asyncio.wait_for(self._arrived.wait(), timeout=COLLECT_IDLE_S)
+            except TimeoutError:
+                return
+
     @torch.no_grad()
     def _generate(
-        self, prompt_ids: list[int], sampling_params: dict[str, Any], images: list[Any] | None
-    ) -> tuple[list[int], list[float]]:
-        input_ids = torch.tensor([prompt_ids], dtype=torch.long)
-        inputs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
-        if images:
-            pixels = self.image_processor(images=images, return_tensors="pt")
+        self, prompts: list[list[int]], images: list[list[Any]], sampling: Sampling
+    ) -> list[tuple[list[int], list[float]]]:
+        """One left-padded ``generate`` over the prompts; each row's tokens up to its first EOS and their log-probs."""
+        width = max(len(p) for p in prompts)
+        pad = self.pad_token_id  # left padding, masked out
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], dtype=torch.long)
+        attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], dtype=torch.long)
+        inputs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+        flat_images = [image for row in images for image in row]
+        if flat_images:
+            pixels = self.image_processor(images=flat_images, return_tensors="pt")
             inputs["pixel_values"] = pixels["pixel_values"]
             inputs["image_grid_thw"] = pixels["image_grid_thw"]
             kinds = torch.zeros_like(input_ids)
             if self.image_token_id is not None:
-                kinds[input_ids == self.image_token_id] = 1
+                kinds[(input_ids == self.image_token_id) & (attention_mask == 1)] = 1
             if self.video_token_id is not None:
-                kinds[input_ids == self.video_token_id] = 2
+                kinds[(input_ids == self.video_token_id) & (attention_mask == 1)] = 2
             inputs["mm_token_type_ids"] = kinds
-        temperature = float(sampling_params.get("temperature", 1.0))
-        top_k = int(sampling_params.get("top_k", -1) or -1)
-        top_p = float(sampling_params.get("top_p", 1.0) or 1.0)
-        max_tokens = int(sampling_params.get("max_tokens") or sampling_params.get("max_new_tokens") or 0)
-        max_tokens = min(max_tokens, self.response_length) if max_tokens > 0 else self.response_length
-        sample = temperature > 0
+        sample = not sampling.greedy
+        self.batch_sizes.append(len(prompts))
         output = self.model.generate(
             **inputs,
             do_sample=sample,
-            temperature=temperature if sample else None,
-            top_k=top_k if sample and top_k > 0 else None,
-            top_p=top_p if sample and top_p < 1.0 else None,
-            max_new_tokens=max_tokens,
+            temperature=sampling.temperature if sample else None,
+            top_k=sampling.top_k if sample and sampling.top_k > 0 else None,
+            top_p=sampling.top_p if sample and sampling.top_p < 1.0 else None,
+            max_new_tokens=sampling.max_tokens,
             suppress_tokens=self.vision_token_ids,  # never sample an image placeholder (module doc)
             eos_token_id=self.eos_token_ids,
             pad_token_id=self.pad_token_id,
             output_logits=True,
             return_dict_in_generate=True,
         )
-        self.model.model.rope_deltas = None  # the next prompt has other images: never reuse this one's M-RoPE offset
-        new_tokens = output.sequences[0, input_ids.shape[1] :].tolist()
-        logits = torch.cat(output.logits, dim=0).float()  # (new tokens, vocab): raw, before the vision mask
+        self.model.model.rope_deltas = None  # the next batch has other images: never reuse this one's M-RoPE offset
+        logits = torch.stack(output.logits, dim=1).float()  # (rows, new tokens, vocab): raw, before the vision mask
         if sample:
-            logits = logits / temperature
+            logits = logits / sampling.temperature
         steps = logits.log_softmax(dim=-1)
-        token_ids: list[int] = []
-        log_probs: list[float] = []
-        for position, token in enumerate(new_tokens):
-            token_ids.append(int(token))
-            log_probs.append(float(steps[position, token]))
-            if token in self.eos_token_ids:
-                break
-        return token_ids, log_probs
+        results = []
+        for row in range(len(prompts)):
+            token_ids: list[int] = []
+            log_probs: list[float] = []
+            for position, token in enumerate(output.sequences[row, width:].tolist()):
+                token_ids.append(int(token))
+                log_probs.append(float(steps[row, position, token]))
+                if token in self.eos_token_ids:
+                    break
+            results.append((token_ids, log_probs))
+        return results
 
     # -- weights ------------------------------------------------------------------------------------------------
     def load_lora_base(self, state: dict[str, torch.Tensor], global_steps: int | None, sent_digest: str) -> str:
