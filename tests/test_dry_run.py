@@ -14,9 +14,9 @@ import pytest
 from omegaconf import OmegaConf
 
 from recipe.cpu import CPU_ENV
-from recipe.cpu.dry_run import REAL_RUN_HINT, external_modules, render_summary, resume_point
+from recipe.cpu.dry_run import external_modules, resume_point
 from recipe.cpu.peak_memory import PeakMemory
-from recipe.cpu.run_summary import read_steps
+from recipe.cpu.run_summary import REAL_RUN_HINT, read_steps, render_summary
 from recipe.main_rewardmap import command_line
 from recipe.nested_mrope_fix import EXTERNAL_MODULE
 from tests.fixtures.configs import compose_config

@@ -1,4 +1,5 @@
-"""The dry run (configs/dry_run/cpu.yaml): verl's real trainer on CPU with a tiny model, then a summary.
+"""The dry run (configs/dry_run/cpu.yaml): verl's real trainer on CPU with a tiny model, then its summary
+(``recipe.cpu.run_summary``).
 
 ``python -m recipe.main_rewardmap`` selects it on a machine without CUDA (and ``--dry-run`` anywhere). The entry
 point calls ``prepare_dry_run`` before the pre-flight (which loads the tiny model's processor) and ``run_dry_run``
@@ -21,17 +22,10 @@ from omegaconf import DictConfig, open_dict
 from recipe.cpu import CPU_ENV
 from recipe.cpu.peak_memory import PeakMemory
 from recipe.cpu.rollout import WEIGHT_SYNC_LOG_ENV
-from recipe.cpu.run_summary import metrics_file, read_steps, run_files, stage_table, step_table
+from recipe.cpu.run_summary import WEIGHT_SYNC_LOG, metrics_file, read_steps, render_summary, run_files
 
 WARM_START_ROWS_PER_FILE = 16
-WEIGHT_SYNC_LOG = "weight_sync.jsonl"
 LATEST_CHECKPOINT = "latest_checkpointed_iteration.txt"  # written by verl's trainer after each checkpoint
-REAL_RUN_HINT = (
-    "To train the configured model, run the same command on a machine with CUDA GPUs (vLLM rollout):\n"
-    "  python -m recipe.main_rewardmap --preflight       # checks config, data, stage plan, prompt budget, reward\n"
-    "  python -m recipe.main_rewardmap preset=qwen2_5_vl_7b rewardmap.data_dir=DIR\n"
-    "or submit it to a Ray cluster: RAY_ADDRESS=http://HEAD:8265 bash launch/run_rewardmap_qwen2_5_vl_7b.sh"
-)
 
 
 def announce(reason: str) -> None:
@@ -172,23 +166,6 @@ def run_dry_run(config: DictConfig, task_runner_class: Any) -> None:
     print(render_summary(config, resume_point(config), files, this_launch, started, memory), flush=True)
 
 
-def _syncs_since(log: Path, started: float) -> list[dict[str, Any]]:
-    """The weight-sync records (``recipe.cpu.rollout``) written since ``started``."""
-    import json
-
-    if not log.is_file():
-        return []
-    records = []
-    for line in log.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if float(record.get("time", 0)) >= started:
-            records.append(record)
-    return records
-
-
 @contextmanager
 def _ray_can_count_logical_gpus() -> Iterator[None]:
     """Let Ray start with the config's logical GPU while the driver's ``CUDA_VISIBLE_DEVICES`` is empty.
@@ -204,54 +181,3 @@ def _ray_can_count_logical_gpus() -> Iterator[None]:
     finally:
         if hidden is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = hidden
-
-
-def render_summary(
-    config: DictConfig,
-    point: ResumePoint,
-    files: list[Path],
-    this_launch: set[int],
-    started: float,
-    memory: PeakMemory | None,
-) -> str:
-    """The closing summary: steps and stages, rewards per stage, checkpoint, time, memory, and what this was.
-
-    ``started`` is the command's start as a ``time.time()`` value.
-    """
-    steps = read_steps(files)
-    checkpoint = point.checkpoint_dir / f"global_step_{point.last_step}" if point.last_step else None
-    lines = ["", "=" * 100, "RewardMap dry run on CPU: summary"]
-    if this_launch:
-        lines.append(f"  this launch trained steps {min(this_launch)}-{max(this_launch)} of {point.total_steps}")
-    if steps:
-        lines += step_table(steps, point.stage_names, this_launch)
-        if set(steps) - this_launch:
-            lines.append("  (* trained by an earlier launch, resumed from its checkpoint)")
-        lines += ["", *stage_table(steps, point.stage_names)]
-    else:
-        lines.append("  no training step was logged")
-    lines += [
-        "",
-        f"  checkpoint: {checkpoint if checkpoint else 'none'}",
-        f"  wall time: {time.time() - started:.0f} s from the command's start (data, tiny model, pre-flight, Ray "
-        "start-up, training)",
-    ]
-    syncs = _syncs_since(Path(os.path.expanduser(str(config.rewardmap.cpu_run.run_dir))) / WEIGHT_SYNC_LOG, started)
-    if syncs:
-        lines.append(
-            f"  weight sync: {len(syncs)} updates reached the rollout server, each checked against the actor's "
-            f"tensors by digest (last: step {syncs[-1].get('global_steps')}, {str(syncs[-1].get('digest'))[:12]})"
-        )
-    if memory is not None:
-        lines.append(
-            f"  peak memory: {memory.peak_gib:.1f} GiB (PSS of the driver and all Ray processes, "
-            f"{memory.peak_processes} processes)"
-        )
-    lines += [
-        "",
-        "This was a CPU run of the whole RewardMap training loop with a tiny model warm-started for seconds on this "
-        "machine: its rewards say nothing about RewardMap.",
-        REAL_RUN_HINT,
-        "=" * 100,
-    ]
-    return "\n".join(lines)

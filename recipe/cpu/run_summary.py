@@ -1,4 +1,5 @@
-"""What a dry run did, read back from verl's file logger (one JSON line per step: ``{"step": N, "data": {...}}``).
+"""The dry run's closing summary, read back from its run folder: verl's file logger (one JSON line per step:
+``{"step": N, "data": {...}}``) and the rollout server's weight-sync log.
 
 Each launch of the dry run writes its own metrics file (``metrics_file``), so a resumed run keeps the steps of
 the launches before it; ``read_steps`` merges the files of a run folder (a later launch's record of a step wins).
@@ -8,13 +9,27 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from recipe.cpu.dry_run import ResumePoint
+    from recipe.cpu.peak_memory import PeakMemory
 
 METRICS_DIR = "metrics"
+WEIGHT_SYNC_LOG = "weight_sync.jsonl"
+REAL_RUN_HINT = (
+    "To train the configured model, run the same command on a machine with CUDA GPUs (vLLM rollout):\n"
+    "  python -m recipe.main_rewardmap --preflight       # checks config, data, stage plan, prompt budget, reward\n"
+    "  python -m recipe.main_rewardmap preset=qwen2_5_vl_7b rewardmap.data_dir=DIR\n"
+    "or submit it to a Ray cluster: RAY_ADDRESS=http://HEAD:8265 bash launch/run_rewardmap_qwen2_5_vl_7b.sh"
+)
 
 
 @dataclass(frozen=True)
@@ -118,6 +133,72 @@ def stage_table(steps: dict[int, StepRecord], stage_names: Sequence[str] | None)
             f"   {_stage_name(stage, stage_names):<15} {len(records):>6} {samples:>8} {reward:>12.3f} {acc:>9.2f}"
         )
     return lines
+
+
+def render_summary(
+    config: DictConfig,
+    point: ResumePoint,
+    files: list[Path],
+    this_launch: set[int],
+    started: float,
+    memory: PeakMemory | None,
+) -> str:
+    """The closing summary: steps and stages, rewards per stage, checkpoint, time, memory, and what this was.
+
+    ``started`` is the command's start as a ``time.time()`` value.
+    """
+    steps = read_steps(files)
+    checkpoint = point.checkpoint_dir / f"global_step_{point.last_step}" if point.last_step else None
+    lines = ["", "=" * 100, "RewardMap dry run on CPU: summary"]
+    if this_launch:
+        lines.append(f"  this launch trained steps {min(this_launch)}-{max(this_launch)} of {point.total_steps}")
+    if steps:
+        lines += step_table(steps, point.stage_names, this_launch)
+        if set(steps) - this_launch:
+            lines.append("  (* trained by an earlier launch, resumed from its checkpoint)")
+        lines += ["", *stage_table(steps, point.stage_names)]
+    else:
+        lines.append("  no training step was logged")
+    lines += [
+        "",
+        f"  checkpoint: {checkpoint if checkpoint else 'none'}",
+        f"  wall time: {time.time() - started:.0f} s from the command's start (data, tiny model, pre-flight, Ray "
+        "start-up, training)",
+    ]
+    syncs = _syncs_since(Path(os.path.expanduser(str(config.rewardmap.cpu_run.run_dir))) / WEIGHT_SYNC_LOG, started)
+    if syncs:
+        lines.append(
+            f"  weight sync: {len(syncs)} updates reached the rollout server, each checked against the actor's "
+            f"tensors by digest (last: step {syncs[-1].get('global_steps')}, {str(syncs[-1].get('digest'))[:12]})"
+        )
+    if memory is not None:
+        lines.append(
+            f"  peak memory: {memory.peak_gib:.1f} GiB (PSS of the driver and all Ray processes, "
+            f"{memory.peak_processes} processes)"
+        )
+    lines += [
+        "",
+        "This was a CPU run of the whole RewardMap training loop with a tiny model warm-started for seconds on this "
+        "machine: its rewards say nothing about RewardMap.",
+        REAL_RUN_HINT,
+        "=" * 100,
+    ]
+    return "\n".join(lines)
+
+
+def _syncs_since(log: Path, started: float) -> list[dict[str, Any]]:
+    """The weight-sync records (``recipe.cpu.rollout``) written since ``started``."""
+    if not log.is_file():
+        return []
+    records = []
+    for line in log.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if float(record.get("time", 0)) >= started:
+            records.append(record)
+    return records
 
 
 def _stage_name(stage: int | None, names: Sequence[str] | None) -> str:
