@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from recipe.cpu import CPU_ENV
 from recipe.cpu.dry_run import external_modules, resume_point
 from recipe.cpu.peak_memory import PeakMemory
-from recipe.cpu.run_summary import REAL_RUN_HINT, read_steps, render_summary
+from recipe.cpu.run_summary import REAL_RUN_HINT, read_steps, read_validation, render_summary
 from recipe.main_rewardmap import command_line
 from recipe.nested_mrope_fix import EXTERNAL_MODULE
 from tests.fixtures.configs import compose_config
@@ -145,6 +145,29 @@ def test_summary_reports_steps_stages_and_what_the_run_was(cpu_data: Path, tmp_p
     assert f"checkpoint: {tmp_path / 'global_step_2'}" in text
     assert "This was a CPU run of the whole RewardMap training loop with a tiny model" in text
     assert REAL_RUN_HINT in text
+
+
+def test_summary_shows_validation_by_step_under_both_rule_sets(cpu_data: Path, tmp_path: Path) -> None:
+    before = {"val-aux/synthetic/reward/mean@1": 3.25, "val-core/synthetic/acc/mean@1": 0.25}
+    before |= {f"val-aux/synthetic/bench_{rules}_long_acc/mean@1": 0.5 for rules in ("released", "fixed")}
+    before |= {"val-aux/synthetic/bench_released_plus_acc/mean@1": 0.75}
+    before |= {"val-aux/synthetic/bench_fixed_plus_acc/mean@1": 0.5}
+    before |= {"val-aux/synthetic/bench_fixed_plus_acc/mean@2": 0.0, "val-aux/synthetic/bench_fixed_plus_acc/best@2": 1}
+    after = {**logged_step(4, 3, "planning", 1.0)["data"], "val-aux/synthetic/bench_fixed_long_acc/mean@1": 1.0}
+    metrics = tmp_path / "m.jsonl"
+    metrics.write_text(json.dumps({"step": 0, "data": before}) + "\n" + json.dumps({"step": 4, "data": after}) + "\n")
+    validation = read_validation([metrics])
+    assert validation[0][("synthetic", "bench_fixed_plus_acc")] == 0.0, "mean@N with the largest N"
+    assert validation[4] == {("synthetic", "bench_fixed_long_acc"): 1.0}
+    config = dry_config(cpu_data, tmp_path)
+    lines = render_summary(config, resume_point(config), [metrics], {4}, time.time(), None).splitlines()
+    [header] = [line for line in lines if "validation (benchmark: released / fixed rules)" in line]
+    assert header.split()[-4:] == ["step", "0", "step", "4"]
+    rows = {line[:47].strip(): line[47:].split() for line in lines if line.startswith("   ") and line[47:].strip()}
+    assert rows["reward (mean)"] == ["3.25", "-"]
+    assert rows["ReasonMap long accuracy"] == ["0.50", "/", "0.50", "-", "/", "1.00"]
+    assert rows["ReasonMap-Plus accuracy"] == ["0.75", "/", "0.00", "-", "/", "-"]
+    assert not any(key.startswith("ReasonMap short") for key in rows), "forms the split lacks get no row"
 
 
 def test_peak_memory_counts_child_processes() -> None:

@@ -6,8 +6,9 @@ curriculum stage); process 3 finds the plan complete. Everything is verl's: Ray 
 recipe's task runner and trainer mode, FSDP2 actor and reference, the agent loop against the recipe's transformers
 rollout server, the reward manager in reward workers, the estimator, TransferQueue, checkpoints. Read back from
 verl's file logger and the run's files: metrics of every step, each step's stage from the plan, batch x rollouts
-samples per stage, a policy-gradient step that moved the weights, rollout and actor log-probs that agree, and a
-resumed rollout server that holds the checkpoint's weights.
+samples per stage, a policy-gradient step that moved the weights, rollout and actor log-probs that agree, a
+resumed rollout server that holds the checkpoint's weights, and the benchmark numbers of the validation that each
+launch runs before training and after its last step.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -30,6 +32,12 @@ BATCH, ROLLOUTS = 2, 4  # configs/dry_run/cpu.yaml: data.train_batch_size, actor
 STAGES = ["torf", "counting", "counting_stops", "planning"]  # the fine curriculum, one step each
 PROCESS_TIMEOUT_S = 420
 PROBS_DIFF_LIMIT = 1e-3
+# A benchmark number of the validation (reward_fns.metrics.validation_metrics, weighted_accuracies) on the embedded
+# split, whose data source is "synthetic".
+BENCH_KEY = re.compile(
+    r"^val-aux/synthetic/bench_(?P<rules>released|fixed)_(?P<number>(?:short|long|plus)_(?:acc|map_score|weighted_acc))"
+    r"/mean@1$"
+)
 
 
 def main_job(cache: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -68,17 +76,39 @@ def test_two_processes_train_the_plan_and_resume_exactly(tmp_path: Path) -> None
     for done in (first, second):
         assert "This was a CPU run of the whole RewardMap training loop with a tiny model" in done.stdout
         assert "peak memory:" in done.stdout and "wall time:" in done.stdout
+        assert "validation (benchmark: released / fixed rules)" in done.stdout
+        assert "ReasonMap-Plus accuracy" in done.stdout and "weighted accuracy" in done.stdout
 
     # metrics of every step, from verl's file logger: one file per launch, process 1 steps 1-2, process 2 steps 3-4
     files = run_files(run_dir)
     assert len(files) == 2
     assert sorted(read_steps(files[:1])) == [1, 2] and sorted(read_steps(files[1:])) == [3, 4]
-    logged = {}
+    logged, validated = {}, {}
     for file in files:
         for line in file.read_text().splitlines():
             entry = json.loads(line)
-            logged[entry["step"]] = entry["data"]
+            if "actor/pg_loss" in entry["data"]:
+                logged[entry["step"]] = entry["data"]
+            if any(key.startswith("val-") for key in entry["data"]):
+                validated.setdefault(entry["step"], {}).update(entry["data"])
     assert sorted(logged) == [1, 2, 3, 4]
+
+    # validation before training and after the last step of each launch: the benchmark numbers under both rule
+    # sets (ReasonMap accuracy, map score, weighted accuracy; ReasonMap-Plus), the trainer mode's weighted accuracies
+    assert sorted(validated) == [0, 2, 4]
+    for step, data in validated.items():
+        bench = {}
+        for key, value in data.items():
+            match = BENCH_KEY.match(key)
+            if match:
+                bench.setdefault(match["rules"], {})[match["number"]] = value
+        assert sorted(bench) == ["fixed", "released"], (step, sorted(data))
+        assert bench["fixed"].keys() == bench["released"].keys(), step
+        numbers = set(bench["fixed"])
+        assert {"plus_acc", "plus_weighted_acc"} <= numbers, (step, numbers)
+        assert any(n.endswith("_map_score") for n in numbers) and any(n.endswith("_weighted_acc") for n in numbers)
+        assert all(math.isfinite(v) for rules in bench.values() for v in rules.values()), (step, bench)
+        assert math.isfinite(data["val-core/synthetic/acc/mean@1"])
 
     # the stage of each step is the plan's, and each stage got batch x rollouts samples
     plan = json.loads((checkpoints / "global_step_4" / "stage_plan.json").read_text())

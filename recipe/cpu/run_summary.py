@@ -10,11 +10,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from reward_fns.metrics import RULE_SETS
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -23,6 +26,21 @@ if TYPE_CHECKING:
     from recipe.cpu.peak_memory import PeakMemory
 
 METRICS_DIR = "metrics"
+_VALIDATION_KEY = re.compile(r"^val-(?:aux|core)/(?P<source>[^/]+)/(?P<metric>[^/]+)/mean@(?P<n>\d+)$")
+# The validation rows of the summary: a label and the metrics it shows (benchmark rows: one per rule set).
+_VALIDATION_ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("reward (mean)", ("reward",)),
+    ("accuracy (the reward's)", ("acc",)),
+    *(
+        (f"ReasonMap {form} {label}", tuple(f"bench_{rules}_{form}_{metric}" for rules in RULE_SETS))
+        for form in ("short", "long")
+        for label, metric in (("accuracy", "acc"), ("weighted accuracy", "weighted_acc"), ("map score", "map_score"))
+    ),
+    *(
+        (f"ReasonMap-Plus {label}", tuple(f"bench_{rules}_plus_{metric}" for rules in RULE_SETS))
+        for label, metric in (("accuracy", "acc"), ("weighted accuracy", "weighted_acc"))
+    ),
+)
 WEIGHT_SYNC_LOG = "weight_sync.jsonl"
 REAL_RUN_HINT = (
     "To train the configured model, run the same command on a machine with CUDA GPUs (vLLM rollout):\n"
@@ -83,6 +101,35 @@ def metrics_file(run_dir: str | Path) -> Path:
 def read_steps(files: Iterable[str | Path]) -> dict[int, StepRecord]:
     """Per-step records from metrics files, in the order given (later files win); unreadable lines are skipped."""
     steps: dict[int, StepRecord] = {}
+    for path, step, data in read_logged(files):
+        if "rewardmap/stage" in data or "actor/pg_loss" in data:  # a training step, not validation only
+            steps[step] = StepRecord.from_logged(step, data, path.name)
+    return dict(sorted(steps.items()))
+
+
+def read_validation(files: Iterable[str | Path]) -> dict[int, dict[tuple[str, str], float]]:
+    """Validation means by step: ``(data source, metric) -> value`` from verl's ``val-*/<source>/<metric>/mean@N``.
+
+    The largest N is kept (verl logs mean@1..N; mean@N is over all N responses per prompt). Later files win.
+    """
+    validation: dict[int, dict[tuple[str, str], float]] = {}
+    for _, step, data in read_logged(files):
+        values: dict[tuple[str, str], float] = {}
+        best: dict[tuple[str, str], int] = {}
+        for key, value in data.items():
+            match = _VALIDATION_KEY.match(key)
+            if match is None:
+                continue
+            name, n = (match["source"], match["metric"]), int(match["n"])
+            if n >= best.get(name, 0):
+                best[name], values[name] = n, _float(value)
+        if values:
+            validation[step] = values
+    return dict(sorted(validation.items()))
+
+
+def read_logged(files: Iterable[str | Path]) -> Iterator[tuple[Path, int, dict[str, Any]]]:
+    """``(file, step, data)`` of every readable line of verl's file logger in ``files``, in order."""
     for file in files:
         path = Path(file)
         if not path.is_file():
@@ -93,9 +140,7 @@ def read_steps(files: Iterable[str | Path]) -> dict[int, StepRecord]:
                 step, data = int(entry["step"]), dict(entry["data"])
             except (ValueError, KeyError, TypeError):
                 continue
-            if "rewardmap/stage" in data or "actor/pg_loss" in data:  # a training step, not validation only
-                steps[step] = StepRecord.from_logged(step, data, path.name)
-    return dict(sorted(steps.items()))
+            yield path, step, data
 
 
 def run_files(run_dir: str | Path) -> list[Path]:
@@ -135,6 +180,31 @@ def stage_table(steps: dict[int, StepRecord], stage_names: Sequence[str] | None)
     return lines
 
 
+def validation_table(validation: dict[int, dict[tuple[str, str], float]]) -> list[str]:
+    """Rows: the validation reward and accuracy, then each benchmark number under both rule sets, by step."""
+    if not validation:
+        return ["  no validation was logged"]
+    steps = list(validation)
+    sources = sorted({source for values in validation.values() for source, _ in values})
+    rules = " / ".join(RULE_SETS)
+    lines = [
+        f"   {'validation (benchmark: ' + rules + ' rules)':<44}" + "".join(f"{'step ' + str(s):>15}" for s in steps)
+    ]
+    for source in sources:
+        present = {metric for values in validation.values() for src, metric in values if src == source}
+        for label, metrics in _VALIDATION_ROWS:
+            if not present.intersection(metrics):
+                continue
+            label = f"{source}: {label}" if len(sources) > 1 else label
+            cells = [" / ".join(_cell(validation[step].get((source, m))) for m in metrics) for step in steps]
+            lines.append(f"   {label:<44}" + "".join(f"{cell:>15}" for cell in cells))
+    return lines
+
+
+def _cell(value: float | None) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.2f}"
+
+
 def render_summary(
     config: DictConfig,
     point: ResumePoint,
@@ -159,6 +229,7 @@ def render_summary(
         lines += ["", *stage_table(steps, point.stage_names)]
     else:
         lines.append("  no training step was logged")
+    lines += ["", *validation_table(read_validation(files))]
     lines += [
         "",
         f"  checkpoint: {checkpoint if checkpoint else 'none'}",
