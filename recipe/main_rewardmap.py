@@ -94,6 +94,9 @@ def silence_warnings(spec: str) -> None:
 
 @hydra.main(config_path="../configs", config_name="rewardmap", version_base=None)
 def main(config: DictConfig) -> None:
+    from recipe.interrupt import exit_on_ctrl_c, run_stoppable
+
+    exit_on_ctrl_c()  # until training starts; then run_stoppable: the first Ctrl-C stops at the end of the step
     dry_run = config.rewardmap.get("cpu_run") is not None  # configs/dry_run/cpu.yaml is composed in
     if dry_run and _DRY_RUN_REASON:
         from recipe.cpu.dry_run import announce
@@ -126,7 +129,11 @@ def main(config: DictConfig) -> None:
         return
     from verl.trainer.main_ppo import run_ppo
 
-    run_ppo(config, task_runner_class=RewardMapTaskRunner)
+    run_stoppable(
+        lambda: run_ppo(config, task_runner_class=RewardMapTaskRunner),
+        config.trainer.default_local_dir,
+        resume_mode=str(config.trainer.resume_mode),
+    )
 
 
 def cuda_available() -> bool:

@@ -23,9 +23,10 @@ from recipe.cpu import CPU_ENV
 from recipe.cpu.peak_memory import PeakMemory
 from recipe.cpu.rollout import WEIGHT_SYNC_LOG_ENV
 from recipe.cpu.run_summary import WEIGHT_SYNC_LOG, metrics_file, read_steps, render_summary, run_files
+from recipe.interrupt import latest_step, run_stoppable
+from recipe.metrics_record import mark_logged, read_pending
 
 WARM_START_ROWS_PER_FILE = 16
-LATEST_CHECKPOINT = "latest_checkpointed_iteration.txt"  # written by verl's trainer after each checkpoint
 
 
 def announce(reason: str) -> None:
@@ -106,13 +107,7 @@ def resume_point(config: DictConfig) -> ResumePoint:
     plan = plan_from_data_config(config.data)
     total = config.trainer.get("total_training_steps") or plan.total_steps
     folder = Path(os.path.expanduser(str(config.trainer.default_local_dir)))
-    last = 0
-    tracker = folder / LATEST_CHECKPOINT
-    if config.trainer.resume_mode == "auto" and tracker.is_file():
-        try:
-            last = int(tracker.read_text().strip())
-        except ValueError:
-            last = 0
+    last = (latest_step(folder) or 0) if config.trainer.resume_mode == "auto" else 0
     return ResumePoint(folder, last, int(total), [stage.name for stage in plan.stages])
 
 
@@ -133,6 +128,7 @@ def run_dry_run(config: DictConfig, task_runner_class: Any) -> None:
             f"{run_dir} (or give another trainer.default_local_dir).",
             flush=True,
         )
+        log_pending_step(point, run_dir)
         print(render_summary(config, point, run_files(run_dir), set(), started, None), flush=True)
         return
     if point.last_step:
@@ -158,12 +154,34 @@ def run_dry_run(config: DictConfig, task_runner_class: Any) -> None:
         runtime_env.env_vars = env
     with PeakMemory() as memory, _ray_can_count_logical_gpus():
         try:
-            run_ppo(config, task_runner_class=task_runner_class)
+            run_stoppable(
+                lambda: run_ppo(config, task_runner_class=task_runner_class),
+                point.checkpoint_dir,
+                resume_mode=str(config.trainer.resume_mode),
+            )
         finally:
             ray.shutdown()
     files = run_files(run_dir) if point.last_step else [metrics]
-    this_launch = set(read_steps([metrics]))
+    this_launch = {step for step in read_steps([metrics]) if step > point.last_step}  # not a step it only logged
     print(render_summary(config, resume_point(config), files, this_launch, started, memory), flush=True)
+
+
+def log_pending_step(point: ResumePoint, run_dir: Path) -> None:
+    """Log the last checkpoint's step into a new metrics file when the launch that saved it was killed first.
+
+    A launch that trains does this in the trainer mode (``recipe.trainer``, ``log_pending_step``); a complete plan
+    starts no trainer, so here the step goes where the dry run's only file logger writes (one JSON line, verl's
+    ``FileLogger`` format).
+    """
+    import json
+
+    step_dir = point.checkpoint_dir / f"global_step_{point.last_step}"
+    record = read_pending(step_dir)
+    if record is None:
+        return
+    metrics_file(run_dir).write_text(json.dumps({"step": point.last_step, "data": record}) + "\n")
+    mark_logged(step_dir)
+    print(f"[rewardmap] step {point.last_step}: logged its metrics from {step_dir} (its launch stopped first)")
 
 
 @contextmanager
