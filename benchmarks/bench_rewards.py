@@ -27,7 +27,7 @@ from reward_fns.gold import gold_response
 from reward_fns.ground_truth import MAP_DIFFICULTIES, PLANNING_TEMPLATES, VQA_TYPES, GroundTruth, _parse_ground_truth
 from reward_fns.network import MetroNetwork, normalize_station
 from reward_fns.question_context import _context_from_json, _network_index
-from reward_fns.released import normalize_station_released
+from reward_fns.reward_released import normalize_station_released
 
 REASONMAP_STATIONS = Path(__file__).resolve().parents[1].parent / "shared" / "reasonmap" / "stations"
 PREAMBLE = "Let me look at the map carefully. " * 40 + "\n\n"

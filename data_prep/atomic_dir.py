@@ -1,27 +1,44 @@
-"""Replace a folder atomically, even under SIGKILL: staging and backup siblings named by their writer, cleaned later.
+"""Put a folder in place atomically, even under SIGKILL: the one way this project replaces a folder.
 
-A writer builds the new folder in a staging sibling ``.<name>.tmp-<host>-<pid>-<start>-<token>`` and renames it
-onto ``<name>``. Replacing an existing folder takes two renames (old -> ``.<name>.old-...``, staging -> name),
-so a kill between them leaves no ``<name>``. Nothing can make the two renames one on every filesystem, so the
-next writer of the same output repairs instead (``clean_stale``):
+``replacing(out, is_complete=...)`` yields a fresh staging folder beside ``out``; when the block ends, the staging
+folder takes ``out``'s place, or is removed if the block raised. At every instant ``out`` is the old folder or
+the complete new one, never a half-written one:
 
-- a backup whose writer is gone, with ``<name>`` missing and the backup complete: renamed back (recovered);
-- a backup whose writer is gone otherwise, and a staging folder whose writer is gone: removed.
+- ``out`` absent or empty: one rename;
+- ``out`` present: one ``renameat2(RENAME_EXCHANGE)`` (Linux: ext4, xfs, btrfs, tmpfs), then the old folder,
+  now under the staging name, is removed. Where the filesystem cannot exchange (NFS, non-Linux), two renames via
+  a backup sibling: a kill between them leaves no ``out``, and the next writer of ``out`` puts the backup back.
 
-"Whose writer is gone": the name carries host, pid and the process's start time (``/proc/<pid>/stat``, so a
-reused pid is told apart); a sibling from another host, or of a live process, is never touched. Folders are
-created with ``os.mkdir`` and so follow the umask (``tempfile.mkdtemp`` made them ``drwx------``).
+Staging ``.<name>.tmp-<host>-<pid>-<start>-<token>`` and backup ``.<name>.old-...`` siblings carry their writer,
+so the next writer of the same output repairs what a killed one left (``clean_stale``): a backup with ``out``
+missing is renamed back when complete, every other sibling whose writer is gone is removed. "Whose writer is
+gone": host, pid and the process's start time (``/proc/<pid>/stat``, so a reused pid is told apart); a sibling
+from another host, or of a live process, is never touched. Folders follow the umask (``os.mkdir``).
+
+>>> import tempfile
+>>> with tempfile.TemporaryDirectory() as tmp:
+...     out = Path(tmp) / "results"
+...     for text in ("old", "new"):  # create, then replace
+...         with replacing(out, is_complete=lambda folder: (folder / "done.txt").is_file()) as staging:
+...             _ = (staging / "done.txt").write_text(text)
+...     print((out / "done.txt").read_text(), [p.name for p in out.parent.iterdir()])
+new ['results']
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
+import functools
 import logging
 import os
 import re
 import secrets
 import shutil
 import socket
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
@@ -119,13 +136,40 @@ def clean_stale(out: Path, *, is_complete: Callable[[Path], bool]) -> list[str]:
     return done
 
 
+@contextlib.contextmanager
+def replacing(out: Path, *, is_complete: Callable[[Path], bool]) -> Iterator[Path]:
+    """A staging folder for the new ``out``, put in place when the block ends and removed if it raises.
+
+    Args:
+        out: the folder to create or replace.
+        is_complete: whether a folder is a whole ``out`` (e.g. its last-written file exists); decides whether a
+            backup left by a killed writer is put back.
+
+    Yields:
+        The empty staging folder to write into.
+    """
+    clean_stale(out, is_complete=is_complete)
+    staging = make_staging_dir(out)
+    try:
+        yield staging
+        swap_in(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+
+
 def swap_in(staging: Path, out: Path) -> None:
-    """Move ``staging`` onto ``out``: one rename when ``out`` is absent or empty, else two via a backup."""
+    """Move ``staging`` onto ``out``: one rename when ``out`` is absent or empty, else an exchange (or two renames
+    via a backup where the filesystem cannot exchange) and the old folder removed."""
     if out.is_dir() and not any(out.iterdir()):
         out.rmdir()
     if not out.exists():
         os.replace(staging, out)
         fsync_dir(out.parent)
+        return
+    if exchange(staging, out):  # out is the new folder; the staging name now holds the old one
+        fsync_dir(out.parent)
+        shutil.rmtree(staging, ignore_errors=True)  # a kill before this leaves a stale staging folder: removed later
         return
     backup = sibling_path(out, BACKUP)
     os.replace(out, backup)
@@ -136,6 +180,41 @@ def swap_in(staging: Path, out: Path) -> None:
         raise
     fsync_dir(out.parent)
     shutil.rmtree(backup, ignore_errors=True)
+
+
+_AT_FDCWD = -100  # <fcntl.h>: paths relative to the working directory
+_RENAME_EXCHANGE = 2  # <linux/fs.h>
+_NO_EXCHANGE = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP})  # the filesystem or kernel cannot
+
+
+@functools.cache
+def _renameat2() -> Callable[..., int] | None:
+    """glibc's ``renameat2`` (2.28+), or None (not Linux, another libc)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return None
+    function.argtypes = (ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint)
+    function.restype = ctypes.c_int
+    return function
+
+
+def exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux ``RENAME_EXCHANGE``); False where that is not supported.
+
+    Raises OSError for any other failure (a missing path, another filesystem, permissions), as ``os.replace`` would.
+    """
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in _NO_EXCHANGE:
+        return False
+    raise OSError(code, os.strerror(code), str(a), None, str(b))
 
 
 def fsync_dir(folder: Path) -> None:

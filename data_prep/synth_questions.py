@@ -78,7 +78,7 @@ def generate_questions(
     """Up to ``counts[type]`` distinct questions of each type (fewer where the network cannot supply them).
 
     Planning questions take ``planning_templates`` in turn (all three by default; the "released" reward mode
-    can only credit "short", see ``reward_fns.released.parse_route_blocks_strict``).
+    can only credit "short", see ``reward_fns.reward_released.parse_route_blocks_strict``).
     """
     unknown = [t for t in planning_templates if t not in PLANNING_TEMPLATES]
     if unknown or not planning_templates:

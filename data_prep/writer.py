@@ -22,11 +22,11 @@ concatenate (verl loads several parquet files as one dataset) and empty files st
 Rows arrive with PNG ``bytes`` (``data_prep.schema.build_row``) and are written with ``path`` instead: the
 Parquet files hold text only, and a map shared by a hundred questions is stored once.
 
-Atomicity: everything is written into a staging sibling folder that is renamed onto ``out_dir`` only after the
-manifest is written and every file is fsynced; on any failure the staging folder is removed and ``out_dir`` is
-untouched. A SIGKILL cannot run that cleanup, so every write first repairs what a killed writer of the same
-output left (``data_prep.atomic_dir``): stale staging folders are removed, and an output missing because the
-kill fell between the two renames of a replacement is recovered from its complete backup.
+Atomicity (``data_prep.atomic_dir.replacing``): everything is written into a staging sibling folder that takes
+``out_dir``'s place only after the manifest is written and every file is fsynced; on any failure the staging
+folder is removed and ``out_dir`` is untouched. A SIGKILL leaves the old folder or the new one; every write first
+removes what a killed writer of the same output left (and, on a filesystem that cannot exchange two folders,
+puts back an output the kill left aside between two renames).
 
 Replacing: ``overwrite`` replaces only a folder this writer wrote (its ``manifest.json`` has the writer's layout)
 holding nothing its manifest does not list; anything else is refused, so no unrelated file is ever deleted.
@@ -38,7 +38,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import shutil
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from importlib import metadata
@@ -161,8 +160,7 @@ def write_dataset(
     }
     manifest.update(manifest_extra)
 
-    tmp = atomic_dir.make_staging_dir(out)
-    try:
+    with atomic_dir.replacing(out, is_complete=is_complete_dataset) as tmp:
         store = ImageStore(tmp)
         for name, (split, stage, rows) in files.items():
             path = tmp / name
@@ -185,10 +183,6 @@ def write_dataset(
         manifest_path = tmp / MANIFEST_NAME
         manifest_path.write_text(json.dumps(manifest, ensure_ascii=False, indent=2, sort_keys=False) + "\n")
         _fsync_tree(tmp)
-        atomic_dir.swap_in(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 

@@ -1,7 +1,10 @@
 # shellcheck shell=bash
-# Shared by the launch scripts (sourced, never run): paths made absolute and checked before anything starts,
-# the run folder on shared storage, what a Ray job carries from the submitter, and the SLURM Ray cluster
-# (head, workers, poll, stop). Callers set RM_CALLER_PWD (where the user ran the command) and RM_REPO.
+# Shared by the launch scripts (sourced, never run): the cluster work (ray job submit, the SLURM Ray cluster: head,
+# workers, poll, stop, traps, requeue, Ray token authentication). Everything decided before a run starts comes from
+# one Python entry, recipe/launch_plan.py (`rm_plan`): the data and model paths made absolute and checked, the
+# config composed once with the driver's overrides, trainer.experiment_name read from it, the run folder created,
+# the overrides the driver gets and a `ray job submit` job's runtime env (what it carries from the submitter:
+# FORWARD_PREFIXES and FORWARD_NAMES there). Callers set RM_CALLER_PWD (where the user ran the command) and RM_REPO.
 #
 # Environment (all optional unless marked):
 #   REWARDMAP_RUNS   required by the cluster scripts: folder on storage every node mounts at the same path.
@@ -10,24 +13,16 @@
 #   DATA_DIR         folder written by data_prep (has manifest.json) -> rewardmap.data_dir; unset: embedded data.
 #   MODEL            local model folder or a hub name (org/name) -> actor_rollout_ref.model.path; unset: the preset's.
 #   PYTHON           interpreter of the recipe's environment on this machine (default: python).
-# ray job submit:    RAY_ADDRESS (http://127.0.0.1:8265), NNODES (1), GPUS_PER_NODE (8).
+# ray job submit:    RAY_ADDRESS (http://127.0.0.1:8265), NNODES (1), GPUS_PER_NODE (8); RAY_AUTH_MODE (unset: the
+#                    cluster's, asked by launch/ray_auth.py; token: sent from RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH or
+#                    ~/.ray/auth_token, never put in the job's runtime env).
 # SLURM:             RAY_HEAD_IP or RAY_HEAD_IFACE (default: the head's `hostname --ip-address`), RAY_PORT (6379),
 #                    RAY_CLUSTER_TIMEOUT (600 s) and RAY_POLL_INTERVAL (5 s) for the cluster wait,
 #                    REWARDMAP_REQUEUE=0 (stop at the time limit instead of requeueing), REWARDMAP_SAVE_WAIT
 #                    (seconds to wait for the requested checkpoint, 420), REWARDMAP_HOME (the
-#                    recipe folder, default: where sbatch ran), GPUS_PER_NODE when SLURM does not say.
-
-# A `ray job submit` job gets these of the submitter's variables (runtime_env env_vars): every name starting
-# with a prefix below, plus the exact names. Never forwarded: RAY_* (the submitter's RAY_ADDRESS is the
-# dashboard URL and would misdirect the job's own ray.init), CUDA_VISIBLE_DEVICES, PATH, PYTHONPATH and HOME
-# (each node has its own). Tokens (WANDB_API_KEY, HF_TOKEN) are shown in the Ray dashboard's job details: on a
-# shared cluster prefer `wandb login` / `hf auth login` on the nodes.
-RM_FORWARD_PREFIXES=(WANDB_ HF_ HUGGING_FACE_ TRANSFORMERS_ TOKENIZERS_ NCCL_ GLOO_ TORCH_ PYTORCH_ VLLM_ VERL_
-    REWARDMAP_ TRITON_ MLFLOW_ SWANLAB_)
-RM_FORWARD_NAMES=(TENSORBOARD_DIR HTTP_PROXY HTTPS_PROXY NO_PROXY http_proxy https_proxy no_proxy)
-# Never uploaded with the working dir (runtime_env "excludes": gitignore patterns relative to the recipe folder).
-RM_UPLOAD_EXCLUDES=(.git .venv /data /runs /logs checkpoints outputs tensorboard_log wandb "*.out" __pycache__
-    .cache .pytest_cache .hypothesis .ruff_cache)
+#                    recipe folder, default: where sbatch ran), GPUS_PER_NODE when SLURM does not say;
+#                    RAY_AUTH_MODE (token, the default, or disabled), RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH (your
+#                    token; unset: a new token for each job attempt, see rm_ray_auth).
 
 RM_PYTHON=${PYTHON:-python}
 
@@ -37,143 +32,30 @@ rm_die() {
     exit 1
 }
 
-# Absolute form of a path given relative to where the user ran the command.
-rm_abspath() {
-    case $1 in
-    /*) printf '%s\n' "$1" ;;
-    *) printf '%s\n' "${RM_CALLER_PWD:-$PWD}/${1#./}" ;;
-    esac
-}
-
-# Folder written by data_prep -> its absolute path; dies naming what is wrong.
-rm_data_dir() {
-    local dir
-    dir=$(rm_abspath "$1")
-    [ -d "$dir" ] || rm_die "data folder $dir does not exist (write one with python -m data_prep.reasonmap --out DIR)"
-    [ -r "$dir" ] && [ -x "$dir" ] || rm_die "data folder $dir is not readable"
-    [ -r "$dir/manifest.json" ] || rm_die "data folder $dir has no readable manifest.json: not written by data_prep"
-    printf '%s\n' "$dir"
-}
-
-# Local model folder -> its absolute path; a hub name (org/name, no such folder here) is kept and said so.
-rm_model_path() {
-    local model=$1 abs
-    abs=$(rm_abspath "$model")
-    if [ -e "$abs" ]; then
-        [ -d "$abs" ] && [ -r "$abs/config.json" ] || rm_die "model $abs is not a readable model folder (no config.json)"
-        printf '%s\n' "$abs"
-    elif [[ $model =~ ^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*$ ]]; then
-        rm_say "model $model: no such folder here, so a hub name; every node reads it from its HF cache" \
-            "(pre-download it to a shared HF_HOME and set HF_HUB_OFFLINE=1, README \"GPU cluster\")" >&2
-        local cache=${HF_HUB_CACHE:-${HF_HOME:-$HOME/.cache/huggingface}/hub}
-        if [ "${HF_HUB_OFFLINE:-0}" = 1 ] && [ ! -d "$cache/models--${model//\//--}" ]; then
-            rm_die "HF_HUB_OFFLINE=1 but $model is not in the cache $cache: run hf download $model first"
-        fi
-        printf '%s\n' "$model"
-    else
-        rm_die "model $model: no such folder ($abs) and not a hub name (org/name)"
-    fi
-}
-
-# Hydra overrides are forwarded untouched; the path-valued ones are only checked (a relative path would be
-# read on another machine, from another folder).
-rm_check_override_paths() {
-    local arg key value
-    for arg in "$@"; do
-        key=${arg%%=*}
-        key=${key#+}
-        key=${key#+}
-        value=${arg#*=}
-        [ "$arg" != "$key" ] && [ -n "$value" ] && [ "$value" != null ] || continue
-        case $key in
-        rewardmap.data_dir)
-            [[ $value == /* ]] || rm_die "$arg: give an absolute path (or DATA_DIR=$value, made absolute here)"
-            rm_data_dir "$value" >/dev/null
-            ;;
-        actor_rollout_ref.model.path)
-            if [[ $value == /* ]]; then
-                rm_model_path "$value" >/dev/null
-            elif [ -e "$(rm_abspath "$value")" ] || [[ $value == .* ]]; then
-                rm_die "$arg: give an absolute path (or MODEL=$value, made absolute here)"
-            else
-                rm_model_path "$value" >/dev/null
-            fi
-            ;;
-        esac
-    done
-}
-
-# trainer.experiment_name as the driver will compose it from the same overrides (Hydra, on this machine):
-# names the run folder, and refuses overrides that do not compose before anything is submitted or started.
-rm_experiment_name() {
-    local out err name
-    err=$(mktemp)
-    if ! out=$(cd "$RM_REPO" && "$RM_PYTHON" -m recipe.main_rewardmap --cfg job --resolve \
-        -p trainer.experiment_name "$@" 2>"$err"); then
-        tail -n 20 "$err" >&2
-        rm -f "$err"
-        rm_die "the Hydra overrides ($*) do not compose (python -m recipe.main_rewardmap --cfg job shows the config)"
-    fi
-    rm -f "$err"
-    name=$(printf '%s\n' "$out" | awk 'NF { line = $0 } END { print line }')
-    [ -n "$name" ] || rm_die "could not read trainer.experiment_name from the composed config"
-    printf '%s\n' "$name"
-}
-
-# $REWARDMAP_RUNS/<name>, absolute and created; sets RM_RUN_DIR, RM_CKPT_DIR and exports TENSORBOARD_DIR
-# (verl's TensorBoard logger reads it; unset, it writes under the job's temporary working dir).
-rm_run_dir() {
-    local name=$1 runs
-    [ -n "${REWARDMAP_RUNS:-}" ] ||
-        rm_die "set REWARDMAP_RUNS to a folder every node mounts at the same path (e.g. /shared/rewardmap-runs):" \
-            "checkpoints, TensorBoard and logs go to \$REWARDMAP_RUNS/$name and a later job resumes from there"
-    runs=$(rm_abspath "$REWARDMAP_RUNS")
-    RM_RUN_DIR="$runs/$name"
-    RM_CKPT_DIR="$RM_RUN_DIR/checkpoints"
-    mkdir -p "$RM_CKPT_DIR" "$RM_RUN_DIR/tensorboard" "$RM_RUN_DIR/logs" ||
-        rm_die "cannot create the run folder $RM_RUN_DIR"
-    [ -w "$RM_CKPT_DIR" ] || rm_die "run folder $RM_CKPT_DIR is not writable"
-    export TENSORBOARD_DIR="$RM_RUN_DIR/tensorboard"
-}
-
-# Everything the driver gets besides the user's overrides: preset (when given), node layout, run folder,
-# resume, data and model. Sets RM_OVERRIDES; the user's overrides go after it, so theirs win.
-rm_recipe_overrides() {
-    local preset=$1 nnodes=$2 gpus=$3
-    RM_OVERRIDES=()
-    [ -z "$preset" ] || RM_OVERRIDES+=("preset=$preset")
-    RM_OVERRIDES+=("trainer.nnodes=$nnodes" "trainer.n_gpus_per_node=$gpus"
-        "trainer.default_local_dir=$RM_CKPT_DIR" "trainer.resume_mode=auto")
-    local data model
-    if [ -n "${DATA_DIR:-}" ]; then
-        data=$(rm_data_dir "$DATA_DIR")
-        RM_OVERRIDES+=("rewardmap.data_dir=$data")
-    fi
-    if [ -n "${MODEL:-}" ]; then
-        model=$(rm_model_path "$MODEL")
-        RM_OVERRIDES+=("actor_rollout_ref.model.path=$model")
-    fi
-}
-
-# The preset named on the command line (the last preset=... wins, as in Hydra), else the given default.
-rm_preset() {
-    local preset=$1 arg
-    shift
-    for arg in "$@"; do
-        case $arg in preset=*) preset=${arg#preset=} ;; esac
-    done
-    printf '%s\n' "$preset"
+# The launch plan (python -m recipe.launch_plan LAUNCHER [options] -- user arguments): checks, one composition,
+# the run folder. Sets RM_EXPERIMENT_NAME, RM_RUN_DIR, RM_CKPT_DIR, the array RM_OVERRIDES (the launcher's
+# overrides; the user's go after them) and exports TENSORBOARD_DIR; ray-job also RM_RUNTIME_ENV. The plan prints
+# bash assignments whose every value is quoted by shlex.quote, so eval reads them as data; on a bad command line
+# it prints one error naming what is wrong and no plan, and the script stops here.
+rm_plan() {
+    local plan
+    plan=$(cd "$RM_REPO" && "$RM_PYTHON" -m recipe.launch_plan "$@") || exit 1
+    eval "$plan"
 }
 
 # ---------------------------------------------------------------------------------------------- ray job submit
 
-rm_runtime_env_json() {
-    "$RM_PYTHON" -c '
-import json, os, sys
-workdir, excludes, prefixes, names = sys.argv[1], sys.argv[2].split(), tuple(sys.argv[3].split()), sys.argv[4].split()
-env = {k: v for k, v in sorted(os.environ.items()) if k in names or k.startswith(prefixes)}
-print(json.dumps({"working_dir": workdir, "excludes": excludes, "env_vars": env}))
-' "$RM_REPO" "${RM_UPLOAD_EXCLUDES[*]}" "${RM_FORWARD_PREFIXES[*]}" "${RM_FORWARD_NAMES[*]}"
+# ray job submit sends the cluster's token only with RAY_AUTH_MODE=token in its environment (Ray 2.60 never asks
+# the cluster): unless the user set RAY_AUTH_MODE, ask the dashboard and export token mode when it wants one
+# (launch/ray_auth.py stops here when this machine has no token to send). The token stays where Ray reads it.
+rm_submit_auth() {
+    local address=$1 mode
+    [ -z "${RAY_AUTH_MODE:-}" ] || return 0
+    mode=$("$RM_PYTHON" "$RM_REPO/launch/ray_auth.py" cluster-mode "$address") || exit 1
+    if [ "$mode" = token ]; then
+        export RAY_AUTH_MODE=token
+        rm_say "the Ray cluster at $address uses token authentication: ray job commands need RAY_AUTH_MODE=token"
+    fi
 }
 
 rm_submit_usage() {
@@ -188,7 +70,7 @@ EOF
 
 # ray job submit for one preset; the per-model scripts are `rm_submit PRESET "$@"`.
 rm_submit() {
-    local preset=$1 address no_wait=() name runtime_env job_id
+    local preset=$1 address no_wait=() job_id ray_job=(ray job)
     shift
     while [ $# -gt 0 ]; do
         case $1 in
@@ -200,19 +82,16 @@ rm_submit() {
     done
     command -v ray >/dev/null || rm_die "ray not found: activate the recipe's environment (README \"GPU cluster\")"
     address=${RAY_ADDRESS:-http://127.0.0.1:8265}
-    rm_check_override_paths "$@"
-    preset=$(rm_preset "$preset" "$@")
-    name=$(rm_experiment_name "preset=$preset" "$@")
-    rm_run_dir "$name"
-    rm_recipe_overrides "$preset" "${NNODES:-1}" "${GPUS_PER_NODE:-8}"
-    runtime_env=$(rm_runtime_env_json)
-    job_id="rewardmap-$name-$(date +%Y%m%d-%H%M%S)"
+    rm_plan ray-job --caller-dir "$RM_CALLER_PWD" --preset "$preset" -- "$@"
+    rm_submit_auth "$address"
+    [ "${RAY_AUTH_MODE:-}" != token ] || ray_job=(RAY_AUTH_MODE=token ray job)
+    job_id="rewardmap-$RM_EXPERIMENT_NAME-$(date +%Y%m%d-%H%M%S)"
     rm_say "run folder: $RM_RUN_DIR (checkpoints/, tensorboard/)"
     rm_say "job id:     $job_id"
-    rm_say "  follow:   ray job logs --address $address --follow $job_id"
-    rm_say "  stop:     ray job stop --address $address $job_id"
-    rm_say "  logs:     ray job logs --address $address $job_id"
-    ray job submit --address "$address" --submission-id "$job_id" --runtime-env-json "$runtime_env" \
+    rm_say "  follow:   ${ray_job[*]} logs --address $address --follow $job_id"
+    rm_say "  stop:     ${ray_job[*]} stop --address $address $job_id"
+    rm_say "  logs:     ${ray_job[*]} logs --address $address $job_id"
+    ray job submit --address "$address" --submission-id "$job_id" --runtime-env-json "$RM_RUNTIME_ENV" \
         ${no_wait[@]+"${no_wait[@]}"} -- python -m recipe.main_rewardmap "${RM_OVERRIDES[@]}" "$@"
 }
 
@@ -239,6 +118,30 @@ rm_slurm_logs() {
     RM_LOG_DIR="$RM_RUN_DIR/logs/slurm-$SLURM_JOB_ID.$RM_ATTEMPT"
     mkdir -p "$RM_LOG_DIR" || rm_die "cannot create $RM_LOG_DIR"
     rm_say "per-node logs: $RM_LOG_DIR"
+}
+
+# Ray token authentication for this job's own Ray cluster, exported before any step starts so that srun (which
+# passes the batch environment on) gives the same to the head, every worker, the poll and the driver: Ray 2.60's
+# `ray start --address` and `ray.init(address=...)` never turn it on by themselves, and a head that found a token
+# does (README "Ray token authentication"). RAY_AUTH_MODE=token unless the user set it otherwise; the token is the
+# user's (RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH) or else a new one for this attempt, in a file only the user can
+# read, in the attempt's log folder on the shared run folder (RAY_AUTH_TOKEN_PATH), removed when the job ends:
+# one token per cluster, none written to ~/.ray, none on a command line.
+rm_ray_auth() {
+    if [ "${RAY_AUTH_MODE:-token}" != token ]; then
+        rm_say "RAY_AUTH_MODE=$RAY_AUTH_MODE: this job's Ray cluster takes no token (anyone who reaches it can use it)"
+        return 0
+    fi
+    export RAY_AUTH_MODE=token
+    if [ -n "${RAY_AUTH_TOKEN:-}" ] || [ -n "${RAY_AUTH_TOKEN_PATH:-}" ]; then
+        rm_say "Ray token authentication with your token (RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH)"
+        return 0
+    fi
+    RM_AUTH_TOKEN_FILE="$RM_LOG_DIR/ray-auth-token"
+    "$RM_PYTHON" "$RM_REPO/launch/ray_auth.py" new-token "$RM_AUTH_TOKEN_FILE" ||
+        rm_die "cannot write this job's Ray token to $RM_AUTH_TOKEN_FILE"
+    export RAY_AUTH_TOKEN_PATH=$RM_AUTH_TOKEN_FILE
+    rm_say "Ray token authentication: this job's token is $RM_AUTH_TOKEN_FILE (mode 600, removed when the job ends)"
 }
 
 # Head address: RAY_HEAD_IP, else the address of RAY_HEAD_IFACE on the head, else the head's `hostname -i`.
@@ -331,6 +234,8 @@ rm_start_cluster() {
     rm_wait_cluster 1 "$RM_GPUS"
     rm_start_workers
     rm_wait_cluster "${#RM_NODES[@]}" $((${#RM_NODES[@]} * RM_GPUS))
+    [ "${RAY_AUTH_MODE:-}" != token ] ||
+        rm_say "to reach it: RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH=${RAY_AUTH_TOKEN_PATH:-FILE} ray status --address $RM_RAY_ADDRESS"
 }
 
 # Stops what was started, whatever ended the job (exit, scancel, time limit): `ray stop` on every node, then
@@ -354,6 +259,7 @@ rm_slurm_cleanup() {
         [ "$tries" -lt 30 ] && sleep 1
     done
     jobs -pr | xargs -r kill -9 2>/dev/null
+    [ -z "${RM_AUTH_TOKEN_FILE:-}" ] || rm -f "$RM_AUTH_TOKEN_FILE"
     exit "$rc"
 }
 

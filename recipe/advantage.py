@@ -41,7 +41,10 @@ def compute_grpo_batch_scale_advantage(
     GRPO and step sizes tuned for GRPO carry over.
 
     Edge cases as verl's GRPO: a single-sample group has mean 0 and scale 1 (advantage = its reward); a batch
-    whose groups are all constant has scale 0 and gets 0 advantages (0 / (0 + epsilon)).
+    whose groups are all constant has scale 0 and gets 0 advantages (0 / (0 + epsilon)). Samples without a
+    response token (verl's padding of a partial batch, ``trainer/ppo/padding_utils.py``
+    ``upsample_batch_to_divisible_size``: one extra group of zero rewards) count in no group: they would add
+    degrees of freedom without deviation and shrink the scale of the real groups.
     Same contract as verl's grpo estimator: returns (advantages, returns), both (bs, response_length),
     masked by ``response_mask``. ``config`` and extra keyword arguments (e.g. reward_baselines) are unused.
     """
@@ -51,11 +54,10 @@ def compute_grpo_batch_scale_advantage(
         group = torch.as_tensor(inverse.reshape(-1), dtype=torch.long, device=scores.device)
         n_groups = int(group.max().item()) + 1 if group.numel() else 0
 
-        counts = torch.zeros(n_groups, dtype=scores.dtype, device=scores.device).scatter_add_(
-            0, group, torch.ones_like(scores)
-        )
-        sums = torch.zeros(n_groups, dtype=scores.dtype, device=scores.device).scatter_add_(0, group, scores)
-        multi = counts[group] > 1
+        real = (response_mask.sum(dim=-1) > 0).to(scores.dtype)  # padding samples have no response token
+        counts = torch.zeros(n_groups, dtype=scores.dtype, device=scores.device).scatter_add_(0, group, real)
+        sums = torch.zeros(n_groups, dtype=scores.dtype, device=scores.device).scatter_add_(0, group, scores * real)
+        multi = (counts[group] > 1) & (real > 0)
         mean = torch.where(multi, sums[group] / counts[group], torch.zeros_like(scores))
         centred = scores - mean
 

@@ -1,43 +1,24 @@
 """The dataset class verl loads: the curriculum's sample order served to verl's sequential sampler.
 
+verl samples a dataset itself; to train stages in a fixed order it must be handed that order as the dataset.
 Select it with::
 
     data.custom_cls.path=pkg://recipe.dataset  data.custom_cls.name=StagedRLHFDataset  data.shuffle=False
 
-verl builds the train AND the validation dataset with the same ``data`` config (``create_rl_dataset`` does not
+verl builds the train AND the validation dataset from the same ``data`` config (``create_rl_dataset`` does not
 pass ``is_train`` on), so the mode is chosen from the files it is given:
 
-- ``data_files == data.train_files`` and ``data.stages`` set: TRAINING. Rows come from the stage files (which must
-  be the same set as ``data.train_files``), and item i is sample i of ``build_plan(data.stages,
-  batch_size=data.train_batch_size, seed=data.seed or 0)``. ``len()`` is the plan's length, so with verl's
-  ``SequentialSampler`` (``data.shuffle=False``) and ``drop_last`` every dataloader batch is one plan step.
+- training (``data_files == data.train_files`` and ``data.stages`` set): rows come from the stage files (the same
+  set as ``data.train_files``) and item i is sample i of ``build_plan(data.stages,
+  batch_size=data.train_batch_size, seed=data.seed or 0)``, so with ``SequentialSampler`` and ``drop_last`` every
+  dataloader batch is one plan step;
 - anything else (``data.val_files``, or no ``data.stages``): a plain ``RLHFDataset`` over ``data_files``.
 
-Every sample's ``extra_info`` gains ``plan_stage`` (int, -1 in plain mode), ``plan_stage_name`` ("validation" in
-plain mode) and ``plan_index`` (position in the order): the same keys in every sample of both modes.
-
-No length filter: ``data.filter_overlong_prompts`` is ignored (a filter would drop rows silently, shifting the
-plan; stock verl drops every image row when qwen_vl_utils/torchvision is missing). The pre-flight checks prompt
-lengths; the agent loop rejects an over-long multimodal prompt loudly.
-
-Images: a written row names its pre-resized PNG map by a path relative to its data folder
-(``images/<sha256>.png``, stored once per map; see ``data_prep.image_files``). ``__getitem__`` (through
-``_build_messages``) turns that path into an absolute one against the folders of the dataset's Parquet files,
-in the process that read them, so the content item handed to the agent loop is ``{"type": "image", "image":
-"/abs/.../images/<sha256>.png", "min_pixels", "max_pixels"}`` and resolves in any worker whatever its working
-directory (the folder must be reachable there: shared storage, or the same node-local path on every node).
-Rows from older folders that embed ``bytes`` still load. ``_process_multi_modal_info`` (the class method the
-agent loop calls in every worker) decodes and fits images with PIL only, following qwen_vl_utils'
-``fetch_image`` (RGB, ``smart_resize`` to multiples of patch x 2 inside the pixel budget, bicubic), so neither
-qwen_vl_utils nor torchvision is needed; a pre-resized image passes unchanged. Videos, which this recipe does
-not use, still go through qwen_vl_utils. verl's stock ``RLHFDataset`` cannot read path rows (it opens
-``bytes`` unconditionally): use this class (``data.custom_cls``, as ``configs/rewardmap.yaml`` does).
-
-Resume: the order is a pure function of the config, so verl's dataloader state (samples yielded so far) restores
-the exact position, across stage boundaries too. The dataset is also ``Stateful`` (torchdata): its state is the
-plan's record, and loading a state written under another plan raises StagePlanMismatchError ("the stage plan
-changed since this checkpoint was written: ..."). With ``num_workers=0`` the check runs when the restored
-dataloader is iterated; with workers each worker runs it and the dataloader re-raises it in the trainer.
+Every sample's ``extra_info`` gains ``plan_stage`` (-1 in plain mode), ``plan_stage_name`` ("validation" in plain
+mode) and ``plan_index``, the same keys in both modes. ``data.filter_overlong_prompts`` is ignored: a filter would
+shift the plan by dropping rows silently (the pre-flight checks prompt lengths). Images are stored paths made
+absolute per worker and fitted with PIL only (``_build_messages``, ``fetch_image``); resuming is exact and refuses
+another plan (``load_state_dict``).
 """
 
 from __future__ import annotations
@@ -119,7 +100,12 @@ class StagedRLHFDataset(RLHFDataset):
         print(f"StagedRLHFDataset serves {plan.describe()}", flush=True)  # verl reports its datasets with print
 
     def maybe_filter_out_long_prompts(self, dataframe: Any = None) -> Any:
-        """Keep every row (see module doc); note once when the config asked for filtering."""
+        """Keep every row; note once when the config asked for filtering.
+
+        A length filter would drop rows silently and shift the plan (and stock verl drops every image row when
+        qwen_vl_utils or torchvision is missing); the pre-flight checks prompt lengths and the agent loop rejects
+        an over-long multimodal prompt loudly.
+        """
         if self.filter_overlong_prompts:
             logger.warning(
                 "StagedRLHFDataset ignores data.filter_overlong_prompts: rows are never dropped silently; "
@@ -128,7 +114,15 @@ class StagedRLHFDataset(RLHFDataset):
         return dataframe
 
     def _build_messages(self, example: dict, key: str) -> list:
-        """verl's messages, after each stored image path is made absolute (see module doc: Images)."""
+        """verl's messages, after each stored image path is made absolute.
+
+        A written row names its pre-resized map by a path relative to its data folder (``images/<sha256>.png``,
+        ``data_prep.image_files``); it is resolved against the folders of the dataset's Parquet files in the
+        process that read them, so the content item the agent loop gets (``{"type": "image", "image": "/abs/...",
+        "min_pixels", "max_pixels"}``) resolves in any worker, whatever its working directory (the folder must be
+        reachable there: shared storage, or the same node-local path on every node). Rows that embed ``bytes``
+        still load; verl's stock ``RLHFDataset`` cannot read path rows (it opens ``bytes`` unconditionally).
+        """
         images = example.get(self.image_key)
         if images:
             where = f"row {(example.get('extra_info') or {}).get('source_id', '?')}"
@@ -167,14 +161,21 @@ class StagedRLHFDataset(RLHFDataset):
         return {"stage_plan": self.plan.record() if self.plan is not None else None}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Refuse a state written under another stage plan (StagePlanMismatchError lists the differences)."""
+        """Refuse a state written under another stage plan (StagePlanMismatchError lists the differences).
+
+        The order is a pure function of the config, so verl's dataloader state (samples yielded so far) restores
+        the exact position, across stage boundaries too; this check makes a changed plan fail instead of silently
+        skipping or repeating samples. With ``num_workers=0`` it runs when the restored dataloader is iterated;
+        with workers each worker runs it and the dataloader re-raises it in the trainer.
+        """
         check_plan_state((state_dict or {}).get("stage_plan"), self.plan)
 
     # --- images without qwen_vl_utils ---------------------------------------------------------------------------
 
     @classmethod
     def _process_multi_modal_info(cls, messages: list[dict], image_patch_size: int, config: Any) -> tuple:
-        """(images, videos, audios) for the agent loop; images via PIL only (see module doc)."""
+        """(images, videos, audios) for the agent loop, images through ``fetch_image`` (PIL only), so neither
+        qwen_vl_utils nor torchvision is needed; videos, unused by this recipe, still go through qwen_vl_utils."""
         items = [
             item
             for message in messages
@@ -202,9 +203,19 @@ class StagedRLHFDataset(RLHFDataset):
 
 
 def fetch_image(item: dict[str, Any], image_patch_size: int = 14) -> Image.Image:
-    """One image content item (PIL image, PNG bytes, base64 or a path, optional pixel budget) as a fitted RGB image.
+    """One image content item as a fitted RGB image, as qwen_vl_utils' ``fetch_image`` does, without it.
 
-    The source is unwrapped by ``data_prep.images.load_image`` (the one reader of every accepted form).
+    Args:
+        item: a content item holding a PIL image, PNG bytes, base64 or a path (under ``image``, ``image_url``,
+            ``bytes`` or ``path``; unwrapped by ``data_prep.images.load_image``), optionally ``min_pixels`` /
+            ``max_pixels`` or ``resized_height`` / ``resized_width``.
+        image_patch_size: the vision patch; sides become multiples of it x 2 (the merge size).
+
+    Returns:
+        The image in RGB, resized (bicubic) inside the pixel budget; a pre-resized map passes unchanged.
+
+    >>> fetch_image({"image": Image.new("L", (1000, 600)), "max_pixels": 200 * 200}).size
+    (252, 140)
     """
     source = next((item[k] for k in ("image", "image_url", "bytes", "path") if item.get(k) is not None), None)
     if source is None:

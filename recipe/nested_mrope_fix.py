@@ -16,8 +16,9 @@ verl's token-ragged one before doing what verl's does; any other tensor is treat
 installed where verl defines the function and in the modules that import it by name, and must run in every process
 that hosts a training engine: ``import verl`` imports this module in every Ray worker through
 ``VERL_USE_EXTERNAL_MODULES`` (``configs/rewardmap.yaml``, ``ray_kwargs.ray_init.runtime_env.env_vars``). The vLLM
-rollout computes its own positions and is not involved. Remove it once verl fixes the bug (tests/test_engine_cpu.py
-has a strict xfail that starts passing then).
+rollout computes its own positions and is not involved. Remove it once verl fixes the bug:
+``tests/test_nested_mrope_fix.py::test_verls_function_still_breaks_equal_lengths`` pins verl's function as broken
+and fails on the verl release that fixes it.
 """
 
 from __future__ import annotations

@@ -6,6 +6,13 @@ table) before verl saves the step; ``check_plan_record`` / ``check_plan_state`` 
 the plan being trained and raise ``StagePlanMismatchError`` listing the differences: resuming onto another plan
 would silently skip or repeat samples.
 
+The record also says how the run draws from the plan (``sampling``: ``dynamic``, ``position`` = prompts drawn,
+per-stage counts; ``recipe.dynamic_sampling``). verl's ``data.pt`` counts dataloader batches: whole plan steps
+without dynamic sampling, single prompts with it, so ``recorded_sampling_position`` refuses to resume across a
+change of ``algorithm.filter_groups.enable`` (the saved position would be read in the wrong unit) and gives a
+dynamic run the position to continue its stage from. Records without ``sampling`` were written without dynamic
+sampling.
+
 ``dataloader_state_for``: verl saves the StatefulDataLoader's state in ``global_step_N/data.pt``, and torchdata
 writes it in a different shape for 0 workers (single process) than for N (a snapshot per worker); loading it
 into a loader with another worker count fails with a bare AssertionError when iteration starts. For this
@@ -37,13 +44,17 @@ class DataloaderStateError(StagePlanError):
     """A saved dataloader state that cannot continue exactly under the current ``data.dataloader_num_workers``."""
 
 
-def write_plan_record(checkpoint_step_dir: str | os.PathLike, plan: StagePlan) -> Path:
-    """Write ``stage_plan.json`` (fingerprint and stage table) into a checkpoint's ``global_step_N`` folder."""
+def write_plan_record(
+    checkpoint_step_dir: str | os.PathLike, plan: StagePlan, *, sampling: Mapping[str, Any] | None = None
+) -> Path:
+    """Write ``stage_plan.json`` (fingerprint and stage table, and ``sampling`` when given: how far the run drew)
+    into a checkpoint's ``global_step_N`` folder."""
     directory = Path(checkpoint_step_dir)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / PLAN_RECORD_NAME
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(plan.record(), indent=2, sort_keys=True) + "\n")
+    record = plan.record() if sampling is None else {**plan.record(), "sampling": dict(sampling)}
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
     os.replace(tmp, path)
     return path
 
@@ -67,6 +78,34 @@ def check_plan_record(checkpoint_step_dir: str | os.PathLike, plan: StagePlan, *
     except (OSError, ValueError) as err:
         raise StagePlanError(f"{path}: unreadable stage plan record: {err}") from err
     check_plan_state(recorded, plan)
+
+
+def recorded_sampling_position(checkpoint_step_dir: str | os.PathLike, *, dynamic: bool) -> int | None:
+    """Prompts drawn from the plan by the checkpoint's run, when it sampled dynamically as the current run does.
+
+    Returns None for a run without dynamic sampling (its position is verl's step count). Raises
+    StagePlanMismatchError when the checkpoint was written with dynamic sampling switched the other way, and
+    StagePlanError when a dynamic checkpoint's record lacks its position.
+    """
+    path = Path(checkpoint_step_dir) / PLAN_RECORD_NAME
+    try:  # no record: a checkpoint written without a plan (check_plan_record decides whether that may resume)
+        sampling = (json.loads(path.read_text()).get("sampling") or {}) if path.is_file() else {}
+    except (OSError, ValueError) as err:
+        raise StagePlanError(f"{path}: unreadable stage plan record: {err}") from err
+    recorded = bool(sampling.get("dynamic", False))
+    if recorded != dynamic:
+        raise StagePlanMismatchError(
+            f"{_MISMATCH_PREFIX}it was written with dynamic sampling {'on' if recorded else 'off'}, the current "
+            f"config has it {'on' if dynamic else 'off'}; verl's saved dataloader position counts "
+            f"{'single prompts' if recorded else 'whole steps'} there, so it cannot continue exactly: resume with "
+            f"dynamic_sampling={'on' if recorded else 'off'}"
+        )
+    if not dynamic:
+        return None
+    position = sampling.get("position")
+    if isinstance(position, bool) or not isinstance(position, int) or position < 0:
+        raise StagePlanError(f"{path}: 'sampling.position' must be the number of prompts drawn, got {position!r}")
+    return position
 
 
 def check_plan_state(recorded: Mapping[str, Any] | None, plan: StagePlan | None) -> None:

@@ -2,9 +2,12 @@
 
 Checks, in order: the config passes verl's own validation; verl's workarounds reach the Ray workers; every data
 file exists and its first rows match the schema (only those rows are read); the stage plan (built by the
-dataset's own ``plan_from_data_config``) is consistent with the batch size and step settings; each checked prompt
-(map image plus question) fits ``data.max_prompt_length``, measured as the agent loop builds it; the reward
-manager gives gold answers full marks and junk none.
+dataset's own ``plan_from_data_config``) is consistent with the batch size and step settings; the checkpoint the
+run would resume was written under the same training choices (``recipe.run_name``); the model fits the GPUs the
+run gets (``recipe.memory_budget``: weights, gradients and optimizer states of the trainable part, activations,
+vLLM's share and its KV cache at the configured lengths and image budget); each checked prompt (map image plus
+question) fits ``data.max_prompt_length``, measured as the agent loop builds it; the reward manager gives gold
+answers full marks and junk none.
 
 Every check ends ``ok``, ``WARN`` (the run works, but something deserves a look), ``SKIPPED`` (it could not run:
 the reason says why and how to run it) or ``FAIL``. Only a FAIL stops the launch.
@@ -104,6 +107,8 @@ def run_preflight(config: DictConfig) -> PreflightReport:
     _check_verl_workarounds(config, report)
     samples = _check_data_files(config, report)
     _check_stage_plan(config, report)
+    _check_resume(config, report)
+    _check_gpu_memory(config, samples, report)
     tokenizer, processor = _load_processor(config, report)
     _check_prompt_budget(config, samples, processor, report)
     _check_reward(config, samples, tokenizer, report)
@@ -263,6 +268,121 @@ def _check_stage_plan(config: DictConfig, report: PreflightReport) -> None:
         return
     report.plan_table = plan.describe()
     report.add("stage plan", Status.OK, f"{plan.total_steps} steps of {config.data.train_batch_size} prompts")
+
+
+# -- resume ------------------------------------------------------------------------------------------------
+def _check_resume(config: DictConfig, report: PreflightReport) -> None:
+    """The checkpoint verl would resume must have been written under this run's training choices."""
+    from recipe.run_name import RunChoicesMismatchError, check_run_record, resume_checkpoint_dir
+
+    folder = resume_checkpoint_dir(config.trainer)
+    if folder is None:
+        report.add("resume", Status.OK, f"starts fresh (no checkpoint in {config.trainer.default_local_dir})")
+        return
+    try:
+        matched = check_run_record(folder, config)
+    except RunChoicesMismatchError as err:
+        report.add("resume", Status.FAIL, str(err))
+        return
+    if matched:
+        report.add("resume", Status.OK, f"resumes {folder}, written under the same training choices")
+    else:
+        report.add(
+            "resume",
+            Status.WARN,
+            f"resumes {folder}, which records no training choices (written before run records): they cannot be checked",
+        )
+
+
+# -- GPU memory ----------------------------------------------------------------------------------------------
+def _check_gpu_memory(config: DictConfig, samples: list[SampleRow], report: PreflightReport) -> None:
+    """The memory arithmetic of ``recipe.memory_budget`` for the configured model on the GPUs the run gets."""
+    from recipe.memory_budget import estimate_memory
+
+    if str(config.trainer.get("device", "cuda")) != "cuda":
+        report.add("gpu memory", Status.SKIPPED, f"trainer.device={config.trainer.device}: no GPU to fit")
+        return
+    try:
+        shape = _model_shape(config)
+    except Exception as err:  # a model whose config is neither local nor known: say so, do not guess
+        report.add("gpu memory", Status.SKIPPED, f"cannot read the model's shape ({type(err).__name__}: {err})")
+        return
+    run, where = _run_shape(config, samples)
+    estimate = estimate_memory(shape, run)
+    trains = (
+        f"LoRA rank {config.actor_rollout_ref.model.lora_rank}: {shape.trainable_params / 1e6:.0f}M trainable"
+        if run.lora
+        else f"full fine-tuning: {shape.trainable_params / 1e9:.2f}B trainable"
+    )
+    facts = (
+        f"{shape.params / 1e9:.2f}B parameters, {trains}; {run.gpus} GPU{'s' * (run.gpus != 1)} of {run.gpu_gib:g} GiB"
+    )
+    facts += f" ({where})"
+    problems = estimate.problems()
+    if problems:
+        report.add("gpu memory", Status.FAIL, f"{facts}: " + "; ".join(problems))
+    else:
+        report.add("gpu memory", Status.OK, f"{facts}: {estimate.describe()}")
+
+
+def _model_shape(config: DictConfig) -> Any:
+    """``recipe.memory_budget.model_shape`` of the configured model: its local config, else a known preset's."""
+    from transformers import AutoConfig
+
+    from recipe.memory_budget import KNOWN_CONFIGS, model_shape
+
+    model = config.actor_rollout_ref.model
+    path = str(model.path)
+    try:
+        local = path if Path(os.path.expanduser(path)).exists() else _local_hub_snapshot(path)
+        hf_config = AutoConfig.from_pretrained(local, trust_remote_code=bool(model.get("trust_remote_code", False)))
+    except Exception:
+        if path not in KNOWN_CONFIGS:
+            raise
+        hf_config = AutoConfig.for_model("qwen2_5_vl", **KNOWN_CONFIGS[path])
+    return model_shape(
+        hf_config,
+        lora_rank=int(model.get("lora_rank") or 0),
+        target_modules=model.get("target_modules"),
+        exclude_modules=model.get("exclude_modules"),
+    )
+
+
+def _run_shape(config: DictConfig, samples: list[SampleRow]) -> tuple[Any, str]:
+    """``recipe.memory_budget.RunShape`` of the config, and where the GPU memory figure came from."""
+    from data_prep.images import DEFAULT_MAX_PIXELS
+    from recipe.memory_budget import GIB, RunShape
+
+    gpu_gib, where = float(config.rewardmap.gpu_memory_gib), "rewardmap.gpu_memory_gib"
+    import torch
+
+    if torch.cuda.is_available():
+        gpu_gib = round(torch.cuda.get_device_properties(0).total_memory / GIB, 1)
+        where = f"this machine's {torch.cuda.get_device_name(0)}"
+    model, actor, rollout = (
+        config.actor_rollout_ref.model,
+        config.actor_rollout_ref.actor,
+        config.actor_rollout_ref.rollout,
+    )
+    max_pixels = max((int(im["max_pixels"]) for s in samples for im in s.row["images"]), default=DEFAULT_MAX_PIXELS)
+    sequence = int(rollout.get("max_model_len") or 0) or int(config.data.max_prompt_length) + int(
+        config.data.max_response_length
+    )
+    run = RunShape(
+        gpus=int(config.trainer.n_gpus_per_node) * int(config.trainer.nnodes),
+        gpu_gib=gpu_gib,
+        tensor_parallel=int(rollout.tensor_model_parallel_size),
+        gpu_memory_utilization=float(rollout.gpu_memory_utilization),
+        sequence_tokens=sequence,
+        image_tokens=max_pixels // IMAGE_FACTOR**2 * int(rollout.get("limit_images") or 1),
+        micro_batch=int(actor.ppo_micro_batch_size_per_gpu or 1),
+        max_num_batched_tokens=int(rollout.max_num_batched_tokens or sequence),
+        param_offload=bool(actor.fsdp_config.param_offload),
+        optimizer_offload=bool(actor.fsdp_config.optimizer_offload),
+        gradient_checkpointing=bool(model.enable_gradient_checkpointing),
+        lora=int(model.get("lora_rank") or 0) > 0,
+    )
+    return run, where
 
 
 # -- processor ---------------------------------------------------------------------------------------------

@@ -19,12 +19,21 @@ start-up with the key named instead of silently falling back to a default or giv
 
 ``reward.custom_reward_function`` is not used: this manager always scores with ``reward_fns.compute_score``.
 
-Every sample returns the same numeric ``reward_extra_info`` keys (``EXTRA_INFO_KEYS``), which verl forwards to
-the trainer and ``recipe.metrics`` aggregates per step.
+``reward.timeout`` (seconds, the key verl 0.9.1's rate-limited reward-loop manager reads) bounds each sample: a
+sample whose scoring has not finished by then gets reward 0, ``reward_timeout=1`` and ``reward_error=1`` (counted in
+``rewardmap/reward/timeout_rate`` and ``error_rate``), and the step goes on. verl's per-sample ``compute_score_timeout``
+(upstream PR #6673) is in its legacy driver-side naive manager only (``workers/reward_manager/naive.py:29``,
+SIGALRM, main thread), not in the reward-loop naive manager this one extends (``experimental/reward_loop/
+reward_manager/naive.py:75``), which awaits its score function in the event loop's thread pool with no bound.
+null or 0: unbounded.
+
+Every sample returns the same numeric ``reward_extra_info`` keys (``REWARD_EXTRA_INFO_KEYS``), which verl forwards to
+the trainer and ``recipe.step_metrics`` aggregates per step.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import math
@@ -40,15 +49,15 @@ from verl.experimental.reward_loop.reward_manager.naive import NaiveRewardManage
 
 from reward_fns import SCORE_KEYS, RewardOptions
 from reward_fns import compute_score as rewardmap_compute_score
+from reward_fns.benchmark import VALIDATION_KEYS
+from reward_fns.benchmark import validation_metrics as benchmark_validation_metrics
 from reward_fns.ground_truth import MAP_DIFFICULTIES, QUESTION_TYPES, GroundTruth
-from reward_fns.metrics import VALIDATION_KEYS
-from reward_fns.metrics import validation_metrics as benchmark_validation_metrics
 from reward_fns.question_context import question_context
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "WARN"))
 
-# The benchmark-metric keys (reward_fns.metrics.VALIDATION_KEYS: ReasonMap accuracy, map score and weighted-accuracy
+# The benchmark-metric keys (VALIDATION_KEYS: ReasonMap accuracy, map score and weighted-accuracy
 # parts, ReasonMap-Plus accuracy, under the released and fixed rules) a validation sample (one served by the plain,
 # non-curriculum dataset: extra_info.plan_stage_name == recipe.dataset.VALIDATION_STAGE_NAME) carries, computed by
 # RewardMapRewardManager.validation_metrics. Every sample carries them so that the key set is the same for every
@@ -56,18 +65,18 @@ logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "WARN"))
 # None, which verl's validation averaging drops, so val-aux/<data_source>/<key>/mean@N is the benchmark number itself;
 # a training sample has NaN for every one of them, so its extra-info columns stay float64 as verl's reward loop and
 # TransferQueue expect (training metrics never read these keys).
-VALIDATION_METRIC_KEYS: tuple[str, ...] = VALIDATION_KEYS
 
 # The extra-info keys of every sample: floats (-1 marks "unknown" for the id-like ones), the validation keys floats
 # or None.
-EXTRA_INFO_KEYS = (
+REWARD_EXTRA_INFO_KEYS = (
     *SCORE_KEYS,
     "stage",  # extra_info.plan_stage: index of the curriculum stage that served the sample (the dataset's fact)
     "question_type_id",  # index into reward_fns.ground_truth.QUESTION_TYPES (from the ground truth)
     "map_difficulty_id",  # index into MAP_DIFFICULTIES: 0 easy, 1 middle, 2 hard (from the ground truth)
     "question_transfer_count",  # from the ground truth
-    "reward_error",  # 1.0 when scoring raised (a data bug, logged); the reward is then 0
-    *VALIDATION_METRIC_KEYS,
+    "reward_error",  # 1.0 when scoring raised (a data bug, logged) or timed out; the reward is then 0
+    "reward_timeout",  # 1.0 when scoring did not finish within reward.timeout seconds (logged); the reward is then 0
+    *VALIDATION_KEYS,
 )
 _MAX_STAGE = 2**31  # a stage index beyond this is junk (and would overflow the metrics' int64 cast)
 
@@ -85,6 +94,20 @@ def reward_kwargs_from_config(config: DictConfig | Mapping[str, Any]) -> dict[st
     return given
 
 
+def reward_timeout_from_config(config: DictConfig | Mapping[str, Any]) -> float | None:
+    """``reward.timeout`` in seconds, or None (unbounded) when it is null or 0; ValueError names the key otherwise.
+
+    >>> reward_timeout_from_config({"reward": {"timeout": 30}}), reward_timeout_from_config({"reward": {}})
+    (30.0, None)
+    """
+    value = (config.get("reward") or {}).get("timeout")
+    if value is None or (isinstance(value, numbers.Real) and not isinstance(value, bool) and value == 0):
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"reward.timeout: {value!r} is not a number of seconds >= 0 (null or 0: unbounded)")
+    return float(value)
+
+
 class RewardMapRewardManager(NaiveRewardManager):
     """verl's naive reward manager (decoding, the score-function call in its executor, the result layout) with
     ``reward_fns.compute_score`` and the checked ``reward.reward_kwargs`` as its score function.
@@ -93,15 +116,19 @@ class RewardMapRewardManager(NaiveRewardManager):
 
     - the scoring options: naive calls its score function without options, so the manager binds the checked
       ``reward.reward_kwargs`` (``score_kwargs``) into the function it hands to naive;
-    - per-sample facts for the metrics (``EXTRA_INFO_KEYS``), the same keys for every sample: naive forwards only
+    - per-sample facts for the metrics (``REWARD_EXTRA_INFO_KEYS``), the same keys for every sample: naive forwards only
       what the score function returns, so the function returns them;
     - error containment: naive lets any exception through (a row without ``reward_model``, an invalid ground truth,
       a tokenizer failure), which fails the whole training step. Here the sample gets reward 0 and
       ``reward_error=1`` (logged), inside the score function for scoring errors and around naive's ``run_single``
       for everything before it;
+    - a time bound: naive waits for its score function forever, so one slow sample stalls the whole step. Here
+      naive's ``run_single`` runs under ``reward.timeout`` (``asyncio.wait_for``); past it the sample gets 0 and
+      ``reward_timeout=1``. Python cannot stop the worker thread still scoring it: that thread finishes (or hangs)
+      on its own, holding one of the event loop's executor threads;
     - rows whose ``extra_info`` is missing or None: naive writes ``num_turns`` into ``extra_info`` in place, which
       fails on None and edits the batch's own row, so it gets a fresh dict copy;
-    - the validation-metrics extension point (``validation_metrics``, keys ``VALIDATION_METRIC_KEYS``).
+    - the validation-metrics extension point (``validation_metrics``, keys ``VALIDATION_KEYS``).
 
     ``compute_score`` (verl's default, or a ``reward.custom_reward_function``) is accepted for the constructor
     contract but not used: the RewardMap reward and its options are this manager's whole purpose.
@@ -116,6 +143,8 @@ class RewardMapRewardManager(NaiveRewardManager):
         reward_model_tokenizer: Any = None,
     ) -> None:
         self.score_kwargs = reward_kwargs_from_config(config)  # first: a bad option fails before anything else
+        self.timeout = reward_timeout_from_config(config)
+        _validation_stage_name()  # its one-time import (seconds under load) must not count against a sample's timeout
         self.score_fn = rewardmap_compute_score
         super().__init__(config, tokenizer, self.score_sample, reward_router_address, reward_model_tokenizer)
         custom = (config.get("reward") or {}).get("custom_reward_function") or {}
@@ -123,27 +152,33 @@ class RewardMapRewardManager(NaiveRewardManager):
             logger.warning("reward.custom_reward_function.path is ignored by RewardMapRewardManager")
 
     async def run_single(self, data: DataProto) -> dict[str, Any]:
-        """Naive's ``run_single`` on the last trajectory, with a private ``extra_info``; 0 and reward_error=1 if it
-        raises before the score function (which contains its own errors)."""
+        """Naive's ``run_single`` on the last trajectory, with a private ``extra_info``, within ``reward.timeout``; 0
+        and reward_error=1 if it raises before the score function (which contains its own errors) or times out
+        (reward_timeout=1 too)."""
         data = data[-1:]  # multi-output agent loops: the reward is for the last sequence, as in verl
         extra_info = data[0].non_tensor_batch.get("extra_info")
         private = np.empty(1, dtype=object)
         private[0] = dict(extra_info) if isinstance(extra_info, Mapping) else {}
         data.non_tensor_batch["extra_info"] = private
+        timed_out = False
         try:
-            return await super().run_single(data)
+            return await asyncio.wait_for(super().run_single(data), timeout=self.timeout)
+        except asyncio.TimeoutError:  # a slow sample must not stall the step: logged, counted in timeout_rate
+            logger.error("scoring a sample took over reward.timeout=%ss; reward set to 0", self.timeout)
+            timed_out = True
         except Exception:  # a data bug must not kill training: logged, counted in rewardmap/reward/error_rate
             logger.error("scoring a sample failed before compute_score; reward set to 0", exc_info=True)
-            reward_model = data[0].non_tensor_batch.get("reward_model")
-            ground_truth = reward_model.get("ground_truth") if isinstance(reward_model, Mapping) else None
-            info = self.sample_info(None, ground_truth, private[0], "")
-            return {"reward_score": info["score"], "reward_extra_info": info}
+        reward_model = data[0].non_tensor_batch.get("reward_model")
+        ground_truth = reward_model.get("ground_truth") if isinstance(reward_model, Mapping) else None
+        info = self.sample_info(None, ground_truth, private[0], "")
+        info["reward_timeout"] = 1.0 if timed_out else 0.0
+        return {"reward_score": info["score"], "reward_extra_info": info}
 
     def score_sample(
         self, data_source: Any, solution_str: str, ground_truth: Any, extra_info: Any = None, **_: Any
     ) -> dict[str, float]:
         """The score function naive calls: ``reward_fns.compute_score`` with the options, plus the sample's facts
-        and (validation samples) benchmark metrics; ``EXTRA_INFO_KEYS`` in that order, every value a finite float
+        and (validation samples) benchmark metrics; ``REWARD_EXTRA_INFO_KEYS`` in that order, every value a finite float
         except the validation keys (NaN in a training sample, None where one does not apply to a validation sample)."""
         extra_info = extra_info if isinstance(extra_info, Mapping) else {}
         scores = None
@@ -162,28 +197,28 @@ class RewardMapRewardManager(NaiveRewardManager):
     ) -> dict[str, float | None]:
         """The extra-info dict of one sample: the scores (zeros and reward_error=1 when None), the facts, and the
         validation metrics of a validation sample (NaN for every validation key elsewhere)."""
-        info: dict[str, float | None] = dict.fromkeys(EXTRA_INFO_KEYS, 0.0)
-        info.update(dict.fromkeys(VALIDATION_METRIC_KEYS, math.nan))
+        info: dict[str, float | None] = dict.fromkeys(REWARD_EXTRA_INFO_KEYS, 0.0)
+        info.update(dict.fromkeys(VALIDATION_KEYS, math.nan))
         if scores is None:
             info["reward_error"] = 1.0
         else:
             info.update(scores)
         info.update(sample_facts(ground_truth, extra_info))
-        if VALIDATION_METRIC_KEYS and is_validation_sample(extra_info):
+        if VALIDATION_KEYS and is_validation_sample(extra_info):
             try:
                 metrics = self.validation_metrics(solution_str, ground_truth, extra_info)
-                info.update({key: _finite_or_none(metrics.get(key)) for key in VALIDATION_METRIC_KEYS})
+                info.update({key: _finite_or_none(metrics.get(key)) for key in VALIDATION_KEYS})
             except Exception:  # a bad ground truth (a data bug): logged, counted; the metrics are dropped
                 logger.error("validation metrics raised; they are None for this sample", exc_info=True)
-                info.update(dict.fromkeys(VALIDATION_METRIC_KEYS))
+                info.update(dict.fromkeys(VALIDATION_KEYS))
                 info["reward_error"] = 1.0
         return info
 
     def validation_metrics(
         self, solution_str: str, ground_truth: Any, extra_info: Mapping[str, Any]
     ) -> dict[str, float | None]:
-        """The benchmark metrics of one validation sample, keyed by ``VALIDATION_METRIC_KEYS`` (verl logs them as
-        ``val-aux/<data_source>/<key>/mean@N``): ``reward_fns.metrics.validation_metrics``."""
+        """The benchmark metrics of one validation sample, keyed by ``VALIDATION_KEYS`` (verl logs them as
+        ``val-aux/<data_source>/<key>/mean@N``): ``reward_fns.benchmark.validation_metrics``."""
         return benchmark_validation_metrics(ground_truth, solution_str)
 
 

@@ -416,10 +416,10 @@ def prepare_warm_tiny_qwen(
     """The tiny model warm-started on ``rows`` in ``directory``, built unless already there; (path, built now).
 
     The folder carries a stamp of what it was built from (sizes, steps, seed and a digest of the rows); another
-    stamp rebuilds it. Built in a sibling folder and renamed into place, so a killed build leaves nothing.
+    stamp rebuilds it. Built in a staging folder put in place by ``data_prep.atomic_dir``: a killed build leaves
+    the previous model or the new one.
     """
-    import os
-    import shutil
+    from data_prep import atomic_dir
 
     out = Path(directory)
     stamp = {
@@ -438,9 +438,7 @@ def prepare_warm_tiny_qwen(
                 return out, False
         except ValueError:
             pass
-    tmp = out.with_name(f"{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    with atomic_dir.replacing(out, is_complete=lambda folder: (folder / WARM_START_STAMP).is_file()) as tmp:
         build_tiny_qwen(tmp, hidden_size=hidden_size, seed=seed)
         losses = warm_start_tiny_qwen(tmp, rows, steps=steps, learning_rate=learning_rate, seed=seed)
         record = {
@@ -449,11 +447,4 @@ def prepare_warm_tiny_qwen(
             "loss_last": losses[-1] if losses else None,
         }
         (tmp / WARM_START_STAMP).write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-        old = out.with_name(f"{out.name}.old-{os.getpid()}")
-        if out.exists():
-            os.replace(out, old)
-        os.replace(tmp, out)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out, True

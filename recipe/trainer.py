@@ -1,12 +1,14 @@
 """Trainer mode ``rewardmap`` (``trainer.v1.trainer_mode=rewardmap``): verl's sync v1 trainer plus five hooks.
 
 1. ``_compute_metrics`` (where verl assembles a step's metrics, just before logging them): adds
-   ``recipe.metrics.reward_metrics`` of the step's samples, read from TransferQueue like verl's own metrics,
+   ``recipe.step_metrics.reward_metrics`` of the step's samples, read from TransferQueue like verl's own metrics,
    and prints a line when the curriculum stage changes.
-2. ``_save_checkpoint``: writes the stage-plan record (``recipe.plan_record.write_plan_record``) into
-   ``global_step_N/`` before verl saves there, so it exists before ``latest_checkpointed_iteration.txt`` names
-   the step.
-3. ``_load_checkpoint``: after verl restored ``global_step_N/data.pt`` (and set ``global_steps``), reshapes the
+2. ``_save_checkpoint``: writes the stage-plan record (``recipe.plan_record.write_plan_record``) and the run's
+   training choices (``recipe.run_name.write_run_record``) into ``global_step_N/`` before verl saves there, so
+   they exist before ``latest_checkpointed_iteration.txt`` names the step.
+3. ``_load_checkpoint``: first refuses a checkpoint written under other training choices
+   (``recipe.run_name.check_resume``: preset, curriculum, reward mode, adapter, ...), before verl loads its
+   weights; after verl restored ``global_step_N/data.pt`` (and set ``global_steps``), reshapes the
    dataloader state for the current ``data.dataloader_num_workers`` (``dataloader_state_for``: torchdata cannot
    load a state saved with another worker count) and checks that folder's record against the plan being trained
    (``check_plan_record``): resuming onto another plan would silently skip or repeat samples.
@@ -14,12 +16,17 @@
    ``trainer.default_local_dir``, saves a checkpoint now and removes the request. A cluster job about to reach its
    time limit writes it (launch/lib.sh, on SLURM's ``--signal``) and requeues once the checkpoint exists, so the
    next attempt loses no step; verl's v1 trainer itself only saves every ``trainer.save_freq`` steps.
-5. ``_validate``: adds the benchmark's weighted accuracies (``reward_fns.metrics.weighted_accuracies``, each a
+5. ``_validate``: adds the benchmark's weighted accuracies (``reward_fns.benchmark.weighted_accuracies``, each a
    ratio of two of verl's averaged validation metrics) to verl's validation metrics.
-6. ``on_step_begin`` / ``fit``: stop on request (Ctrl-C, ``recipe.interrupt``). When ``stop.request`` exists in
+6. Dynamic sampling (``algorithm.filter_groups.enable``, ``dynamic_sampling=on``; ``recipe.dynamic_sampling``):
+   ``_build_replay_buffer`` installs ``PlanReplayBuffer``, ``prepare_step`` / ``_next_train_batch`` draw the
+   step's prompts from the plan without crossing a stage's end, ``step`` logs what the step drew and ends the
+   run when the plan is drawn, ``on_train_end`` saves and validates that last step, and ``_load_checkpoint``
+   restores the plan position from the checkpoint's record.
+7. ``on_step_begin`` / ``fit``: stop on request (Ctrl-C, ``recipe.interrupt``). When ``stop.request`` exists in
    ``trainer.default_local_dir``, the step in progress is finished and checkpointed (``on_step_end``, as for
    ``save_now.request``) and logged by verl; the next ``on_step_begin`` removes the request and ends ``fit``.
-7. ``step`` / ``_save_checkpoint`` / ``on_train_begin``: the step's metrics kept with its checkpoint
+8. ``step`` / ``_save_checkpoint`` / ``on_train_begin``: the step's metrics kept with its checkpoint
    (``recipe.metrics_record``): verl saves a step before it logs it, so a run killed in between would never log
    it; a resumed run logs the record it finds pending. Test hook: with ``REWARDMAP_TEST_KILL_AFTER_SAVE=N`` in
    its environment the process SIGKILLs itself right after step N's checkpoint (tests/test_interrupts_cpu.py).
@@ -41,11 +48,25 @@ import numpy as np
 import transfer_queue as tq
 from verl.trainer.ppo.v1 import PPOTrainerSync, register_trainer
 
+from recipe.dynamic_sampling import (
+    DynamicSamplingError,
+    DynamicSamplingSettings,
+    PlanCursor,
+    StepDraws,
+    append_draw_log,
+    plan_replay_buffer,
+)
 from recipe.interrupt import STOP_REQUEST_NAME
-from recipe.metrics import reward_metrics
 from recipe.metrics_record import mark_logged, read_pending, write_pending
-from recipe.plan_record import check_plan_record, dataloader_state_for, write_plan_record
-from reward_fns.metrics import weighted_accuracies
+from recipe.plan_record import (
+    check_plan_record,
+    dataloader_state_for,
+    recorded_sampling_position,
+    write_plan_record,
+)
+from recipe.run_name import check_resume, write_run_record
+from recipe.step_metrics import PREFIX, reward_metrics, vision_token_ids, vision_tokens_sampled
+from reward_fns.benchmark import weighted_accuracies
 
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "INFO"))
@@ -53,7 +74,7 @@ logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "INFO"))
 TRAINER_MODE = "rewardmap"
 # Written into trainer.default_local_dir to ask for a checkpoint at the end of the current step (launch/lib.sh).
 SAVE_REQUEST_NAME = "save_now.request"
-METRIC_FIELDS = ["uid", "rm_scores", "extra_fields"]
+METRIC_FIELDS = ["uid", "rm_scores", "extra_fields", "responses"]
 # Tests only: the step after whose checkpoint the trainer's process SIGKILLs itself (a kill between save and log).
 KILL_AFTER_SAVE_ENV = "REWARDMAP_TEST_KILL_AFTER_SAVE"
 
@@ -95,19 +116,29 @@ class RewardMapTrainer(PPOTrainerSync):
 
         plan = self.stage_plan()
         metrics = reward_metrics((infos, np.array(scores), uids), stage_names=_stage_names(plan))
-        self.log_stage_change(global_steps, metrics.get("rewardmap/stage"), plan)
+        responses = [r for r, k in zip(_rows(data["responses"]), keep, strict=True) if k]
+        metrics[f"{PREFIX}/rollout/vision_tokens"] = float(
+            vision_tokens_sampled(responses, vision_token_ids(self.tokenizer))
+        )
+        # With dynamic sampling steps do not follow the plan's step count: the stage is the batch's (one stage).
+        self.log_stage_change(global_steps, metrics.get("rewardmap/stage"), plan, by_step=not self.sampling.enabled)
         return metrics
 
-    def log_stage_change(self, global_steps: int, batch_stage: float | None, plan: Any) -> None:
-        """Print (and log) the stage when it differs from the previous step's: the plan's, else the batch's."""
+    def log_stage_change(
+        self, global_steps: int, batch_stage: float | None, plan: Any, *, by_step: bool = True
+    ) -> None:
+        """Print (and log) the stage when it differs from the previous step's: the plan's for this step (unless
+        ``by_step`` is false: dynamic sampling), else the batch's."""
         index = name = None
-        if plan is not None:
+        if plan is not None and by_step:
             try:
                 index, name = plan.stage_at_step(global_steps - 1)  # the plan counts steps from 0, verl from 1
             except IndexError:  # more steps than the plan (trainer.total_training_steps set larger)
                 pass
         if index is None and batch_stage is not None:
-            index, name = int(batch_stage), str(int(batch_stage))
+            index = int(batch_stage)
+            names = _stage_names(plan) or []
+            name = names[index] if 0 <= index < len(names) else str(index)
         if index is not None and index != getattr(self, "_rewardmap_stage", None):
             message = f"[rewardmap] step {global_steps}: curriculum stage {index} ({name})"
             print(message, flush=True)
@@ -164,6 +195,8 @@ class RewardMapTrainer(PPOTrainerSync):
     # -- step metrics kept with the checkpoint ------------------------------------------------------------------
     def step(self, metrics: dict, timing_raw: dict) -> Any:
         batch = super().step(metrics, timing_raw)
+        if self.sampling.enabled:
+            self.finish_sampling_step(metrics)  # recipe.dynamic_sampling: what the step drew
         self._rewardmap_step = (self.global_steps, batch, metrics, timing_raw)  # read by keep_step_metrics
         return batch
 
@@ -227,7 +260,7 @@ class RewardMapTrainer(PPOTrainerSync):
 
     # -- validation -----------------------------------------------------------------------------------------------
     def _validate(self) -> dict[str, float]:
-        """verl's validation metrics plus the benchmark's weighted accuracies (``reward_fns.metrics``): verl averages
+        """verl's validation metrics plus the benchmark's weighted accuracies (``reward_fns.benchmark``): verl averages
         each key, and a weighted accuracy is a ratio of two of those means."""
         metrics = super()._validate()
         metrics.update(weighted_accuracies(metrics))
@@ -239,15 +272,17 @@ class RewardMapTrainer(PPOTrainerSync):
         return getattr(getattr(self, "train_dataset", None), "plan", None)
 
     def _save_checkpoint(self) -> None:
-        plan = self.stage_plan()
         folder = os.path.join(self.config.trainer.default_local_dir, f"global_step_{self.global_steps}")
+        plan = self.stage_plan()
         if plan is not None:
-            write_plan_record(folder, plan)
+            write_plan_record(folder, plan, sampling=self.sampling_record())
+        write_run_record(folder, self.config)  # the choices this run trains under (recipe.run_name)
         self.keep_step_metrics(folder)
         super()._save_checkpoint()
         self.after_save()
 
     def _load_checkpoint(self) -> None:
+        check_resume(self.config)  # before verl loads another run's weights into this run's model
         super()._load_checkpoint()
         self._rewardmap_saved_step = self.global_steps  # the resumed step is checkpointed (0: fresh start)
         if not self.global_steps:
@@ -259,6 +294,7 @@ class RewardMapTrainer(PPOTrainerSync):
         # run resuming a staged checkpoint; a plain run resuming a plain checkpoint passes.
         plan = self.stage_plan()
         check_plan_record(self.resumed_checkpoint_dir(), plan, missing_ok=plan is None)
+        self.restore_sampling_position()
 
     def resumed_checkpoint_dir(self) -> str:
         """The ``global_step_N`` folder verl just resumed from (same resolution as verl's loader)."""
@@ -268,6 +304,156 @@ class RewardMapTrainer(PPOTrainerSync):
         else:
             folder = os.path.join(str(trainer.default_local_dir), f"global_step_{self.global_steps}")
         return folder if os.path.isabs(folder) else os.path.join(os.getcwd(), folder)
+
+    # -- dynamic sampling inside the stage plan (recipe.dynamic_sampling) -----------------------------------------
+    @property
+    def sampling(self) -> DynamicSamplingSettings:
+        """Whether this run samples dynamically (verl's ``algorithm.filter_groups.enable``) and its knobs."""
+        settings = getattr(self, "_sampling_settings", None)
+        if settings is None:
+            settings = self._sampling_settings = DynamicSamplingSettings.from_config(self.config)
+        return settings
+
+    @property
+    def plan_cursor(self) -> PlanCursor:
+        """Prompts drawn from the stage plan so far (restored from the checkpoint on resume)."""
+        cursor = getattr(self, "_plan_cursor", None)
+        if cursor is None:
+            plan = self.stage_plan()
+            if plan is None:
+                raise DynamicSamplingError("dynamic sampling draws from the stage plan: set data.stages")
+            cursor = self._plan_cursor = PlanCursor(plan)
+        return cursor
+
+    def _build_replay_buffer(self) -> Any:
+        """verl's replay buffer, or with dynamic sampling the plan's (``PlanReplayBuffer``: verl's eviction, the
+        plan's draws); called from verl's ``__init__``, before the dataset exists."""
+        if not self.sampling.enabled:
+            return super()._build_replay_buffer()
+        sampler = self.config.trainer.v1.sampler
+        if (sampler.get("custom_sampler") or {}).get("path"):
+            raise ValueError("dynamic sampling brings its own replay buffer: unset trainer.v1.sampler.custom_sampler")
+        if self.parameter_sync_step != 1:
+            raise ValueError(
+                "dynamic sampling draws one batch of kept groups per step: set trainer.v1.sync.parameter_sync_step=1"
+            )
+        limit = "no limit" if self.sampling.max_refills is None else f"at most {self.sampling.max_refills} per step"
+        message = (
+            f"[rewardmap] dynamic sampling: groups whose {self.sampling.metric!r} is equal across their rollouts are "
+            f"dropped, refills ({limit}) come from the step's own stage"
+        )
+        print(message, flush=True)
+        logger.info(message)
+        return plan_replay_buffer(
+            trainer_mode=self.trainer_mode,
+            trainer_config=self.config.trainer.v1.get(self.trainer_mode, {}),
+            max_off_policy_threshold=sampler.max_off_policy_threshold,
+            max_off_policy_strategy=sampler.max_off_policy_strategy,
+            sampler_kwargs=sampler.sampler_kwargs,
+            refill_fn=self.refill_from_plan,
+            filter_groups_metric=self._resolve_filter_groups_metric(),
+            train_batch_size=self.config.data.train_batch_size,
+            gen_batch_size=1,  # verl's _init_dataloader fetches single prompts when filter_groups is enabled
+            sync_refill_failed_groups=bool(sampler.get("sync_refill_failed_groups", False)),
+            draws=lambda: self.step_draws,
+            max_refills=self.sampling.max_refills,
+        )
+
+    def prepare_step(self) -> dict:
+        """Start the step's draws (dynamic sampling), then verl's first draw of the step."""
+        if self.sampling.enabled:
+            cursor = self.plan_cursor
+            if cursor.done:
+                raise DynamicSamplingError(f"step {self.global_steps}: every prompt of the stage plan is drawn")
+            self.step_draws = StepDraws(self.global_steps, cursor.stage_index, int(self.config.data.train_batch_size))
+        return super().prepare_step()
+
+    def _next_train_batch(self, num_prompts: int | None = None) -> Any:
+        """verl's next prompts; with dynamic sampling at most the current stage's rest, checked against the plan."""
+        if not self.sampling.enabled:
+            return super()._next_train_batch(num_prompts)
+        cursor = self.plan_cursor
+        wanted = self.config.data.train_batch_size if num_prompts is None else num_prompts
+        count = cursor.take(wanted)
+        if count == 0:
+            raise DynamicSamplingError(f"step {self.global_steps}: no prompt left in the stage to draw")
+        self.step_draws.stage_ran_out |= count < wanted
+        batch = super()._next_train_batch(count)
+        positions = [int(info["plan_index"]) for info in batch["extra_info"]]
+        expected = list(range(cursor.position, cursor.position + count))
+        if positions != expected:  # verl's restored dataloader and the checkpoint's record disagree
+            raise DynamicSamplingError(
+                f"step {self.global_steps}: the dataloader served plan positions {positions[:4]}... where the plan "
+                f"record says {expected[:4]}...: the checkpoint's data.pt and stage_plan.json disagree"
+            )
+        self.step_draws.record([str(uid) for uid in batch["uid"]], positions)
+        cursor.advance(count)
+        return batch
+
+    def refill_from_plan(self, wanted: int) -> int:
+        """Draw up to ``wanted`` more prompts of the current stage for generation; returns how many (0: none left)."""
+        count = self.plan_cursor.take(wanted, stage=self.step_draws.stage)
+        self.step_draws.stage_ran_out |= count < wanted
+        return self._add_prompts_to_generate(count) if count else 0
+
+    def finish_sampling_step(self, metrics: dict) -> None:
+        """Log what the step drew (metrics, ``dynamic_sampling.jsonl``); end the run once the plan is drawn."""
+        draws, cursor = self.step_draws, self.plan_cursor
+        metrics.update(draws.metrics(cursor))
+        append_draw_log(str(self.config.trainer.default_local_dir), draws.log_record())
+        if cursor.done and self.global_steps < self.total_training_steps:
+            message = (
+                f"[rewardmap] step {self.global_steps}: every prompt of the stage plan is drawn "
+                f"({cursor.position}); training ends {self.total_training_steps - self.global_steps} steps before "
+                f"the plan's {self.total_training_steps} (dynamic sampling refilled ahead)"
+            )
+            print(message, flush=True)
+            logger.info(message)
+            self.total_training_steps = self.global_steps  # verl's loop ends after this step, then on_train_end
+            self._plan_ended_at = self.global_steps
+
+    def on_train_end(self) -> None:
+        """verl's hook; after a run that drew the whole plan before the plan's step count, save and validate its
+        last step as verl does on the last step (verl only knows the last step before it starts)."""
+        self._rewardmap_step = None  # verl logged every step of its loop: a save from here keeps no record
+        super().on_train_end()
+        last = getattr(self, "_plan_ended_at", None)
+        if last is None:
+            return
+        trainer = self.config.trainer
+        current, self.global_steps = self.global_steps, last
+        try:
+            saved = os.path.join(str(trainer.default_local_dir), f"global_step_{last}", "data.pt")
+            if trainer.save_freq > 0 and not os.path.isfile(saved):
+                self._save_checkpoint()
+            if trainer.test_freq > 0 and last % trainer.test_freq != 0:
+                self.on_validate_begin()
+                val_metrics = self._validate()
+                self.on_validate_end()
+                self.logger.log(data=val_metrics, step=last)
+        finally:
+            self.global_steps = current
+
+    def sampling_record(self) -> dict[str, Any]:
+        """How far the run drew from the plan, for the checkpoint's plan record (``recipe.plan_record``)."""
+        if self.sampling.enabled:
+            return self.plan_cursor.record(dynamic=True)
+        plan = self.stage_plan()
+        steps = min(self.global_steps, plan.total_steps)
+        return PlanCursor(plan, steps * plan.batch_size).record(dynamic=False)
+
+    def restore_sampling_position(self) -> None:
+        """After a resume: the plan position the checkpoint recorded; refuses a switch of dynamic sampling."""
+        plan = self.stage_plan()
+        if plan is None:
+            return
+        position = recorded_sampling_position(self.resumed_checkpoint_dir(), dynamic=self.sampling.enabled)
+        if position is None:
+            return
+        self._plan_cursor = PlanCursor(plan, position)
+        if self._plan_cursor.done:
+            print(f"[rewardmap] step {self.global_steps}: the stage plan is drawn; nothing left to train", flush=True)
+            self.total_training_steps = self.global_steps
 
 
 def _as_list(values: Any) -> list[Any]:

@@ -1,6 +1,6 @@
 """RewardMap rewards and ReasonMap metrics: pure Python, total on any model output.
 
-``compute_score`` is verl's custom reward function (``reward_fns.score``); ``reward_fns.metrics`` computes the
+``compute_score`` is verl's custom reward function (``reward_fns.score``); ``reward_fns.benchmark`` computes the
 benchmark metrics; ``reward_fns.gold.gold_response`` writes a correct answer for a ground truth.
 """
 

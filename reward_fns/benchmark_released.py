@@ -1,12 +1,13 @@
-"""What the released benchmark code computes, exactly, in one module: the ``released`` rule set of the metrics.
+"""What the released benchmark code computes, exactly: the ``released`` rule set of ``reward_fns.benchmark``.
 
-Sources (read, not copied): fscdc/ReasonMap ``main.py`` / ``tools.py`` (ReasonMap planning: accuracy and map
-score, short questions and long templates 1 and 2), ``main_plus.py`` (ReasonMap-Plus, commit 7ac3bcb),
-``cal_metrics.py`` (aggregation), and open-compass/VLMEvalKit ``vlmeval/dataset/reasonmap_plus.py`` (a second
-ReasonMap-Plus reading). Every quirk below is reproduced on purpose; ``reward_fns.benchmark_fixed`` corrects the
-eight documented slips and reuses everything else from here.
+The published ReasonMap numbers were made by that code, so ours compare with them only when computed the same way:
+every quirk is reproduced on purpose. ``reward_fns.benchmark_fixed`` corrects the eight slips listed below and
+reuses everything else from here. Sources (read, not copied): fscdc/ReasonMap ``main.py`` / ``tools.py``
+(planning: accuracy and map score, short questions and long templates 1 and 2), ``main_plus.py`` (ReasonMap-Plus,
+commit 7ac3bcb), ``cal_metrics.py`` (aggregation), and open-compass/VLMEvalKit
+``vlmeval/dataset/reasonmap_plus.py`` (a second ReasonMap-Plus reading).
 
-Planning, per response (``released_planning``):
+Planning, per response (``released_planning_score``):
 
 1. ``clean_string`` (``tools.clean_string``): drop ``Metro``, ``metro``, ``,``, ``*``, newlines; drop bracketed
    spans (either width); drop whitespace and ``-``; lower-case. It keeps "Station" and "站" and is not idempotent
@@ -21,32 +22,37 @@ Planning, per response (``released_planning``):
    exactly; both stops of each block lie on it; each arrival is the next departure. Nothing else.
 4. Map score, per reference plan, best kept (ties: the last): nothing unless the endpoints match (+1); per block
    and reference ride in order: route name +2, departure +1, arrival +1 (the reference line name from the
-   per-city rules below, stops with "站" / " Station" appended when missing); template 1 adds 4 per exact via
-   count, else max(0, 4 - 4 x |error| / reference) (0 when the reference is 0), capped at 10; template 2 adds
+   per-city rules, stops with "站" / " Station" appended when missing); template 1 adds 4 per exact via count,
+   else max(0, 4 - 4 x |error| / reference) (0 when the reference is 0), capped at 10; template 2 adds
    (10 x IoU + min(10, matched)) / 2. Capped at 10 (short) or 20 (long); +10 / +20 when correct.
 
-Reference side, China: the line is ``"Line " + int(first digits anywhere)`` (inside the parenthesised terminals
-too: slip 8), else the name without ``(...)`` and ``地铁``; the short arrival takes its suffix test from the
-departure and becomes the departure when that ends with "站" (slip 2). Elsewhere the per-city rules run on the
-MODEL's name, never the reference's (slip 1); the rule ``([A-Z0-9]{1,2})`` matches nearly every name, so the
-later city rules never fire and a route name earns +2 only when it has no ASCII letter or digit (an empty name
-does); both arrival suffixes test the departure (slip 2); template 2 is scored against a via list that only the
-China branch sets (slip 3), which the released script leaks from the last Chinese ride it evaluated (or raises
-NameError before any): here every sample starts with it empty, as an exact re-implementation of one sample
-must, so outside China template-2 via points are always 0. The model's template-2 list is split on "," only,
-pieces unstripped, and emptied unless it holds "站" (slip 7); a template-1 block without the count label reads
-the first digits of the whole block (slip 6); stations compare after ``clean_string`` (slip 5).
+Reference line names: in China ``"Line " + int(first digits)``, else the name without ``(...)`` and ``地铁``;
+elsewhere the per-city rules (``LINE_RULES``, ``CITY_LINE_ALIASES``), but see slip 1. The eight slips:
+
+1. Outside China the per-city rules run on the MODEL's route name, never the reference's. The rule
+   ``([A-Z0-9]{1,2})`` matches nearly every name, so the later city rules never fire and a route name earns +2
+   only when it has no ASCII letter or digit (an empty name does).
+2. The reference arrival's suffix is tested on the departure, and the arrival becomes the departure when that
+   already ends with it: in every template outside China (" Station"), in short questions in China ("站").
+3. Template 2 is scored against a via list that only the China branch sets, which the released script leaks from
+   the last Chinese ride it evaluated (or raises NameError before any): here every sample starts with it empty,
+   as an exact re-implementation of one sample must, so outside China template-2 via points are always 0.
+4. No weighted accuracy anywhere: ``cal_metrics.py`` prints plain means (the weight is the constant 1).
+5. Stations compare after ``clean_string``, which keeps "Station" and "站".
+6. A template-1 block without the count label reads the first digits of the whole block.
+7. The model's template-2 list is split on "," only, pieces unstripped, and emptied unless it holds "站".
+8. A Chinese reference line number is the first digits anywhere, inside the parenthesised terminals too.
 
 Where the released script crashes or leaks, this module returns a value instead, documented at each place:
 a reference ride missing a field or with an unreadable count (KeyError / ValueError there) earns nothing for
 that field; a question whose ``routes`` is empty has no map score here (the script keeps the previous sample's
 breakdown); a via count of more than 4300 digits (ValueError there) is read as its value.
 
-ReasonMap-Plus per response: ``main_plus.py``'s extraction and exact match (``plus_correct_released``, which is
-``reward_fns.released``'s reading, shared with the released training reward) and VLMEvalKit's
-(``plus_correct_vlmevalkit``). Aggregation: ``cal_metrics.py`` prints plain means over the 11 test cities for
-ReasonMap (no weighted accuracy anywhere: slip 4) and, for ReasonMap-Plus, plain and map-weighted (1.0 / 1.5 /
-2.0) accuracy overall, for Counting and for TorF.
+ReasonMap-Plus per response: ``main_plus.py``'s extraction and exact match are the released training reward's
+(``reward_fns.reward_released.extract_vqa_answer_released`` and ``vqa_correct_released``, one implementation for
+both); VLMEvalKit's reading is ``plus_answer_vlmevalkit`` / ``plus_correct_vlmevalkit``. Aggregation:
+``cal_metrics.py`` prints plain means over the 11 test cities for ReasonMap and, for ReasonMap-Plus, plain and
+map-weighted (1.0 / 1.5 / 2.0) accuracy overall, for Counting and for TorF.
 """
 
 from __future__ import annotations
@@ -62,7 +68,7 @@ from typing import Any
 from reward_fns.ground_truth import GroundTruth
 from reward_fns.line_names import BEIJING_RENAMES
 from reward_fns.network import drop_parenthesised
-from reward_fns.released import extract_vqa_answer_released, line_after, vqa_correct_released
+from reward_fns.reward_released import INT_MAX_STR_DIGITS, line_after, python_int_of_text
 
 # ----------------------------------------------------------------------------------------------------------------
 # The point table (main.py), shared unchanged by the fixed rules
@@ -93,7 +99,6 @@ REASONMAP_TEST_CITIES = (
 
 WRONG = "Wrong"  # main.py's placeholder for a field its regex cannot read
 CHINA = "china"
-_MAX_INT_DIGITS = 4300  # CPython's int() digit limit
 
 # ----------------------------------------------------------------------------------------------------------------
 # tools.clean_string
@@ -195,10 +200,10 @@ _DIGITS = re.compile(r"\d+")  # Unicode digits, as main.py's patterns
 
 def read_int(digits: str) -> int:
     """``int()`` of a run of Unicode decimal digits, also past CPython's 4300-digit limit (where main.py raises)."""
-    if len(digits) <= _MAX_INT_DIGITS:
+    if len(digits) <= INT_MAX_STR_DIGITS:
         return int(digits)
     significant = "".join(str(unicodedata.decimal(ch)) for ch in digits).lstrip("0")
-    return int(significant or "0") if len(significant) <= _MAX_INT_DIGITS else 10**_MAX_INT_DIGITS
+    return int(significant or "0") if len(significant) <= INT_MAX_STR_DIGITS else 10**INT_MAX_STR_DIGITS
 
 
 def first_count(text: str) -> int:
@@ -213,11 +218,8 @@ def python_int(value: Any) -> int | None:
         return int(value)
     if isinstance(value, float):
         return int(value) if value == value and abs(value) != float("inf") else None
-    if isinstance(value, str) and len(value) <= _MAX_INT_DIGITS:
-        try:
-            return int(value)
-        except ValueError:
-            return None
+    if isinstance(value, str):
+        return python_int_of_text(value)
     return None
 
 
@@ -262,24 +264,24 @@ CITY_LINE_ALIASES: Mapping[str, Mapping[str, str]] = MappingProxyType(
         ),
     }
 )
-# main.py's regex rules 1-4, 8, 19, 20 (rule numbers of the spec), each yielding "Line " + group 1.
+# main.py's line-name regexes match1 to match7, in its order, each yielding "Line " + group 1.
 LINE_RULES: tuple[re.Pattern[str], ...] = tuple(
     re.compile(p, re.IGNORECASE)
     for p in (
-        r"Metro\s+([A-Z0-9]{1,2})[-\s]?Line",  # 1 los angeles: Metro A Line / Metro B-Line
-        r"Metro\s+([A-Z0-9]{1,2})",  # 2 rome: Metro B
-        r"Linea\s+([A-Z0-9]{1,2})",  # 3 rome: Linea C
-        r"([A-Z0-9]{1,2})",  # 4 anything alphanumeric (rome: B1 -> B)
-        r"M(\d+)",  # 8 budapest: M1-es Metróvonal
-        r"([A-Z0-9]{1,2})\s+Line",  # 19 new york: K Line
-        r"([A-Z0-9]{1,2})\s+Train",  # 20 new york: 5 Train
+        r"Metro\s+([A-Z0-9]{1,2})[-\s]?Line",  # match1, los angeles: Metro A Line / Metro B-Line
+        r"Metro\s+([A-Z0-9]{1,2})",  # match2, rome: Metro B
+        r"Linea\s+([A-Z0-9]{1,2})",  # match3, rome: Linea C
+        r"([A-Z0-9]{1,2})",  # match4, anything alphanumeric (rome: B1 -> B)
+        r"M(\d+)",  # match5, budapest: M1-es Metróvonal
+        r"([A-Z0-9]{1,2})\s+Line",  # match6, new york: K Line
+        r"([A-Z0-9]{1,2})\s+Train",  # match7, new york: 5 Train
     )
 )
-CATCH_ALL_RULE = 3  # index of rule 4 in LINE_RULES: where the Rome "B1" -> "B" step applies
+CATCH_ALL_RULE = 3  # index of match4 in LINE_RULES: where the Rome "B1" -> "B" step applies
 
 
 def rule_identifier(rule: int, group: str, city: str) -> str:
-    """The identifier a line rule yields from its group (the Rome "B1" -> "B" step of rule 4)."""
+    """The identifier a line rule yields from its group (the Rome "B1" -> "B" step of match4)."""
     return "B" if rule == CATCH_ALL_RULE and group == "B1" and city == "rome" else group
 
 
@@ -289,7 +291,7 @@ def released_line_rewrite(name: str, city: str) -> str:
         match = rule.search(name)
         if match:
             return "Line " + rule_identifier(index, match.group(1), city)
-    # Unreachable for any name with an ASCII letter or digit (rule 4 took it); kept in main.py's order.
+    # Unreachable for any name with an ASCII letter or digit (match4 took it); kept in main.py's order.
     auckland = CITY_LINE_ALIASES["auckland"]
     if city == "auckland" and name in auckland:
         return auckland[name]
@@ -518,8 +520,22 @@ def best_map_score(
     return best
 
 
-def released_planning(gt: GroundTruth, text: str, sections: Sequence[AnswerSection] | None = None) -> PlanningScore:
-    """Accuracy and map score of one planning answer exactly as ``main.py`` computes them (module docstring)."""
+def released_planning_score(
+    gt: GroundTruth, text: str, sections: Sequence[AnswerSection] | None = None
+) -> PlanningScore:
+    """Accuracy and map score of one planning answer exactly as ``main.py`` computes them (module docstring).
+
+    ``sections``: ``parse_sections(text, gt.template)`` when the caller has it already (both rule sets parse the
+    same way). Outside China the reference stops get " Station" and the model's own line name is rewritten
+    (slips 1, 2), so this correct answer keeps only its endpoints point, plus the bonus:
+
+    >>> gt = GroundTruth(question_type="planning", city="demo", map_difficulty="easy", network={"Line 1": ["A", "B"]},
+    ...                  station_1="A", station_2="B", routes={"0": [{"route_name": "Line 1", "departure_stop": "A",
+    ...                  "arrival_stop": "B"}]})
+    >>> score = released_planning_score(gt, "Route Name: Line 1\\nDeparture Stop: A\\nArrival Stop: B\\n")
+    >>> score.acc, score.map_score, score.endpoints_points, score.route_name_points, score.stop_points
+    (1, 11.0, 1, 0, 0)
+    """
     if sections is None:
         sections = parse_sections(text, gt.template)
     blocks = _released_blocks(sections, gt.template)
@@ -533,16 +549,6 @@ def released_planning(gt: GroundTruth, text: str, sections: Sequence[AnswerSecti
 # ----------------------------------------------------------------------------------------------------------------
 # ReasonMap-Plus: main_plus.py and VLMEvalKit
 # ----------------------------------------------------------------------------------------------------------------
-
-
-def plus_answer_released(text: str) -> str:
-    """The answer ``main_plus.py`` extracts (the released training reward reads it the same way)."""
-    return extract_vqa_answer_released(text)
-
-
-def plus_correct_released(answer: str, gt: GroundTruth) -> bool:
-    """``main_plus.py``'s verdict on an answer from ``plus_answer_released``."""
-    return vqa_correct_released(answer, gt)
 
 
 _VLM_BOX = re.compile(r"(?:\\boxed|boxed)\{", re.IGNORECASE)

@@ -8,7 +8,7 @@ line, the number of transfers and optimality are not checked. Stations compare a
 (``normalize_station``; the released code's order in released mode).
 
 The rule is the same in every mode; what differs is how a response becomes legs: ``tolerant_legs`` here, from the
-tolerant parser with ``QuestionContext.tolerant_line`` names, and ``reward_fns.released.released_legs`` from the
+tolerant parser with ``QuestionContext.tolerant_line`` names, and ``reward_fns.reward_released.released_legs`` from the
 released code's parser.
 
 VQA: exact match of the extracted answer. TorF ground truth 1/0 -> "yes"/"no", Counting1 option index 0-3 <->

@@ -5,8 +5,8 @@ writes for a line of the map: everything but case and spacing can carry meaning 
 "12"), and it decides the fixed reward. The benchmark compares line names by its own rule, the official
 ``clean_string`` (``reward_fns.benchmark_released``), which maps a reference's map-app name onto the network too.
 The Beijing renames are the released code's hard-coded ones (Batong runs through to Line 1, Daxing to Line 4);
-the released reward applies them in every city (``reward_fns.released.released_line``), the tolerant resolver only
-in Beijing (``resolve_line``).
+the released reward applies them in every city (``reward_fns.reward_released.released_line``), the tolerant
+resolver only in Beijing (``resolve_line``).
 """
 
 from __future__ import annotations

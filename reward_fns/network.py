@@ -90,8 +90,8 @@ def normalize_station(name: str) -> str:
     The official cleaning (``replace_station_words``, parenthesised text dropped, whitespace and hyphens dropped,
     lower-case) with its trailing "站" dropped LAST. The released code drops the "站" first, so "土桥站 Station"
     (a model writing the prompt's "xx Station"), "土桥站 (换乘)" and Beijing Line 16's own "东管头南站 " keep it
-    there and never match "土桥" / "东管头南"; ``reward_fns.released.normalize_station_released`` keeps that order
-    for the released mode. The replacements are applied to both sides of every comparison, so only their
+    there and never match "土桥" / "东管头南"; ``reward_fns.reward_released.normalize_station_released`` keeps that
+    order for the released mode. The replacements are applied to both sides of every comparison, so only their
     agreement matters.
 
     >>> normalize_station("Dongzhimen Station (Transfer Station)")

@@ -6,7 +6,7 @@ string, and the network index (normalised station sets per line, line-name look-
 shared by every question of a city. Line-name rules live in ``reward_fns.line_names``.
 
 Station names are normalised with ``normalize_station`` (the training normaliser) unless a context is asked for
-another one (``reward_fns.released`` asks for the released code's); a context remembers its normaliser, so every
+another one (``reward_fns.reward_released`` asks for the released code's); a context remembers its normaliser, so every
 comparison against it uses the same rule.
 """
 

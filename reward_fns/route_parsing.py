@@ -4,13 +4,15 @@ Accepts the demanded layout plus the usual deviations (markdown bold, bullets, b
 full-width colons, any case, blocks not separated by ``--``) and records whether each block was written exactly
 as the prompt demands (``RouteBlock.canonical``), which the format reward uses. Every function accepts any string
 and never raises; no regular expression here can backtrack super-linearly (patterns are anchored and bounded).
-The released code's own parser lives in ``reward_fns.released``.
+The released code's own parser lives in ``reward_fns.reward_released``.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+
+from reward_fns.network import drop_parenthesised
 
 FIELD_ROUTE = "route_name"
 FIELD_DEPARTURE = "departure"
@@ -49,7 +51,12 @@ _FIELD_OF_LABEL = {  # first three letters of a matched label -> field
 _SEPARATOR_CHARS = frozenset("-–—")
 _VALUE_STRIP = " \t*_`\"'“”‘’"
 _VIA_SPLIT = re.compile(r"[,，、;；]")
-_NO_VIA = frozenset({"", "none", "无", "n/a", "na", "-", "--", "nil", "null"})
+# What a "Via Stops:" value (or one piece of it) is when the ride has none, compared lower-cased after
+# ``says_no_via_stops`` strips markup, brackets and a final full stop. No station of the 30 real networks is one.
+NO_VIA_STOPS = frozenset(
+    {"", "none", "no", "nil", "null", "nothing", "n/a", "na", "-", "--", "–", "—", "无", "没有"}
+    | {"no stops", "no via stops", "no intermediate stops"}
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +84,23 @@ def _clean_value(value: str) -> str:
     return value.strip().strip(_VALUE_STRIP).strip()
 
 
+def says_no_via_stops(value: str) -> bool:
+    """Whether a ``Via Stops:`` value, or one piece of it, says the ride has no via stops (``NO_VIA_STOPS``).
+
+    Read by the training reward's parser and by the benchmark's ``fixed`` rules alike.
+
+    >>> [says_no_via_stops(v) for v in ("None", "**N/A.**", "无。", "None (adjacent stations)", "Nonesuch")]
+    [True, True, True, True, False]
+    """
+    return _clean_value(drop_parenthesised(value)).rstrip(".。").strip().lower() in NO_VIA_STOPS
+
+
 def split_via_stops(value: str) -> tuple[str, ...]:
     """Split a ``Via Stops:`` value on commas (either width), ideographic commas and semicolons; "None" -> ()."""
-    if value.strip().strip(".").lower() in _NO_VIA:
+    if says_no_via_stops(value):
         return ()
     parts = (_clean_value(p).rstrip(".。") for p in _VIA_SPLIT.split(value))
-    return tuple(p for p in parts if p and p.lower() not in _NO_VIA)
+    return tuple(p for p in parts if p and not says_no_via_stops(p))
 
 
 def parse_route_blocks(text: str) -> list[RouteBlock]:

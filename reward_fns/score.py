@@ -1,48 +1,30 @@
-"""RewardMap's reward as a verl custom reward function: ``compute_score(data_source, solution_str, ground_truth, ...)``.
+"""RewardMap's reward as a verl custom reward function: ``compute_score(data_source, solution_str, ground_truth)``.
 
-Every call returns the same float keys: ``score`` (the reward), ``acc`` (0/1 correctness), ``format`` (0/1: the
-answer has the demanded shape), ``detail`` (detail points before alpha; 0 for VQA) and ``weight`` (W_difficulty,
-see ``reward_fns.weights``). W is the same for every response to a question.
+Every call returns the same float keys, so verl can log them: ``score`` (the reward), ``acc`` (0/1 correct),
+``format`` (0/1: the demanded answer shape), ``detail`` (detail points before alpha; 0 for VQA) and ``weight``
+(W_difficulty, ``reward_fns.weights``; the same for every response to a question).
 
-Modes (W = weight, acc / format in {0, 1}):
+Modes (``reward.reward_kwargs.mode``):
 
-``released``  exactly the released reward: ``W x (10 x acc + 0.5 x released_detail)``, no format term, detail for
-              planning only; parsing, correctness and detail reproduce the released code, quirks included (e.g. the
-              arrival is the rest of its block, so a block followed by an explanation or by the long templates'
-              via-stop line never reaches the destination). Range: at most 15 W; no lower bound (each block past
-              the transfer count costs 2.5 W). Worked examples: correct one-transfer route, hard map:
-              2.0 x (10 + 0.5 x 4) = 24.0; correct direct route, easy map: 1.0 x (10 + 0.5 x 1) = 10.5; correct
-              TorF, middle map: 1.2 x 10 = 12.0.
-``fixed``     (default) ``W x (format_reward x format + 10 x acc + alpha x fixed_detail)`` with the tolerant parser.
-              Range: [0, W x (format_reward + 10 + 10 alpha)] for non-negative alpha and format_reward.
-``sparse``    ``10 x acc`` (tolerant acc), unweighted; ``weight``, ``format`` and ``detail`` are still reported.
+- ``released``: the released reward bit for bit, ``W x (10 x acc + 0.5 x detail)``, no format term, quirks included
+  (``reward_fns.reward_released``; e.g. an arrival line followed by an explanation never reaches the
+  destination). At most 15 W; no lower bound (each block past the transfer count costs 2.5 W).
+- ``fixed`` (default): ``W x (format_reward x format + 10 x acc + alpha x detail)`` with the tolerant parser
+  (markdown, bullets, case, full-width colons; VQA "yes." / "(B)" / "3 lines"). Within
+  [0, W x (format_reward + 10 + 10 alpha)].
+- ``sparse``: ``10 x acc`` (tolerant), unweighted; the other keys are still reported.
 
-The two flaws of the released reward that ``fixed`` corrects (``reward_fns.detail`` has the full table):
+Why ``fixed`` (``reward_fns.detail`` has the full table): the released over-length penalty is off by one (every
+correct route loses 5 on its last block, and a wrong one-block answer to a one-transfer question out-earns the
+right one), and released detail has no floor and pays for padding. ``fixed`` penalises only blocks past
+transfers + 1, clamps detail to [0, 10], pays for at most the rides of a minimum-transfer route, so with
+10 > format_reward + 10 x alpha (the defaults) a correct answer always outscores an incorrect one. It also
+compares stations after ``normalize_station`` ("土桥站 Station" is "土桥"; ``released`` keeps the released order),
+and credits the format only for the exact demanded shape (the prompt's labels, blocks separated by ``--``, the
+long templates' via-stop field, VQA answers in ``\\boxed{}``).
 
-1. Over-length penalty off by one: the released rule takes 5 points per block with i+1 > transfers, so every
-   correct route loses 5 on its last block and a wrong single-block answer to a one-transfer question earns more
-   detail than the correct answer. ``fixed`` penalises only blocks beyond transfers+1.
-2. No floor and no ordering guarantee: released detail can go far below 0 and padding can pay. ``fixed`` clamps
-   detail to [0, 10], pays nothing for padding (a repeated block, a standstill ride, one ride split in two) and
-   pays for at most as many rides as a minimum-transfer route needs, so no correct route outscores the shortest
-   one even when the question's transfer count exceeds the minimum; with 10 > format_reward + 10 x alpha (true
-   for the defaults) a correct answer always outscores an incorrect one.
-
-Also corrected: station names compare after ``normalize_station``, which drops a trailing "站" after whitespace
-and brackets ("土桥站 Station" is "土桥"); ``released`` keeps the released order (``normalize_station_released``).
-
-Also: ``fixed`` adds an explicit format term (the released code has none), reads answers tolerantly (markdown,
-bullets, case, full-width colons; VQA "yes." / "(B)" / "3 lines") and credits the format only for the exact
-demanded shape (labels as in the prompt, blocks separated by ``--``, the via-stop field of long templates, VQA
-answers in ``\\boxed{}``).
-
-Options (``RewardOptions``, also what ``reward.reward_kwargs`` holds): ``mode``; ``alpha``, ``transfer_weight`` and
-``format_reward`` finite numbers >= 0; ``map_weights`` finite numbers > 0 for exactly easy / middle / hard.
-Booleans, strings, nan and inf are refused.
-
-Total on responses: any ``solution_str`` (empty, megabytes, binary junk, not even a str) and any ``extra_info``
-give a result; everything is linear in the response length. An invalid ``ground_truth`` or option (a data or
-configuration bug) raises ValueError naming the field or option.
+Total on responses: any ``solution_str`` (empty, megabytes, binary, not a str) gets a result, in time linear in
+its length. An invalid ``ground_truth`` or option (a data or configuration bug) raises ValueError naming it.
 """
 
 from __future__ import annotations
@@ -56,11 +38,11 @@ from reward_fns.correctness import route_correct, tolerant_legs, vqa_correct
 from reward_fns.detail import fixed_detail
 from reward_fns.ground_truth import GroundTruth
 from reward_fns.question_context import QuestionContext, question_context
-from reward_fns.released import (
+from reward_fns.reward_released import (
     RELEASED_ALPHA,
     extract_vqa_answer_released,
     released_context,
-    released_planning,
+    released_reward_terms,
     vqa_correct_released,
 )
 from reward_fns.route_parsing import RouteBlock, first_integer, parse_route_blocks
@@ -80,7 +62,12 @@ Mode = Literal["fixed", "released", "sparse"]
 
 @dataclass(frozen=True)
 class RewardOptions:
-    """The options of ``compute_score``, checked when built (module docstring); ValueError names the option."""
+    """The options of ``compute_score``, checked when built; ValueError names the option.
+
+    ``mode`` one of ``MODES``; ``alpha``, ``transfer_weight`` and ``format_reward`` finite numbers >= 0;
+    ``map_weights`` finite numbers > 0 for exactly easy, middle and hard (None: the defaults). Booleans, strings,
+    nan and inf are refused, so a typo fails at start-up instead of training on a default.
+    """
 
     mode: Mode = "fixed"
     alpha: float = 0.5
@@ -154,7 +141,7 @@ def _planning(text: str, ctx: QuestionContext, mode: Mode) -> tuple[bool, bool, 
     blocks = parse_route_blocks(text)
     fmt = planning_format(blocks, gt.template)
     if mode == "released":
-        correct, detail = released_planning(text, ctx)
+        correct, detail = released_reward_terms(text, ctx)
         return correct, fmt, detail
     legs = tolerant_legs(blocks, ctx)
     return route_correct(legs, ctx), fmt, fixed_detail(legs, ctx, gt.question_transfer_count)
@@ -182,12 +169,40 @@ def compute_score(
     format_reward: float = 1.0,
     **kwargs: Any,
 ) -> ScoreResult:
-    """Score one response (verl's custom reward contract); see the module docstring for the modes.
+    """Score one response under verl's custom reward contract (modes in the module docstring).
 
-    ``data_source``, ``extra_info`` and unknown keyword arguments are accepted and ignored: the ground truth
-    carries everything scoring needs. ``alpha`` and ``format_reward`` apply to ``fixed`` only (``released`` uses the
-    released 0.5 and no format term); ``map_weights`` / ``transfer_weight`` set W in every mode. The options are
-    checked as ``RewardOptions``.
+    Args:
+        data_source: ignored, as are ``extra_info`` and unknown keyword arguments: the ground truth carries all
+            that scoring needs.
+        solution_str: the response; anything gets a result.
+        ground_truth: a prepared row's ``reward_model.ground_truth`` (JSON text), or a GroundTruth or dict of its
+            fields.
+        mode: ``fixed``, ``released`` or ``sparse``.
+        alpha, format_reward: the detail factor and the format-term size of ``fixed`` (``released`` uses 0.5
+            and no format term), finite and >= 0.
+        map_weights, transfer_weight: W in every mode (``reward_fns.weights``).
+
+    Returns:
+        ``ScoreResult``: score, acc, format, detail and weight, all floats.
+
+    Raises:
+        ValueError: an invalid ground truth or option, named (checked as ``RewardOptions``).
+
+    A correct one-transfer answer on a hard map (W = 1.5 + 0.5): released 2.0 x (10 + 0.5 x 4) = 24.0; fixed
+    2.0 x (1 + 10 + 0.5 x 9) = 31.0; a correct TorF on a middle map, released: 1.2 x 10 = 12.0.
+
+    >>> network = {"Line 1": ["A", "B", "C"], "Line 2": ["C", "D"]}
+    >>> gt = GroundTruth(question_type="planning", city="demo", map_difficulty="hard", network=network,
+    ...                  station_1="A", station_2="D", question_transfer_count=1)
+    >>> answer = ("Route Name: Line 1\\nDeparture Stop: A\\nArrival Stop: C\\n--\\n"
+    ...           "Route Name: Line 2\\nDeparture Stop: C\\nArrival Stop: D\\n")
+    >>> compute_score("synthetic", answer, gt, mode="released")
+    {'score': 24.0, 'acc': 1.0, 'format': 1.0, 'detail': 4.0, 'weight': 2.0}
+    >>> compute_score("synthetic", answer, gt)["score"], compute_score("synthetic", "Line 1, then 2", gt)["score"]
+    (31.0, 0.0)
+    >>> torf = GroundTruth(question_type="TorF1", city="demo", map_difficulty="middle", network=network, answer=1)
+    >>> compute_score("synthetic", "\\\\boxed{yes}", torf, mode="released")["score"]
+    12.0
     """
     options = RewardOptions(
         mode=mode,

@@ -1,6 +1,6 @@
 """Tolerant, total, linear-time reading of a VQA answer (ReasonMap-Plus): the last ``\\boxed{}``, an "answer is"
 phrase, or a short bare answer, mapped onto the question type's answer set. The released code's reading lives in
-``reward_fns.released``.
+``reward_fns.reward_released``.
 """
 
 from __future__ import annotations

@@ -31,10 +31,10 @@ COMMANDS: dict[str, str] = {
     "pip install -c constraints/gpu-py311.txt setuptools wheel ninja packaging psutil": (
         NOT_RUNNABLE_HERE + "GPU install, network"
     ),
-    "MAX_JOBS=8 pip install --no-build-isolation -c constraints/gpu-py311.txt -r constraints/gpu-build.txt": (
-        NOT_RUNNABLE_HERE + "GPU install (compiles CUDA code with nvcc)"
+    "CUDA_HOME=$(python -m recipe.cuda_home) && export CUDA_HOME && MAX_JOBS=8 pip install --no-build-isolation "
+    "-c constraints/gpu-py311.txt -r constraints/gpu-build.txt": (
+        "tests/test_gpu_install.py::test_the_flash_attn_step_sets_cuda_home_to_the_toolkit_behind_an_nvcc_wrapper"
     ),
-    "python -m recipe.main_rewardmap --preflight": "tests/test_preflight.py::test_failing_preflight_exits_non_zero",
     "python -m recipe.main_rewardmap --dry-run": (
         "tests/test_training_loop_cpu.py::test_two_processes_train_the_plan_and_resume_exactly"
     ),
@@ -59,7 +59,14 @@ COMMANDS: dict[str, str] = {
     "export REWARDMAP_RUNS=/shared/rewardmap-runs DATA_DIR=/shared/rewardmap-data": (
         "tests/test_launch_ray_job.py::test_relative_paths_become_absolute_and_are_checked_before_submission"
     ),
+    "python -m recipe.main_rewardmap preset=qwen2_5_vl_7b --preflight": (
+        "tests/test_gpu_install.py::test_the_readme_preflight_loads_the_downloaded_models_processor_offline"
+    ),
     # GPU cluster: ray job submit
+    "ray get-auth-token --generate >/dev/null && chmod 600 ~/.ray/auth_token": (
+        "tests/test_launch_ray_auth.py::test_the_readme_token_command_makes_a_private_token"
+    ),
+    "export RAY_AUTH_MODE=token": NOT_RUNNABLE_HERE + "cluster setting (every node, before ray start)",
     "ray start --head --dashboard-host=0.0.0.0 --num-gpus=8": NOT_RUNNABLE_HERE + "cluster (starts a Ray head)",
     "ray start --address=HEAD:6379 --num-gpus=8": NOT_RUNNABLE_HERE + "cluster (joins a Ray head)",
     "RAY_ADDRESS=http://HEAD:8265 bash launch/run_rewardmap_qwen2_5_vl_7b.sh --no-wait": (

@@ -59,3 +59,14 @@ def route(*rides: tuple[str, str, str], extra: str = "") -> str:
 DIRECT = (("Line 1", "Alder Station", "Elm"),)
 ONE_TRANSFER = (("Line 1", "Alder Station", "Cedar"), ("Line 2", "Cedar", "Ginkgo"))
 TWO_TRANSFERS = (("Line 1", "Alder Station", "Cedar"), ("Line 2", "Cedar", "Hazel"), ("Line 3", "Hazel", "Juniper"))
+
+
+def ride(name: str, departure: str, arrival: str, via: list[str], count: int | None = None) -> dict[str, Any]:
+    """One reference ride of a ground truth's ``routes`` (the via count defaults to the via list's length)."""
+    return {
+        "route_name": name,
+        "departure_stop": departure,
+        "arrival_stop": arrival,
+        "via_stops": via,
+        "num_via_stops": len(via) if count is None else count,
+    }

@@ -14,14 +14,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hydra import compose, initialize_config_dir
-from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from recipe.reward_manager import reward_kwargs_from_config
 from reward_fns.weights import DEFAULT_TRANSFER_WEIGHT, difficulty_weight
 from tests.fixtures.cluster_stubs import calls_of, read_calls, stub_env
-from tests.fixtures.configs import CONFIG_DIR, compose_config
+from tests.fixtures.configs import CONFIG_DIR, compose_config, run_name
 
 EXPERIMENT_DIR = Path(CONFIG_DIR) / "experiment"
 PERCEPTION_THEN_PLANNING = ["torf", "counting", "counting_stops", "planning"]
@@ -72,18 +70,14 @@ def test_row_composes_validates_and_differs_only_as_named(name: str) -> None:
         assert OmegaConf.select(config, key) == OmegaConf.select(plain, key)
 
 
-def run_name(*overrides: str) -> str:
-    """trainer.experiment_name as the CLI resolves it (the ${hydra:...} choices included)."""
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
-        config = compose("rewardmap", overrides=list(overrides), return_hydra_config=True)
-        HydraConfig.instance().set_config(config)
-        return str(config.trainer.experiment_name)
-
-
 def test_every_row_gets_its_own_run_name() -> None:
     names = {row: run_name("preset=qwen2_5_vl_7b", f"+experiment={row}") for row in ROWS}
     assert names == {row: f"qwen2_5_vl_7b-{row}" for row in ROWS}
     assert run_name("preset=qwen2_5_vl_3b", "+experiment=rl_baseline") == "qwen2_5_vl_3b-rl_baseline"
+    # a row run with another choice than its own is another run (recipe/run_name.py; tests/test_run_name.py)
+    assert run_name("preset=qwen2_5_vl_7b", "+experiment=rewardmap", "curriculum=coarse") == (
+        "qwen2_5_vl_7b-rewardmap-coarse_curriculum"
+    )
 
 
 @pytest.mark.parametrize("name", sorted(ROWS))
@@ -91,9 +85,8 @@ def test_row_is_a_composition_not_a_copy(name: str) -> None:
     text = (EXPERIMENT_DIR / f"{name}.yaml").read_text()
     assert text.startswith("# @package _global_\n")
     body = yaml.safe_load(text)
-    assert set(body) <= {"defaults", "reward", "trainer"}
+    assert set(body) <= {"defaults", "reward"}  # the run name is the one rule's (recipe/run_name.py)
     assert all(next(iter(d)).startswith(("override /curriculum", "override /reward_mode")) for d in body["defaults"])
-    assert set(body["trainer"]) == {"experiment_name"}
     assert set(body.get("reward", {"reward_kwargs": {}})) == {"reward_kwargs"}
     assert sum(1 for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")) <= 12
 

@@ -107,3 +107,16 @@ def test_v1_trainer_route() -> None:
     n = len(OUTCOMES)
     advantages = out.batch["advantages"][:, 0]
     assert torch.allclose(advantages[n:], WEIGHT * advantages[:n], rtol=1e-5, atol=1e-6)
+
+
+def test_padding_of_a_partial_batch_leaves_the_advantages_unchanged() -> None:
+    """verl pads a partial batch (dynamic sampling) with response-less samples of one extra uid and reward 0
+    (``upsample_batch_to_divisible_size``); they must not add to the batch scale."""
+    real = _two_prompts()
+    pads = 4
+    rewards = OUTCOMES + [WEIGHT * r for r in OUTCOMES] + [0.0] * pads
+    uids = ["easy"] * len(OUTCOMES) + ["hard"] * len(OUTCOMES) + ["pad0"] * pads
+    lengths = [RESPONSE_LENGTH - (i % 3) for i in range(2 * len(OUTCOMES))] + [0] * pads
+    padded = _advantages(_batch(rewards, uids, lengths), ADV_ESTIMATOR_NAME)
+    assert torch.allclose(padded[: 2 * len(OUTCOMES)], _advantages(real, ADV_ESTIMATOR_NAME))
+    assert torch.equal(padded[2 * len(OUTCOMES) :], torch.zeros(pads))

@@ -7,24 +7,30 @@ station files spell them, and again on the real network when ``../shared/reasonm
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
 
+from reward_fns.benchmark import evaluate_planning, planning_group
 from reward_fns.benchmark_fixed import china_line, network_view, reference_line
 from reward_fns.benchmark_released import (
     clean_string,
-    plus_answer_released,
     plus_answer_vlmevalkit,
-    plus_correct_released,
     plus_correct_vlmevalkit,
     released_line_rewrite,
 )
 from reward_fns.ground_truth import GroundTruth
-from reward_fns.metrics import evaluate_planning, planning_group
 from reward_fns.network import MetroNetwork
+from reward_fns.reward_released import (
+    INT_MAX_STR_DIGITS,
+    extract_vqa_answer_released,
+    python_int_of_text,
+    vqa_correct_released,
+)
+from reward_fns.score import compute_score
 from tests.conftest import REASONMAP_DIR
-from tests.reward_helpers import vqa_gt
+from tests.reward_helpers import ride, vqa_gt
 
 MINI: dict[tuple[str, str], dict[str, list[str]]] = {
     ("china", "beijing"): {
@@ -64,6 +70,17 @@ MINI: dict[tuple[str, str], dict[str, list[str]]] = {
             "New Lynn Station",
         ],
     },
+    ("america", "miami"): {
+        "Metrorail Green Line": [
+            "Hialeah Station",
+            "Tri-Rail Station",
+            "Northside Station",
+            "Dr. Martin Luther King Jr. Station",
+            "Brownsville Station",
+            "Earlington Heights Station",
+        ],
+        "Metrorail Orange Line": ["Miami International Airport Station", "Earlington Heights Station"],
+    },
     ("america", "new_york"): {
         "4": ["Fulton St Station", "Wall St Station", "Bowling Green Station"],
         "5": ["Fulton St Station", "Wall St Station", "Bowling Green Station"],
@@ -79,16 +96,6 @@ def network(country: str, city: str, source: str) -> dict[str, list[str]]:
     if not path.is_file():
         pytest.skip(f"real ReasonMap data not found at {REASONMAP_DIR}")
     return MetroNetwork.from_json(path).to_dict()
-
-
-def ride(name: str, dep: str, arr: str, via: list[str], n: int | None = None) -> dict[str, Any]:
-    return {
-        "route_name": name,
-        "departure_stop": dep,
-        "arrival_stop": arr,
-        "via_stops": via,
-        "num_via_stops": len(via) if n is None else n,
-    }
 
 
 def blk(name: str, dep: str, arr: str, extra: str | None = None) -> str:
@@ -335,6 +342,27 @@ CASES: list[tuple[Any, ...]] = [
         (1, 20),
         (1, 20),
     ),
+    # a ride without via stops saying so ("无"): fixed reads no list, 20 + 1 + 4 + 4 + (10 x 4/4 + 4) / 2 (35 when
+    # "无" joined the union, IoU 4/5); released empties a list without 站 and splits the other on "," unstripped:
+    # 1 match, IoU 1/7 (as C7), 20 + 9 + (10/7 + 1) / 2
+    (
+        "V1",
+        BJ,
+        "long2",
+        "复兴门站",
+        "灯市口站",
+        {
+            "0": [
+                ride(L1, "复兴门", "东单", ["西单", "天安门西", "天安门东", "王府井"]),
+                ride("地铁5号线(宋家庄--天通苑北)", "东单", "灯市口", []),
+            ]
+        },
+        blk("Line 1", "复兴门站", "东单站", "Via Stops: 西单站, 天安门西站, 天安门东站, 王府井站")
+        + "--\n"
+        + blk("Line 5", "东单站", "灯市口站", "Via Stops: 无"),
+        (1, 20 + 9 + (10 / 7 + 1) / 2),
+        (1, 36),
+    ),
     # the leaking via list, reset per sample: an empty route name earns +2, the Chinese via stops nothing
     (
         "L3",
@@ -412,6 +440,79 @@ def test_full_width_via_counts_are_read_in_both_rule_sets() -> None:
     )
     for rules in ("released", "fixed"):
         assert evaluate_planning(_gt(*c5[1:6], "mini"), text, rules=rules)["map_score"] == 37
+
+
+# A ride without via stops, said in words ------------------------------------------------------------------------
+
+MIAMI = ("america", "miami")
+ORANGE, GREEN = "Metrorail Orange Line", "Metrorail Green Line"
+MIAMI_ROUTE = {
+    "0": [
+        ride(ORANGE, "Miami International Airport", "Earlington Heights", []),
+        ride(
+            GREEN,
+            "Earlington Heights",
+            "Hialeah",
+            ["Brownsville", "Dr. Martin Luther King Jr.", "Northside", "Tri-Rail"],
+        ),
+    ]
+}
+GREEN_VIA = "Via Stops: Brownsville Station, Dr. Martin Luther King Jr. Station, Northside Station, Tri-Rail Station"
+
+
+def miami_gold(no_via: str) -> str:
+    """The right two-ride template-2 answer, the via-less first ride's field written ``no_via`` ("": no line)."""
+    first = blk(ORANGE, "Miami International Airport Station", "Earlington Heights Station", no_via or None)
+    return first + "--\n" + blk(GREEN, "Earlington Heights Station", "Hialeah Station", GREEN_VIA)
+
+
+@pytest.mark.parametrize("source", ["mini", "real"])
+@pytest.mark.parametrize(
+    "no_via",
+    [
+        "Via Stops: None",
+        "Via Stops: none",
+        "Via Stops: NONE.",
+        "Via Stops: **None**",
+        "Via Stops: None (adjacent stations)",
+        "Via Stops: (none)",
+        "Via Stops: No via stops",
+        "Via Stops: nil",
+        "Via Stops: N/A",
+        "Via Stops: -",
+        "Via Stops: —",
+        "Via Stops: 无",
+        "Via Stops: 没有",
+        "Via Stops:",  # the field left empty, without the label's space
+        "",  # the field left out
+    ],
+)
+def test_a_ride_said_to_have_no_via_stops_scores_as_an_empty_field(source: str, no_via: str) -> None:
+    """The issue's Miami case: fixed 20 + 1 + 4 + 4 + (10 x 4/4 + 4) / 2 = 36 however the via-less ride says it
+    has none (35 before: the word joined the IoU's union, 4/5). Released scores it as the empty field (25: outside
+    China template 2 earns no via points, slip 3)."""
+    gt = _gt(MIAMI, "long2", "Miami International Airport Station", "Hialeah Station", MIAMI_ROUTE, source)
+    empty = {rules: evaluate_planning(gt, miami_gold("Via Stops: "), rules=rules) for rules in ("released", "fixed")}
+    assert (empty["fixed"]["acc"], empty["fixed"]["map_score"]) == (1, 36.0)
+    assert (empty["released"]["acc"], empty["released"]["map_score"]) == (1, 25.0)
+    for rules in ("released", "fixed"):
+        assert evaluate_planning(gt, miami_gold(no_via), rules=rules) == empty[rules], rules
+
+
+def test_no_real_station_reads_as_no_via_stops(reasonmap_dir: Any) -> None:
+    """The words that empty a via list (``says_no_via_stops``) name no station of the 30 real networks, in any
+    spelling a model could copy (as listed, markers stripped, normalised), so no right via stop is ever dropped."""
+    from reward_fns.network import normalize_station, strip_markers
+    from reward_fns.route_parsing import says_no_via_stops
+
+    checked = 0
+    for path in sorted((reasonmap_dir / "stations").glob("*/*.json")):
+        for stations in MetroNetwork.from_json(path).lines.values():
+            for station in stations:
+                for spelling in (station, strip_markers(station), normalize_station(station)):
+                    assert not says_no_via_stops(spelling), (path.stem, station)
+                checked += 1
+    assert checked > 4000
 
 
 # The rules themselves -------------------------------------------------------------------------------------------
@@ -534,12 +635,62 @@ def test_real_lines_are_recovered_from_app_style_references(reasonmap_dir: Any) 
 )
 def test_plus_readings(response: str, qtype: str, answer: int, official: bool, vlmevalkit: bool) -> None:
     gt = vqa_gt(qtype, answer)
-    assert plus_correct_released(plus_answer_released(response), gt) is official
+    assert vqa_correct_released(extract_vqa_answer_released(response), gt) is official
     assert plus_correct_vlmevalkit(plus_answer_vlmevalkit(response, qtype), gt) is vlmevalkit
 
 
+_LIMIT = INT_MAX_STR_DIGITS
+
+
+@pytest.mark.parametrize(
+    ("inner", "right"),
+    [
+        pytest.param("+" + "0" * (_LIMIT - 1) + "3", True, id="a sign and 4,300 digits"),
+        pytest.param("_".join(["0"] * 2200 + ["3"]), True, id="2,201 digits in 4,401 characters"),
+        pytest.param("0" * (_LIMIT - 1) + "3", True, id="the limit"),
+        pytest.param("0" * _LIMIT + "3", False, id="the limit + 1"),
+        pytest.param("+" + "0" * _LIMIT + "3", False, id="a sign and the limit + 1"),
+        pytest.param("_".join(["0"] * (_LIMIT - 1) + ["3"]), True, id="underscored, the limit"),
+        pytest.param("_".join(["0"] * _LIMIT + ["3"]), False, id="underscored, the limit + 1"),
+        pytest.param("０" * (_LIMIT - 1) + "３", True, id="full-width, the limit"),
+        pytest.param("０" * _LIMIT + "３", False, id="full-width, the limit + 1"),
+        pytest.param("0" * _LIMIT + "3x", False, id="not a number, past the limit"),
+    ],
+)
+def test_plus_integers_are_limited_in_digits_as_int_limits_them(inner: str, right: bool) -> None:
+    """main_plus.py judges ``int(answer) == answer`` under CPython's default limit, which counts digits (a sign,
+    whitespace and underscores are free, leading zeros count): the released reading, the benchmark's and the
+    released training reward's (one function), agree with int() itself on every side of the limit."""
+    assert sys.get_int_max_str_digits() == sys.int_info.default_max_str_digits == _LIMIT
+    gt = vqa_gt("Counting2", 3)
+    response = "\\boxed{" + inner + "}"
+    answer = extract_vqa_answer_released(response)
+    try:
+        official = int(answer) == 3
+    except ValueError:
+        official = False
+    assert official is right
+    assert vqa_correct_released(answer, gt) is right
+    assert compute_score("reasonmap_plus", response, gt, mode="released")["acc"] == float(right)
+
+
+def test_plus_integer_verdicts_do_not_follow_a_raised_process_limit() -> None:
+    """A process that lifted the limit (``PYTHONINTMAXSTRDIGITS=0``) still refuses what the official run refused,
+    and no string raises."""
+    gt = vqa_gt("Counting3", 3)
+    previous = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)
+    try:
+        assert vqa_correct_released("0" * _LIMIT + "3", gt) is False
+        assert vqa_correct_released("+" + "0" * (_LIMIT - 1) + "3", gt) is True
+        assert python_int_of_text("9" * 1_000_000) is None
+    finally:
+        sys.set_int_max_str_digits(previous)
+    assert python_int_of_text("1" * 5000 + "x") is None and python_int_of_text(" ") is None
+
+
 def test_plus_answers_read() -> None:
-    assert plus_answer_released("\\boxed{\\text{Yes}}") == "{yes}"
+    assert extract_vqa_answer_released("\\boxed{\\text{Yes}}") == "{yes}"
     assert plus_answer_vlmevalkit("\\boxed{\\text{Yes}}", "TorF1") == "\\text{Yes"
     assert plus_answer_vlmevalkit("The answer is: Yes.", "TorF1") == ": Yes"
     assert plus_answer_vlmevalkit("It is a long way; the option is C", "Counting1") == "A"  # the article "a"

@@ -33,6 +33,7 @@ def verl_validate(config) -> None:
 def test_every_combination_composes_and_validates(preset: str, curriculum: str, mode: str) -> None:
     config = compose_config(f"preset={preset}", f"curriculum={curriculum}", f"reward_mode={mode}")
     verl_validate(config)
+    assert config.trainer.experiment_name == f"{preset}-{curriculum}_curriculum-{mode}_reward"  # one per combination
     stages = OmegaConf.to_container(config.data.stages, resolve=True)
     assert stages, "every curriculum has at least one stage"
     assert all(f.startswith("/data/rewardmap/") for s in stages for f in s["files"])
@@ -176,3 +177,15 @@ def test_a_bad_command_line_fails_at_once_without_importing_verl(argv: list[str]
     out = _entry(*argv)
     assert out.returncode != 0 and message in out.stderr
     assert "imported: []" in out.stdout
+
+
+@pytest.mark.parametrize(("preset", "gpus"), [("qwen2_5_vl_3b", 1), ("qwen2_5_vl_7b", 2)])
+def test_lora_composes_and_validates_on_its_fewer_gpus(preset: str, gpus: int) -> None:
+    """adapter=lora: verl's own LoRA keys, the vision tower excluded, the preset's GPUs (configs/adapter/lora.yaml)."""
+    config = compose_config(f"preset={preset}", "adapter=lora")
+    verl_validate(config)  # includes verl's check that vLLM takes the rank
+    model = config.actor_rollout_ref.model
+    assert (model.lora_rank, model.lora_alpha, model.target_modules) == (64, 32, "all-linear")
+    assert model.exclude_modules == ".*visual.*"
+    assert config.trainer.n_gpus_per_node == gpus and config.actor_rollout_ref.rollout.tensor_model_parallel_size == 1
+    assert not model.lora.get("merge"), "vLLM loads the adapter (verl's default), not merged weights"

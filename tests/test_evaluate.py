@@ -21,6 +21,7 @@ from recipe.evaluate.cli import main
 from recipe.evaluate.files import EvalInputError, JsonlAppender, read_jsonl, repair_torn_tail, write_text_atomic
 from recipe.evaluate.generation import GenerateRequest, GenerationSettings, Output, run_generate
 from recipe.evaluate.models import resolve_model
+from recipe.evaluate.report import headline
 from recipe.evaluate.responses import meta_path, read_responses
 from recipe.evaluate.testset import load_questions
 from recipe.evaluate.training_logs import read_training_log, reward_series, validation_series
@@ -206,8 +207,10 @@ def test_score_gold_and_garbage(tmp_path: Path, test_files: list[str]) -> None:
     summary = json.loads((out / "summary.json").read_text())
     fixed = summary["planning"]["fixed"]
     assert fixed["short"]["accuracy"] == fixed["long"]["accuracy"] == 1.0
-    for reading in ("released", "fixed", "vlmevalkit"):
+    for reading in ("released", "vlmevalkit"):
         assert summary["plus"][reading]["overall"]["accuracy"] == 1.0
+    assert "fixed" not in summary["plus"]  # the fixed rules read ReasonMap-Plus as released: one reading, one record
+    assert headline(summary)["fixed"]["reasonmap_plus"] == headline(summary)["released"]["reasonmap_plus"] == 1.0
     assert summary["coverage"]["reasonmap"] == {"questions": 2, "answered": 2, "responses": 2, "expected_responses": 2}
     records = {json.loads(line)["id"]: json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()}
     # the hand-built Beijing question, gold answer in the network's spelling: released map score 1 + 4 + 4 = 9
@@ -486,11 +489,15 @@ def test_training_logs_from_tensorboard_and_file_logger(tmp_path: Path) -> None:
 def test_vllm_backend_builds_engine_and_requests(
     tmp_path: Path, test_files: list[str], tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """No GPU here: a stand-in ``vllm`` module records what the backend asks vLLM's offline engine for."""
+    """A stand-in ``vllm`` module records what the backend asks vLLM's offline engine for on a GPU machine (the
+    real engine on CPU: tests/test_evaluate_vllm_cpu.py)."""
     import sys
     import types
 
+    from recipe.evaluate import generation
     from recipe.evaluate.generation import VllmBackend, sample_seed
+
+    monkeypatch.setattr(generation, "vllm_cpu_build", lambda: False)
 
     calls: dict[str, Any] = {}
 
@@ -526,7 +533,7 @@ def test_vllm_backend_builds_engine_and_requests(
         "tensor_parallel_size": 2,
         "gpu_memory_utilization": 0.9,
         "seed": 7,
-        "limit_mm_per_prompt": {"image": 1},
+        "limit_mm_per_prompt": {"image": 1, "video": 0},
         "max_model_len": 4096,
         "mm_processor_kwargs": {"max_pixels": 4 * 3136},
     }

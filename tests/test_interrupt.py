@@ -31,6 +31,9 @@ folder, scenario = Path(sys.argv[1]), sys.argv[2]
 request = folder / "stop.request"
 
 def train():
+    if scenario == "sigterm":  # SLURM's or timeout's signal reaches training as before: nothing of the recipe's
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
     os.kill(os.getpid(), signal.SIGINT)
     deadline = time.time() + 30
     while not request.exists() and time.time() < deadline:
@@ -85,6 +88,13 @@ def test_second_ctrl_c_stops_at_once_and_leaves_a_tracker_verl_can_read(tmp_path
     assert "Traceback" not in done.stdout + done.stderr and "completed" not in done.stdout
     assert (tmp_path / LATEST_CHECKPOINT).read_text() == "3"
     assert done.stdout.strip().splitlines()[-1] == stop_line(tmp_path, 3, "auto")
+
+
+def test_sigterm_is_left_alone(tmp_path: Path) -> None:
+    """Ray's driver handles SIGTERM once ``ray.init`` ran; the recipe adds nothing: here, the default kills it."""
+    done = drive(tmp_path, "sigterm")
+    assert done.returncode == -signal.SIGTERM, (done.returncode, done.stdout, done.stderr)
+    assert done.stdout == "" and not (tmp_path / STOP_REQUEST_NAME).exists()
 
 
 def test_tracker_repair_touches_only_an_empty_tracker(tmp_path: Path) -> None:

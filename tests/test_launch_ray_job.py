@@ -191,3 +191,52 @@ def test_offline_hub_model_must_be_in_the_cache_before_submission(tmp_path: Path
     (tmp_path / "hf" / "hub" / "models--Qwen--Qwen2.5-VL-7B-Instruct").mkdir(parents=True)
     assert run(SEVEN, env).returncode == 0
     assert len(submits(tmp_path)) == 1
+
+
+# ------------------------------------------------------------------------------------ Ray token authentication
+
+
+def test_a_token_cluster_gets_token_mode_and_the_job_no_token(tmp_path: Path) -> None:
+    """Ray 2.60's `ray job submit` sends the token only with RAY_AUTH_MODE=token: the script asks the cluster and
+    sets it for the submission; the token itself stays where Ray reads it, out of the job's runtime env."""
+    secret = "9" * 64
+    env = stub_env(tmp_path, STUB_EXPERIMENT_NAME=NAME, STUB_CLUSTER_AUTH_MODE="token", RAY_AUTH_TOKEN=secret)
+    env["RAY_ADDRESS"] = "http://head:8265"
+    result = run(SEVEN, env, "--no-wait")
+    assert result.returncode == 0, result.stderr
+    log = read_calls(tmp_path / "calls.jsonl")
+    (asked,) = [c for c in calls_of(log, "python") if c["argv"][0].endswith("launch/ray_auth.py")]
+    assert asked["argv"][1:] == ["cluster-mode", "http://head:8265"]
+    (submit,) = calls_of(log, "ray", "job", "submit")
+    assert submit["env"]["RAY_AUTH_MODE"] == "token" and submit["env"]["RAY_AUTH_TOKEN"] == secret
+    runtime_env, _, _ = split_submit(submit["argv"])
+    assert not [k for k in runtime_env["env_vars"] if k.startswith("RAY_")]
+    assert secret not in " ".join(submit["argv"]) and secret not in result.stdout + result.stderr
+    assert "RAY_AUTH_MODE=token ray job logs --address http://head:8265 --follow" in result.stdout
+
+
+def test_no_token_mode_for_an_open_cluster_and_the_users_mode_is_kept(tmp_path: Path) -> None:
+    result = run(SEVEN, stub_env(tmp_path, STUB_EXPERIMENT_NAME=NAME, STUB_CLUSTER_AUTH_MODE="disabled"))
+    assert result.returncode == 0, result.stderr
+    (submit,) = calls_of(read_calls(tmp_path / "calls.jsonl"), "ray", "job", "submit")
+    assert "RAY_AUTH_MODE" not in submit["env"]
+
+    mine = tmp_path / "mine"
+    env = stub_env(mine, STUB_EXPERIMENT_NAME=NAME, STUB_CLUSTER_AUTH_MODE="token", RAY_AUTH_MODE="disabled")
+    assert run(SEVEN, env).returncode == 0
+    log = read_calls(mine / "calls.jsonl")
+    assert not [c for c in calls_of(log, "python") if c["argv"][0].endswith("ray_auth.py")], "not asked"
+    assert calls_of(log, "ray", "job", "submit")[0]["env"]["RAY_AUTH_MODE"] == "disabled"
+
+
+def test_a_token_cluster_and_no_token_here_stops_before_submission(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    env = stub_env(tmp_path, STUB_EXPERIMENT_NAME=NAME, STUB_CLUSTER_AUTH_MODE="token", HOME=str(home))
+    result = run(SEVEN, env)
+    assert result.returncode != 0
+    assert "uses token authentication and this machine has no token" in result.stderr
+    assert submits(tmp_path) == []
+    (home / ".ray").mkdir()
+    (home / ".ray" / "auth_token").write_text("3" * 64)  # what `ray get-auth-token` on the head prints
+    assert run(SEVEN, env).returncode == 0 and len(submits(tmp_path)) == 1

@@ -8,6 +8,7 @@ every node at the end, and the failure, cancel and time-limit paths.
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import subprocess
@@ -312,3 +313,58 @@ def test_node_count_defaults_to_what_the_presets_need() -> None:
             options = sbatch_options(script)
             assert int(options["nodes"]) == config.trainer.nnodes == 1
             assert int(options["gpus-per-node"]) == config.trainer.n_gpus_per_node
+
+
+# ------------------------------------------------------------------------------------ Ray token authentication
+
+
+def token_file_while_running(tmp_path: Path, job: Job) -> tuple[Path, str, int]:
+    """(the job's token file, its token, its mode) read while the driver runs; then the job is cancelled."""
+    wait_for(lambda: driver_calls(calls(tmp_path)), "the driver")
+    token_file = Path(driver_calls(calls(tmp_path))[0]["env"]["RAY_AUTH_TOKEN_PATH"])
+    token, mode = token_file.read_text(), token_file.stat().st_mode & 0o777
+    job.signal(signal.SIGTERM)
+    job.finish()
+    return token_file, token, mode
+
+
+@pytest.mark.parametrize("script", [MULTI, SINGLE])
+def test_one_new_token_per_job_reaches_every_ray_process_and_nothing_else(tmp_path: Path, script: str) -> None:
+    """Ray 2.60 turns token auth on in a head that finds a token (here a stale ~/.ray/auth_token) but never in a
+    worker, the poll or the driver by itself: the job sets RAY_AUTH_MODE=token and one token file for all of them."""
+    home = tmp_path / "home"
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text("stale token from an earlier local ray.init")
+    nodes = 3 if script == MULTI else 1
+    env = slurm_env(tmp_path, nodes, STUB_EXPERIMENT_NAME=NAME, STUB_DRIVER_SECONDS="60", HOME=str(home))
+    job = Job(script, env)
+    token_file, token, mode = token_file_while_running(tmp_path, job)
+
+    assert token_file.parent == tmp_path / "runs" / NAME / "logs" / "slurm-4242.0", "on storage every node mounts"
+    assert mode == 0o600 and len(token) == 64
+    log = calls(tmp_path)
+    polls = [c for c in calls_of(log, "python") if c["argv"][0].endswith("ray_cluster_size.py")]
+    assert len(ray_starts(log)) == (nodes if script == MULTI else 0) and bool(polls) == (script == MULTI)
+    for call in [*ray_starts(log), *polls, *driver_calls(log)]:
+        assert call["env"]["RAY_AUTH_MODE"] == "token", call["argv"]
+        assert call["env"]["RAY_AUTH_TOKEN_PATH"] == str(token_file), call["argv"]
+    assert all(token not in " ".join(c["argv"]) and token not in json.dumps(c["env"]) for c in log), "never a value"
+    assert token not in "".join(job.lines)
+    assert not token_file.exists(), "removed when the job ends"
+    assert (home / ".ray" / "auth_token").read_text().startswith("stale"), "nothing written to ~/.ray"
+
+
+def test_the_users_token_or_disabled_mode_is_kept(tmp_path: Path) -> None:
+    mine = tmp_path / "my-token"
+    mine.write_text("f" * 64)
+    env = slurm_env(tmp_path, 2, STUB_EXPERIMENT_NAME=NAME, RAY_AUTH_TOKEN_PATH=str(mine))
+    assert run(MULTI, env).returncode == 0
+    for call in [*ray_starts(calls(tmp_path)), *driver_calls(calls(tmp_path))]:
+        assert (call["env"]["RAY_AUTH_MODE"], call["env"]["RAY_AUTH_TOKEN_PATH"]) == ("token", str(mine))
+    assert not list((tmp_path / "runs").rglob("ray-auth-token")) and mine.read_text() == "f" * 64
+
+    off = tmp_path / "off"
+    result = run(MULTI, slurm_env(off, 2, STUB_EXPERIMENT_NAME=NAME, RAY_AUTH_MODE="disabled"))
+    assert result.returncode == 0 and "RAY_AUTH_MODE=disabled: this job's Ray cluster takes no token" in result.stdout
+    for call in [*ray_starts(calls(off)), *driver_calls(calls(off))]:
+        assert call["env"]["RAY_AUTH_MODE"] == "disabled" and "RAY_AUTH_TOKEN_PATH" not in call["env"]

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reward_fns.network import _PARENTHESISED, drop_parenthesised, normalize_station
-from reward_fns.released import (
+from reward_fns.reward_released import (
     WRONG,
     extract_vqa_answer_released,
     find_math_answer,

@@ -47,6 +47,8 @@ def test_good_data_passes_every_check(data_dir: Path) -> None:
         "verl workarounds": Status.OK,
         "data files": Status.OK,
         "stage plan": Status.OK,
+        "resume": Status.OK,
+        "gpu memory": Status.OK,
         "model processor": Status.SKIPPED,
         "prompt budget": Status.WARN,
         "reward": Status.OK,
@@ -233,3 +235,14 @@ def _stored_image(row: dict):
     from PIL import Image
 
     return Image.open(io.BytesIO(row["images"][0]["bytes"])).convert("RGB")
+
+
+def test_a_checkpoint_of_other_training_choices_fails_before_anything_starts(data_dir: Path, tmp_path: Path) -> None:
+    from recipe.run_name import write_run_record
+
+    checkpoints = f"trainer.default_local_dir={tmp_path}"
+    write_run_record(tmp_path / "global_step_2", compose_config(*SMALL_BATCH, checkpoints, data_dir=str(data_dir)))
+    (tmp_path / "latest_checkpointed_iteration.txt").write_text("2")
+    report = preflight(data_dir, checkpoints, "curriculum=coarse")
+    assert "curriculum fine -> coarse" in failed(report)["resume"], report.render()
+    assert statuses(preflight(data_dir, checkpoints))["resume"] is Status.OK

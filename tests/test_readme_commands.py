@@ -39,7 +39,7 @@ def what_it_runs(command: str) -> list[str]:
         if part == "bash install.sh" and part in CI_SCRIPT.read_text():
             continue  # CI runs install.sh before every test
         tokens = part.split()
-        names += [tokens[i + 1] for i, t in enumerate(tokens[:-1]) if t == "-m"]
+        names += [tokens[i + 1].rstrip(")\"'") for i, t in enumerate(tokens[:-1]) if t == "-m"]  # "$(python -m x)"
         names += [Path(t).name for t in tokens if re.fullmatch(r"[\w./~-]+\.(sh|sbatch|py)", t)]
         if tokens[:1] == ["export"]:
             names += [t.split("=", 1)[0] for t in tokens[1:]]

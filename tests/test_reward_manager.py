@@ -19,13 +19,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 import recipe.reward_manager as reward_manager_module
 import reward_fns
 from data_prep.schema import STAGE_OF_TYPE, STAGES
-from recipe.metrics import reward_metrics
 from recipe.reward_manager import (
-    EXTRA_INFO_KEYS,
-    VALIDATION_METRIC_KEYS,
+    REWARD_EXTRA_INFO_KEYS,
     RewardMapRewardManager,
     reward_kwargs_from_config,
 )
+from recipe.step_metrics import reward_metrics
+from reward_fns.benchmark import VALIDATION_KEYS
 from reward_fns.gold import gold_response
 from reward_fns.ground_truth import MAP_DIFFICULTIES, QUESTION_TYPES, GroundTruth
 
@@ -160,10 +160,10 @@ def _check(outputs: list[dict], expected: list[dict], samples) -> None:
     assert len(outputs) == len(expected)
     for i, (out, exp, (gt, _)) in enumerate(zip(outputs, expected, samples, strict=True)):
         info = out["reward_extra_info"]
-        assert list(info) == list(EXTRA_INFO_KEYS), f"sample {i}: keys differ"
-        facts = [v for key, v in info.items() if key not in VALIDATION_METRIC_KEYS]
+        assert list(info) == list(REWARD_EXTRA_INFO_KEYS), f"sample {i}: keys differ"
+        facts = [v for key, v in info.items() if key not in VALIDATION_KEYS]
         assert all(isinstance(v, float) and math.isfinite(v) for v in facts), f"sample {i}: {info}"
-        assert all(math.isnan(info[key]) for key in VALIDATION_METRIC_KEYS), f"sample {i}: a training sample"
+        assert all(math.isnan(info[key]) for key in VALIDATION_KEYS), f"sample {i}: a training sample"
         assert out["reward_score"] == pytest.approx(float(exp["score"]), abs=1e-9), f"sample {i}"
         for key in ("score", "acc", "format", "detail", "weight"):
             assert info[key] == pytest.approx(float(exp[key]), abs=1e-9), f"sample {i}: {key}"
@@ -248,7 +248,7 @@ def test_scoring_failure_is_a_zero_reward(base_config, tokenizer, monkeypatch) -
     outputs = _run_manager(manager, _batch(tokenizer, samples))
     for out in outputs:
         assert out["reward_score"] == 0.0
-        assert list(out["reward_extra_info"]) == list(EXTRA_INFO_KEYS)
+        assert list(out["reward_extra_info"]) == list(REWARD_EXTRA_INFO_KEYS)
         assert out["reward_extra_info"]["reward_error"] == 1.0
 
 
@@ -301,7 +301,7 @@ def test_the_stage_is_a_finite_integral_plan_stage_or_minus_one(base_config, tok
     (out,) = _run_manager(manager, _one(tokenizer, QUESTIONS[2], "\\boxed{yes}", {"plan_stage": plan_stage}))
     info = out["reward_extra_info"]
     assert info["stage"] == stage and type(info["stage"]) is float
-    facts = [v for key, v in info.items() if key not in VALIDATION_METRIC_KEYS]
+    facts = [v for key, v in info.items() if key not in VALIDATION_KEYS]
     assert all(math.isfinite(v) for v in facts) and info["reward_error"] == 0.0
     infos = {key: np.array([info[key]]) for key in info}  # what the trainer's per-step metrics read
     assert reward_metrics((infos, None, ["uid"]))["rewardmap/stage"] == stage
@@ -319,7 +319,7 @@ def test_data_bugs_give_zero_and_reward_error_not_a_crash(base_config, tokenizer
     for batch in batches:
         (out,) = _run_manager(manager, batch)
         info = out["reward_extra_info"]
-        assert out["reward_score"] == 0.0 and list(info) == list(EXTRA_INFO_KEYS)
+        assert out["reward_score"] == 0.0 and list(info) == list(REWARD_EXTRA_INFO_KEYS)
         assert info["reward_error"] == 1.0 and info["question_type_id"] == -1.0 and info["stage"] == 0.0
     (out,) = _run_manager(manager, _one(tokenizer, gt, "\\boxed{yes}", None, drop="extra_info"))
     assert out["reward_extra_info"]["reward_error"] == 0.0 and out["reward_score"] > 0  # scored, stage unknown
@@ -360,12 +360,12 @@ def test_bad_options_from_the_command_line_fail_at_start_up_naming_the_key(base_
 
 
 def test_validation_samples_get_the_validation_metrics_every_sample_the_keys(base_config, tokenizer, monkeypatch):
-    """The hook: keys declared in VALIDATION_METRIC_KEYS, values from validation_metrics, None outside validation."""
+    """The hook: keys declared in VALIDATION_KEYS, values from validation_metrics, None outside validation."""
     from recipe.dataset import VALIDATION_STAGE_NAME
 
-    keys = (*EXTRA_INFO_KEYS, "map_score")
-    monkeypatch.setattr(reward_manager_module, "VALIDATION_METRIC_KEYS", ("map_score",))
-    monkeypatch.setattr(reward_manager_module, "EXTRA_INFO_KEYS", keys)
+    keys = (*REWARD_EXTRA_INFO_KEYS, "map_score")
+    monkeypatch.setattr(reward_manager_module, "VALIDATION_KEYS", ("map_score",))
+    monkeypatch.setattr(reward_manager_module, "REWARD_EXTRA_INFO_KEYS", keys)
 
     class WithMetrics(RewardMapRewardManager):
         def validation_metrics(self, solution_str, ground_truth, extra_info):
@@ -381,9 +381,9 @@ def test_validation_samples_get_the_validation_metrics_every_sample_the_keys(bas
 
 
 def test_validation_samples_carry_the_benchmark_metrics(base_config, tokenizer):
-    """The real hook: a validation sample's extra info holds reward_fns.metrics.validation_metrics of its response."""
+    """The real hook: a validation sample's extra info holds reward_fns.benchmark.validation_metrics of its response."""
     from recipe.dataset import VALIDATION_STAGE_NAME
-    from reward_fns.metrics import VALIDATION_KEYS, validation_metrics
+    from reward_fns.benchmark import validation_metrics
 
     manager = RewardMapRewardManager(_config(base_config), tokenizer)
     validation = {"plan_stage": -1, "plan_stage_name": VALIDATION_STAGE_NAME}
@@ -392,8 +392,65 @@ def test_validation_samples_carry_the_benchmark_metrics(base_config, tokenizer):
         (val,) = _run_manager(manager, _one(tokenizer, gt, response, validation))
         (train,) = _run_manager(manager, _one(tokenizer, gt, response, {"plan_stage": 0, "plan_stage_name": "x"}))
         info = val["reward_extra_info"]
-        assert list(info) == list(train["reward_extra_info"]) == list(EXTRA_INFO_KEYS)
+        assert list(info) == list(train["reward_extra_info"]) == list(REWARD_EXTRA_INFO_KEYS)
         decoded = tokenizer.decode(tokenizer(response, add_special_tokens=False)["input_ids"], skip_special_tokens=True)
         assert {key: info[key] for key in VALIDATION_KEYS} == validation_metrics(gt.to_json(), decoded)
         assert any(info[key] is not None for key in VALIDATION_KEYS)
         assert all(math.isnan(train["reward_extra_info"][key]) for key in VALIDATION_KEYS)
+
+
+def test_a_hanging_scorer_gets_a_finite_reward_within_the_timeout_and_is_counted(base_config, tokenizer, monkeypatch):
+    """A scorer that hangs on one sample: verl's RewardLoopWorker (in-process) returns every sample, the hung one
+    with reward 0, reward_timeout=1 and reward_error=1, and the step's metrics count it; nothing raises."""
+    import threading
+
+    from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
+
+    release = threading.Event()
+    hang_on = gold_response(QUESTIONS[2])
+
+    def hangs_on_one(data_source, solution_str, *args, **kwargs):
+        if solution_str == hang_on:
+            release.wait(60)  # "forever" for the test; released at its end so no thread outlives it
+        return reward_fns.compute_score(data_source, solution_str, *args, **kwargs)
+
+    monkeypatch.setattr(reward_manager_module, "rewardmap_compute_score", hangs_on_one)
+    config = _config(base_config, mode="fixed")
+    with open_dict(config):
+        config.reward.timeout = 2
+    worker = RewardLoopWorker(config)
+    assert worker.reward_manager.timeout == 2.0
+    samples = [(QUESTIONS[2], tokenizer.encode(text, add_special_tokens=False)) for text in (hang_on, "\\boxed{no}")]
+    samples.append((QUESTIONS[0], tokenizer.encode(gold_response(QUESTIONS[0]), add_special_tokens=False)))
+    try:
+        outputs = worker.loop.run_until_complete(worker.compute_score_batch(_batch(tokenizer, samples)))
+    finally:
+        release.set()
+    hung, wrong, right = (out["reward_extra_info"] for out in outputs)
+    assert outputs[0]["reward_score"] == 0.0 and (hung["reward_timeout"], hung["reward_error"]) == (1.0, 1.0)
+    expected = _expected(tokenizer, samples, {"mode": "fixed"})
+    assert [out["reward_score"] for out in outputs[1:]] == pytest.approx([e["score"] for e in expected[1:]])
+    assert wrong["reward_timeout"] == right["reward_error"] == 0.0 and right["acc"] == 1.0
+    assert all(list(out["reward_extra_info"]) == list(REWARD_EXTRA_INFO_KEYS) for out in outputs)
+    infos = {key: np.array([out["reward_extra_info"][key] for out in outputs]) for key in REWARD_EXTRA_INFO_KEYS}
+    metrics = reward_metrics((infos, None, ["a", "a", "b"]))
+    assert metrics["rewardmap/reward/timeout_rate"] == metrics["rewardmap/reward/error_rate"] == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize(("value", "seconds"), [(None, None), (0, None), (30, 30.0), (0.5, 0.5)])
+def test_the_timeout_is_seconds_or_unbounded(base_config, value, seconds) -> None:
+    from recipe.reward_manager import reward_timeout_from_config
+
+    config = _config(base_config)
+    with open_dict(config):
+        config.reward.timeout = value
+    assert reward_timeout_from_config(config) == seconds
+
+
+@pytest.mark.parametrize("value", [-1, "soon", True, float("nan"), float("inf")], ids=repr)
+def test_a_bad_timeout_fails_at_start_up_naming_the_key(base_config, tokenizer, value) -> None:
+    config = _config(base_config)
+    with open_dict(config):
+        config.reward.timeout = value
+    with pytest.raises(ValueError, match="reward.timeout"):
+        RewardMapRewardManager(config, tokenizer)

@@ -16,7 +16,7 @@ from reward_fns.gold import gold_response
 from reward_fns.ground_truth import PLANNING_TEMPLATES, GroundTruth
 from reward_fns.network import MetroNetwork, normalize_station
 from reward_fns.question_context import question_context
-from reward_fns.released import (
+from reward_fns.reward_released import (
     normalize_station_released,
     parse_route_blocks_strict,
     released_detail,
@@ -35,7 +35,7 @@ def score(response: str, gt: GroundTruth, mode: str = "fixed", **kwargs: object)
     return dict(compute_score("reasonmap_train", response, gt.to_json(), None, mode=mode, **kwargs))
 
 
-# The worked examples of the brief (released reward) ---------------------------------------------------------------
+# Worked examples of the released reward (24.0 and 12.0 also in compute_score's docstring) ----------------------
 
 
 def test_released_correct_one_transfer_route_on_a_hard_map_is_24() -> None:

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import torch
 
-from recipe.cpu.rollout import TransformersRolloutServer, state_digest
+from recipe.cpu.rollout import TransformersRolloutServer
+from recipe.cpu.weight_sync import state_digest
 from recipe.row_images import chat_messages, row_images
 from tests.fixtures.stage_data import make_row
 

@@ -322,7 +322,7 @@ def test_gold_answers_get_full_reward_for_every_question_type(small_dataset):
             assert result["detail"] > 0
         if gt.question_type != "planning" or gt.template == "short":
             # the released reward reads everything after "Arrival Stop:" as the arrival, so in "released" mode a
-            # correct long-template answer is wrong by design (reward_fns.released.parse_route_blocks_strict)
+            # correct long-template answer is wrong by design (reward_fns.reward_released.parse_route_blocks_strict)
             assert compute_score("synthetic", gold, gt_text, mode="released")["acc"] == 1.0
     assert seen >= {"TorF1", "TorF2", "Counting1", "Counting2", "Counting3", "short", "long1", "long2"}
 

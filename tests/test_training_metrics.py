@@ -1,4 +1,4 @@
-"""Per-step RewardMap metrics (recipe.metrics) and the ``rewardmap`` v1 trainer mode's hooks (recipe.trainer).
+"""Per-step RewardMap metrics (recipe.step_metrics) and the ``rewardmap`` v1 trainer mode's hooks (recipe.trainer).
 
 The hooks are tested in isolation: verl's own ``_compute_metrics`` / ``_save_checkpoint`` / ``_load_checkpoint``
 are replaced by stubs (a full trainer needs GPUs and Ray), TransferQueue by a dict, so what is checked is exactly
@@ -17,11 +17,12 @@ from omegaconf import OmegaConf
 from verl.trainer.ppo.v1 import PPOTrainer, get_trainer_cls
 
 import recipe.trainer as trainer_module
-from recipe.metrics import reward_metrics
 from recipe.plan_record import PLAN_RECORD_NAME, StagePlanMismatchError, check_plan_record
-from recipe.reward_manager import EXTRA_INFO_KEYS, VALIDATION_METRIC_KEYS
+from recipe.reward_manager import REWARD_EXTRA_INFO_KEYS
 from recipe.stages import StagePlan, StagePlanError, build_plan
+from recipe.step_metrics import reward_metrics
 from recipe.trainer import TRAINER_MODE, RewardMapTrainer
+from reward_fns.benchmark import VALIDATION_KEYS
 
 STAGE_NAMES = ["torf", "counting", "counting_stops", "planning"]
 
@@ -46,7 +47,8 @@ def _infos() -> dict[str, np.ndarray]:
     infos["score"] = np.array([row[8] for row in ROWS])
     infos["question_transfer_count"] = np.zeros(len(ROWS))
     infos["reward_error"] = np.zeros(len(ROWS))
-    return {key: infos[key] for key in EXTRA_INFO_KEYS if key not in VALIDATION_METRIC_KEYS}
+    infos["reward_timeout"] = np.zeros(len(ROWS))
+    return {key: infos[key] for key in REWARD_EXTRA_INFO_KEYS if key not in VALIDATION_KEYS}
 
 
 def _token_level_scores() -> torch.Tensor:
@@ -64,6 +66,7 @@ EXPECTED = {
     "rewardmap/reward/detail/mean": 10 / 9,
     "rewardmap/reward/weight/mean": (4 * 1.5 + 2 * 1.0 + 2 * 1.2 + 1.0) / 9,
     "rewardmap/reward/error_rate": 0.0,
+    "rewardmap/reward/timeout_rate": 0.0,
     "rewardmap/acc/type=planning": 0.5,
     "rewardmap/format/type=planning": 0.75,
     "rewardmap/score/type=planning": 33 / 4,
@@ -122,6 +125,7 @@ def _bare_trainer(tmp_path: Path, plan: object | None = None, **trainer_cfg) -> 
     trainer.config = OmegaConf.create({"trainer": {**cfg, **trainer_cfg}})
     trainer.train_dataset = SimpleNamespace(plan=plan) if plan is not None else SimpleNamespace()
     trainer.global_steps = 0
+    trainer.tokenizer = SimpleNamespace(get_vocab=lambda: {"<|image_pad|>": 151655, "<|vision_start|>": 151652})
     return trainer
 
 
@@ -137,7 +141,16 @@ def _fake_tq(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
     scores = torch.nested.nested_tensor(
         [torch.tensor([0.0] * (i % 3) + [row[8]]) for i, row in enumerate(rows)], layout=torch.jagged
     )
-    store = {"uid": np.array([row[0] for row in rows], dtype=object), "rm_scores": scores, "extra_fields": extra_fields}
+    # response token ids: plain tokens, and a vision placeholder (151655, <|image_pad|>) only in the padding row
+    responses = torch.nested.nested_tensor(
+        [torch.tensor([11, 12] + ([151655] if i == len(ROWS) else [])) for i in range(len(rows))], layout=torch.jagged
+    )
+    store = {
+        "uid": np.array([row[0] for row in rows], dtype=object),
+        "rm_scores": scores,
+        "extra_fields": extra_fields,
+        "responses": responses,
+    }
     calls = []
 
     def kv_batch_get(keys, partition_id, select_fields):
@@ -176,7 +189,8 @@ def test_compute_metrics_hook_adds_reward_metrics(tmp_path, monkeypatch, capsys)
     for name, value in expected.items():
         assert metrics[name] == pytest.approx(value, abs=1e-6), name  # the padding row is left out
     assert metrics["rewardmap/acc/stage=3"] == 0.5
-    assert fake.tq.calls == [(fake.batch.keys, "train", ["uid", "rm_scores", "extra_fields"])]
+    assert metrics["rewardmap/rollout/vision_tokens"] == 0.0  # the padding row's placeholder is left out
+    assert fake.tq.calls == [(fake.batch.keys, "train", ["uid", "rm_scores", "extra_fields", "responses"])]
     assert "curriculum stage 3 (3)" in capsys.readouterr().out
 
 

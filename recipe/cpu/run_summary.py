@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reward_fns.metrics import RULE_SETS
+from reward_fns.benchmark import PLUS_READINGS, RULE_SETS
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -27,7 +27,8 @@ if TYPE_CHECKING:
 
 METRICS_DIR = "metrics"
 _VALIDATION_KEY = re.compile(r"^val-(?:aux|core)/(?P<source>[^/]+)/(?P<metric>[^/]+)/mean@(?P<n>\d+)$")
-# The validation rows of the summary: a label and the metrics it shows (benchmark rows: one per rule set).
+# The validation rows of the summary: a label and the metrics it shows (benchmark rows: one per rule set, or per
+# ReasonMap-Plus reading: reward_fns.benchmark.VALIDATION_KEYS).
 _VALIDATION_ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("reward (mean)", ("reward",)),
     ("accuracy (the reward's)", ("acc",)),
@@ -37,7 +38,7 @@ _VALIDATION_ROWS: tuple[tuple[str, tuple[str, ...]], ...] = (
         for label, metric in (("accuracy", "acc"), ("weighted accuracy", "weighted_acc"), ("map score", "map_score"))
     ),
     *(
-        (f"ReasonMap-Plus {label}", tuple(f"bench_{rules}_plus_{metric}" for rules in RULE_SETS))
+        (f"ReasonMap-Plus {label}", tuple(f"bench_{reading}_plus_{metric}" for reading in PLUS_READINGS))
         for label, metric in (("accuracy", "acc"), ("weighted accuracy", "weighted_acc"))
     ),
 )
@@ -181,14 +182,16 @@ def stage_table(steps: dict[int, StepRecord], stage_names: Sequence[str] | None)
 
 
 def validation_table(validation: dict[int, dict[tuple[str, str], float]]) -> list[str]:
-    """Rows: the validation reward and accuracy, then each benchmark number under both rule sets, by step."""
+    """Rows: the validation reward and accuracy, then each benchmark number under both rule sets (ReasonMap-Plus:
+    both readings), by step; "-" where a number was not logged (a form the validation split lacks)."""
     if not validation:
         return ["  no validation was logged"]
     steps = list(validation)
     sources = sorted({source for values in validation.values() for source, _ in values})
-    rules = " / ".join(RULE_SETS)
     lines = [
-        f"   {'validation (benchmark: ' + rules + ' rules)':<44}" + "".join(f"{'step ' + str(s):>15}" for s in steps)
+        f"  validation: the benchmark numbers under the {' / '.join(RULE_SETS)} rules (ReasonMap-Plus: the "
+        f"{' / '.join(PLUS_READINGS)} readings)",
+        f"   {'':<44}" + "".join(f"{'step ' + str(s):>15}" for s in steps),
     ]
     for source in sources:
         present = {metric for values in validation.values() for src, metric in values if src == source}
@@ -237,11 +240,7 @@ def render_summary(
         "start-up, training)",
     ]
     syncs = _syncs_since(Path(os.path.expanduser(str(config.rewardmap.cpu_run.run_dir))) / WEIGHT_SYNC_LOG, started)
-    if syncs:
-        lines.append(
-            f"  weight sync: {len(syncs)} updates reached the rollout server, each checked against the actor's "
-            f"tensors by digest (last: step {syncs[-1].get('global_steps')}, {str(syncs[-1].get('digest'))[:12]})"
-        )
+    lines += sync_lines(syncs)
     if memory is not None:
         lines.append(
             f"  peak memory: {memory.peak_gib:.1f} GiB (PSS of the driver and all Ray processes, "
@@ -257,8 +256,55 @@ def render_summary(
     return "\n".join(lines)
 
 
+def sync_lines(records: list[dict[str, Any]]) -> list[str]:
+    """The rollout engine that ran and the weight updates it received, from this launch's weight-sync records.
+
+    The log (``recipe.cpu.weight_sync``) holds three kinds of record: "server" (vLLM's server started: its class
+    and vLLM's version), "actor" (what verl's actor sent) and "rollout" (what the engine received and now holds);
+    an update counts once, by its rollout record. It matches the actor when its digest (a LoRA adapter's: the
+    adapter's; a LoRA base's: the digest sent) is one an actor record names.
+
+    >>> sync_lines([{"side": "server", "engine": "vllm", "version": "0.24.0", "server": "m.Server"},
+    ...             {"side": "rollout", "engine": "vllm", "digest": "ab"},
+    ...             {"side": "actor", "engine": "vllm", "digest": "ab", "global_steps": 0}])[0]
+    '  rollout engine: vllm 0.24.0 (m.Server)'
+    """
+    if not records:
+        return []
+    servers = [r for r in records if r.get("side") == "server"]
+    received = [r for r in records if r.get("side") == "rollout"]
+    sent = [r for r in records if r.get("side") == "actor"]
+    if servers:
+        server = servers[-1]
+        engine = f"{server.get('engine')} {server.get('version')} ({server.get('server')})"
+    else:
+        name = str(records[-1].get("engine"))
+        engine = f"{name} {_version(name)} (the recipe's rollout server, recipe/cpu/rollout.py)"
+    lines = [f"  rollout engine: {engine}"]
+    if received:
+        digests = {str(r.get("digest")) for r in sent}
+        matched = sum(
+            str(r.get("adapter_digest") or r.get("sent_digest") or r.get("digest")) in digests for r in received
+        )
+        last = sent[-1] if sent else received[-1]
+        lines.append(
+            f"  weight sync: {len(received)} updates reached the rollout engine, {matched} with the digest the actor "
+            f"sent (last: step {last.get('global_steps')}, {str(received[-1].get('digest'))[:12]})"
+        )
+    return lines
+
+
+def _version(distribution: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "(version unknown)"
+
+
 def _syncs_since(log: Path, started: float) -> list[dict[str, Any]]:
-    """The weight-sync records (``recipe.cpu.rollout``) written since ``started``."""
+    """The weight-sync records (``recipe.cpu.weight_sync``) written since ``started``."""
     if not log.is_file():
         return []
     records = []

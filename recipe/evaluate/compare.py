@@ -2,25 +2,27 @@
 
 Writes ``compare.md`` (the headline weighted accuracies and the plain accuracies and map scores of every folder,
 per rule set), ``compare.json`` (the same numbers), ``comparison.png`` and, with training logs,
-``training_comparison.png``. The output folder is built beside itself and renamed into place.
+``training_comparison.png``. The output folder is built beside itself and put in place atomically
+(``data_prep.atomic_dir.replacing``): an interrupted or killed ``compare`` leaves the previous output or the new one.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from data_prep import atomic_dir
 from recipe.evaluate import plots
-from recipe.evaluate.files import EvalInputError, make_temp_dir, write_json_atomic, write_text_atomic
+from recipe.evaluate.files import EvalInputError, write_json_atomic, write_text_atomic
 from recipe.evaluate.paper import PAPER_RULES, QWEN25_VL_7B_ROWS
 from recipe.evaluate.report import WEIGHT_NOTE, headline, pct, pts
 from recipe.evaluate.scoring import load_summary
 from recipe.evaluate.training_logs import read_training_log
-from reward_fns.metrics import FORMS, PLUS_READINGS, RULE_SETS
+from reward_fns.benchmark import FORMS, PLUS_READING_OF_RULES, PLUS_READINGS, RULE_SETS
+
+COMPARE_REPORT = "compare.md"
 
 
 def _names(folders: Sequence[str], names: Sequence[str] | None) -> list[str]:
@@ -96,7 +98,7 @@ def render_compare(names: Sequence[str], summaries: Sequence[Mapping[str, Any]],
                     pts(d[f"{rules}/short/map_score"]),
                     pct(d[f"{rules}/long/accuracy"]),
                     pts(d[f"{rules}/long/map_score"]),
-                    pct(d[f"{rules}/plus/accuracy"]),
+                    pct(d[f"{PLUS_READING_OF_RULES[rules]}/plus/accuracy"]),
                 ]
             )
         rows.append([name, "`vlmevalkit`", "-", "-", "-", "-", pct(d["vlmevalkit/plus/accuracy"])])
@@ -128,9 +130,7 @@ def run_compare(
     run_names = _names(folders, names)
     logs = _training_logs(training_logs)
     target = Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(target)
-    try:
+    with atomic_dir.replacing(target, is_complete=is_compare_folder) as tmp:
         headlines = {name: headline(s) for name, s in zip(run_names, summaries, strict=True)}
         images = [plots.comparison(headlines, tmp / "comparison.png")]
         if logs:
@@ -142,16 +142,10 @@ def run_compare(
             ]
         }
         write_json_atomic(tmp / "compare.json", data)
-        write_text_atomic(tmp / "compare.md", render_compare(run_names, summaries, images))
-        if target.exists():
-            old = target.parent / f".{target.name}.previous"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(target, old)
-            os.replace(tmp, target)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_text_atomic(tmp / COMPARE_REPORT, render_compare(run_names, summaries, images))
     return target
+
+
+def is_compare_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a whole ``compare`` output (its report, written last, exists)."""
+    return (folder / COMPARE_REPORT).is_file()

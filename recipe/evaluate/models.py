@@ -9,7 +9,12 @@
   ``huggingface/`` already holds weights (``checkpoint.save_contents`` with ``hf_model``) they are used; otherwise
   the shards are merged with verl's own ``verl.model_merger`` (``FSDPModelMerger``, what
   ``python -m verl.model_merger merge --backend fsdp`` runs) into ``merged_dir`` (default
-  ``<actor>/huggingface_merged``), written to a temporary sibling and renamed, and reused by later runs;
+  ``<actor>/huggingface_merged``), written to a staging sibling and put in place atomically
+  (``data_prep.atomic_dir``: a killed merge leaves the previous merge or the new one), and reused by later runs.
+  For a LoRA checkpoint verl's merger saves the *base* weights as the model and the adapter beside them
+  (``lora_adapter/``, verl 0.9.1 ``model_merger/base_model_merger.py:311`` ``save_lora_adapter``, called at
+  line 419); the adapter is then folded into the weights
+  with PEFT (``merge_lora_adapter``), so the folder is the trained model, and ``lora_adapter/`` stays for serving;
 - anything else that is not an existing path: a hub name, left to the backend to download.
 
 Megatron checkpoints are not merged here: run ``python -m verl.model_merger merge --backend megatron`` and pass
@@ -20,16 +25,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from recipe.evaluate.files import EvalInputError, make_temp_dir, write_json_atomic
+from data_prep import atomic_dir
+from recipe.evaluate.files import EvalInputError, write_json_atomic
 
 CHECKPOINT_POINTER = "latest_checkpointed_iteration.txt"
 FSDP_CONFIG = "fsdp_config.json"
 MERGED_NAME = "huggingface_merged"
 MERGED_MARKER = ".rewardmap_merged.json"
+LORA_ADAPTER = "lora_adapter"  # where verl's merger puts a LoRA checkpoint's adapter, beside the base weights
 _WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
@@ -84,9 +90,7 @@ def merge_fsdp_checkpoint(actor: Path, target: Path, *, trust_remote_code: bool 
     from verl.model_merger.base_model_merger import ModelMergerConfig
     from verl.model_merger.fsdp_model_merger import FSDPModelMerger
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = make_temp_dir(target)
-    try:
+    with atomic_dir.replacing(target, is_complete=lambda folder: (folder / MERGED_MARKER).is_file()) as tmp:
         config = ModelMergerConfig(
             operation="merge",
             backend="fsdp",
@@ -98,13 +102,38 @@ def merge_fsdp_checkpoint(actor: Path, target: Path, *, trust_remote_code: bool 
         merger = FSDPModelMerger(config)
         merger.merge_and_save()
         merger.cleanup()
+        merge_lora_adapter(tmp, trust_remote_code=trust_remote_code)
         write_json_atomic(tmp / MERGED_MARKER, {"checkpoint": str(actor), "shards": signature})
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    return True
+
+
+def merge_lora_adapter(folder: Path, *, trust_remote_code: bool = False) -> bool:
+    """Fold ``folder/lora_adapter`` into the base weights saved in ``folder`` (PEFT's ``merge_and_unload``, computed
+    in float32, saved in the dtype verl's merger saved); False when there is no adapter. Only the modules the adapter
+    holds weights for are adapted."""
+    adapter = folder / LORA_ADAPTER
+    if not (adapter / "adapter_config.json").is_file():
+        return False
+    import torch
+    from peft import LoraConfig, PeftModel
+    from safetensors import safe_open
+    from transformers import AutoModelForImageTextToText
+
+    with safe_open(str(adapter / "adapter_model.safetensors"), framework="pt") as tensors:
+        modules = sorted(
+            {key.removeprefix("base_model.model.").rsplit(".lora_", 1)[0] for key in tensors.keys() if ".lora_" in key}
+        )
+    lora_config = LoraConfig.from_pretrained(str(adapter))
+    lora_config.target_modules = modules  # whole module names: the adapter's own modules, nothing else
+    model = AutoModelForImageTextToText.from_pretrained(
+        folder, dtype=torch.float32, trust_remote_code=trust_remote_code
+    )
+    merged = PeftModel.from_pretrained(model, str(adapter), config=lora_config).merge_and_unload()
+    with safe_open(str(next(folder.glob("model*.safetensors"))), framework="pt") as saved:
+        merged.to(saved.get_tensor(next(iter(saved.keys()))).dtype)  # the dtype verl's merger saved (bf16)
+    for weights in [*folder.glob("model*.safetensors"), *folder.glob("model.safetensors.index.json")]:
+        weights.unlink()
+    merged.save_pretrained(folder)
     return True
 
 

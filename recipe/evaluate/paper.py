@@ -1,4 +1,4 @@
-"""The RewardMap paper's Qwen2.5-VL-7B results ("Results to beat" in the project notes), printed beside ours.
+"""The RewardMap paper's Qwen2.5-VL-7B results (arXiv 2510.02240), printed beside ours so a run reads against them.
 
 All are weighted accuracies in percent: ReasonMap short and long with the appendix weights 1 + 0.5 x (question
 level + map level), ReasonMap-Plus with map weights 1.0 / 1.5 / 2.0. They were produced with the released

@@ -21,8 +21,8 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from recipe.evaluate.files import atomic_output  # noqa: E402
 from recipe.evaluate.training_logs import Series, read_training_log, reward_series, validation_series  # noqa: E402
-from reward_fns.ground_truth import MAP_DIFFICULTIES  # noqa: E402
-from reward_fns.metrics import FORMS, QUESTION_LEVELS, RULE_SETS, VQA_TYPES  # noqa: E402
+from reward_fns.benchmark import FORMS, QUESTION_LEVELS, RULE_SETS  # noqa: E402
+from reward_fns.ground_truth import MAP_DIFFICULTIES, VQA_TYPES  # noqa: E402
 
 COLORS = {"released": "#4C72B0", "fixed": "#DD8452", "vlmevalkit": "#55A868"}
 DPI = 110

@@ -10,8 +10,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from recipe.evaluate.paper import PAPER_RULES, QWEN25_VL_7B_ROWS
-from reward_fns.ground_truth import MAP_DIFFICULTIES
-from reward_fns.metrics import FORMS, PLUS_READINGS, QUESTION_LEVELS, RULE_SETS, VQA_TYPES
+from reward_fns.benchmark import FORMS, PLUS_READING_OF_RULES, PLUS_READINGS, QUESTION_LEVELS, RULE_SETS
+from reward_fns.ground_truth import MAP_DIFFICULTIES, VQA_TYPES
 
 RULES_NOTE = (
     "Rule sets: `released` is what the released benchmark code computes, bit for bit (fscdc/ReasonMap `main.py`, "
@@ -19,7 +19,8 @@ RULES_NOTE = (
     "`fixed` corrects exactly those slips (reference line names mapped onto the network, arrival suffixes, "
     "template 2 in every city, difficulty weights, station normalisation, missing via-count fields, via-list "
     "splitting, Chinese line numbers) and nothing else. ReasonMap-Plus has no slip: `fixed` reads answers as "
-    "`released` (`main_plus.py`); `vlmevalkit` is VLMEvalKit's `ReasonMap_Plus` reading."
+    "`released` (`main_plus.py`), so its ReasonMap-Plus number is the `released` one; `vlmevalkit` is VLMEvalKit's "
+    "`ReasonMap_Plus` reading."
 )
 WEIGHT_NOTE = (
     "ReasonMap weighted accuracy uses the paper appendix's weights 1 + 0.5 x (question level + map level) "
@@ -51,7 +52,8 @@ def headline(summary: Mapping[str, Any]) -> dict[str, dict[str, float | None]]:
         for form in FORMS:
             group = planning.get(rules, {}).get(form) if rules in RULE_SETS else None
             row[f"reasonmap_{form}"] = group["appendix_weighted_accuracy"] if group and group["n"] else None
-        group = plus.get(rules, {}).get("overall") if rules in PLUS_READINGS else None
+        reading = PLUS_READING_OF_RULES[rules] if rules in RULE_SETS else rules
+        group = plus.get(reading, {}).get("overall")
         row["reasonmap_plus"] = group["weighted_accuracy"] if group and group["n"] else None
         out[rules] = row
     return out

@@ -1,24 +1,24 @@
 """``score``: responses + test files -> a results folder (per-question JSONL, summary.json, report.md, plots).
 
 Every response is scored under every rule set: planning questions with the ``released`` and ``fixed`` ReasonMap
-rules (``reward_fns.metrics.evaluate_planning_all``), ReasonMap-Plus questions with the ``released``, ``fixed`` and
-``vlmevalkit`` readings. The folder::
+rules (``reward_fns.benchmark.evaluate_planning_all``), ReasonMap-Plus questions with the ``released`` and
+``vlmevalkit`` readings (the ``fixed`` rules read ReasonMap-Plus as ``released``). The folder::
 
     scores.jsonl   one line per (question, sample): facts, response, parsed answer, metrics per rule set
     summary.json   the aggregates (``summarize``), coverage, inputs
     report.md      the summary as tables, beside the paper's Qwen2.5-VL-7B rows (``recipe.evaluate.report``)
     *.png          accuracy by difficulty, ReasonMap-Plus per type, training curves (``--training-log``)
 
-Atomic and resumable: the folder is built in ``.<name>.partial`` beside it and renamed into place when complete,
-so the results folder is never half-written. Scores are appended there as they are computed; an interrupted run
-resumes from them (and from an existing results folder when its responses are unchanged) without rescoring.
+Atomic and resumable: the folder is built in ``.<name>.partial`` beside it and put in place when complete
+(``data_prep.atomic_dir``), so the results folder is the previous one or the new one, never half-written. Scores
+are appended there as they are computed; an interrupted run resumes from them (and from an existing results
+folder when its responses are unchanged) without rescoring.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from data_prep import atomic_dir
 from recipe.evaluate.files import (
     EvalInputError,
     JsonlAppender,
@@ -36,9 +37,7 @@ from recipe.evaluate.files import (
 )
 from recipe.evaluate.responses import Response, meta_path, read_responses
 from recipe.evaluate.testset import Question, load_questions
-from reward_fns.benchmark_released import REASONMAP_TEST_CITIES, parse_sections
-from reward_fns.ground_truth import MAP_DIFFICULTIES
-from reward_fns.metrics import (
+from reward_fns.benchmark import (
     FORMS,
     PLUS_READINGS,
     QUESTION_LEVELS,
@@ -48,6 +47,8 @@ from reward_fns.metrics import (
     planning_group,
     plus_summary,
 )
+from reward_fns.benchmark_released import REASONMAP_TEST_CITIES, parse_sections
+from reward_fns.ground_truth import MAP_DIFFICULTIES
 
 SCORES_FILE = "scores.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -67,7 +68,7 @@ def score_response(question: Question, response: Response) -> dict[str, Any]:
         record["parsed"] = [{k: v for k, v in asdict(s).items() if k != "text"} for s in sections]
         record.update(evaluate_planning_all(question.ground_truth, response.response))
     else:
-        readings = {r: evaluate_vqa(question.ground_truth, response.response, rules=r) for r in PLUS_READINGS}
+        readings = {r: evaluate_vqa(question.ground_truth, response.response, reading=r) for r in PLUS_READINGS}
         record["parsed"] = {"released": readings["released"]["answer"], "vlmevalkit": readings["vlmevalkit"]["answer"]}
         for reading, e in readings.items():
             record[reading] = {k: v for k, v in e.items() if k != "answer"}
@@ -182,10 +183,6 @@ def _partial_dir(out: Path) -> Path:
     return out.parent / f".{out.name}.partial"
 
 
-def _previous_dir(out: Path) -> Path:
-    return out.parent / f".{out.name}.previous"
-
-
 def _cached(folder: Path) -> dict[tuple[str, int], dict[str, Any]]:
     """Scored records already on disk in ``folder`` (a results or partial folder), by (id, sample)."""
     path = folder / SCORES_FILE
@@ -230,8 +227,9 @@ def run_score(request: ScoreRequest, *, progress: bool = True) -> Path:
     out = Path(request.out)
     if out.exists() and not out.is_dir():
         raise EvalInputError(f"--out {out}: exists and is not a folder")
-    partial, previous = _partial_dir(out), _previous_dir(out)
-    cache = {**_cached(previous), **_cached(out), **_cached(partial)}
+    atomic_dir.clean_stale(out, is_complete=is_results_folder)  # puts back a results folder a kill left aside
+    partial = _partial_dir(out)
+    cache = {**_cached(out), **_cached(partial)}
     partial.mkdir(parents=True, exist_ok=True)
     order = {q.id: i for i, q in enumerate(questions)}
     keys = sorted(responses.by_key, key=lambda k: (order[k[0]], k[1]))
@@ -279,18 +277,28 @@ def run_score(request: ScoreRequest, *, progress: bool = True) -> Path:
 
         plots = plotting.results_plots(summary, partial, training_logs=request.training_logs or [])
     write_text_atomic(partial / REPORT_FILE, render_report(summary, plots=plots))
-    _swap_into_place(partial, out, previous)
+    _put_in_place(partial, out)
     return out
 
 
-def _swap_into_place(partial: Path, out: Path, previous: Path) -> None:
-    """Rename the completed partial folder onto ``out`` (an existing one is moved aside first, then removed)."""
-    if previous.exists():
-        shutil.rmtree(previous)
-    if out.exists():
-        os.replace(out, previous)
-    os.replace(partial, out)
-    shutil.rmtree(previous, ignore_errors=True)
+def _put_in_place(partial: Path, out: Path) -> None:
+    """Put the completed partial folder in place of ``out`` atomically (``data_prep.atomic_dir``).
+
+    The partial folder first takes a staging name of this process, so a kill from here on leaves the old results
+    folder or the new one, and never a finished partial folder that the next run would append to.
+    """
+    staging = atomic_dir.sibling_path(out, atomic_dir.STAGING)
+    os.replace(partial, staging)
+    try:
+        atomic_dir.swap_in(staging, out)
+    except BaseException:
+        os.replace(staging, partial)  # the scores stay for the next run
+        raise
+
+
+def is_results_folder(folder: Path) -> bool:
+    """Whether ``folder`` is a whole results folder (its report, written last, exists)."""
+    return (folder / REPORT_FILE).is_file()
 
 
 def load_summary(folder: str | os.PathLike[str]) -> dict[str, Any]:

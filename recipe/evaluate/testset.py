@@ -21,8 +21,8 @@ import pyarrow.parquet as pq
 from data_prep.image_files import resolve_row_images
 from data_prep.images import ImageError
 from recipe.evaluate.files import EvalInputError
+from reward_fns.benchmark import form_of, question_difficulty
 from reward_fns.ground_truth import GroundTruth
-from reward_fns.metrics import form_of, question_difficulty
 
 ROW_COLUMNS = ("data_source", "prompt", "images", "reward_model", "extra_info")
 SCORE_COLUMNS = ("data_source", "reward_model", "extra_info")

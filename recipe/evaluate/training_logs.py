@@ -17,7 +17,7 @@ from recipe.evaluate.files import EvalInputError, read_jsonl
 
 Series = dict[str, list[tuple[int, float]]]
 
-REWARD_PREFIX = "rewardmap/reward/"  # recipe.metrics: the training reward's components per step
+REWARD_PREFIX = "rewardmap/reward/"  # recipe.step_metrics: the training reward's components per step
 VALIDATION_PREFIXES = ("val-core/", "val-aux/")
 
 
@@ -80,7 +80,7 @@ def reward_series(series: Series) -> Series:
 
 
 def validation_series(series: Series) -> Series:
-    """Validation metrics: the benchmark numbers (``bench_*`` keys of ``reward_fns.metrics.validation_metrics``)
+    """Validation metrics: the benchmark numbers (``bench_*`` keys of ``reward_fns.benchmark.validation_metrics``)
     when logged, else verl's core validation metrics."""
     bench = {
         k: v

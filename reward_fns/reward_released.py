@@ -10,18 +10,21 @@ response goes through in that mode is here, quirks included, each documented whe
    arrival is the rest of its section, so a trailing explanation or a long template's via-stop line becomes
    part of it and never matches the destination;
 2. line names (``released_line``): the two Beijing renames applied in every city, then an exact line name;
-3. correctness (``released_planning``): ``reward_fns.correctness.route_correct`` over the sections whose labels
+3. correctness (``released_reward_terms``): ``reward_fns.correctness.route_correct`` over the sections whose labels
    are written case-sensitively;
 4. detail (``released_detail``): the table in ``reward_fns.detail``, with the off-by-one over-length penalty and
    no floor;
 5. VQA (``extract_vqa_answer_released`` then ``vqa_correct_released``): the released answer extraction and its
    exact-match rule.
 
-The benchmark metrics (``reward_fns.metrics``) reuse the strict parser with the benchmark's options.
+The released benchmark reuses ``line_after`` (``reward_fns.benchmark_released``) and the VQA reading (``main_plus.py``
+reads ReasonMap-Plus answers the same way; ``reward_fns.benchmark``).
 """
 
 from __future__ import annotations
 
+import itertools
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -42,7 +45,10 @@ from reward_fns.question_context import Leg, Normaliser, QuestionContext, questi
 
 RELEASED_ALPHA = 0.5
 _LETTER_INDEX = {letter.lower(): index for index, letter in enumerate(OPTION_LETTERS)}  # {"a": 0, ..., "d": 3}
-_MAX_INT_CHARS = 4300  # CPython's default int() digit limit: longer strings are never parsed (and never quadratic)
+# CPython's default limit on the decimal digits int() converts (``sys.int_info.default_max_str_digits``): the
+# official scripts ran under it, so an answer with more digits is wrong there (ValueError), whatever this process sets.
+INT_MAX_STR_DIGITS = 4300
+_DECIMAL_DIGIT = re.compile(r"\d")  # what int() counts: Unicode decimal digits (category Nd), as str.isdecimal
 
 # ----------------------------------------------------------------------------------------------------------------
 # Station names
@@ -120,8 +126,9 @@ def parse_route_blocks_strict(
 ) -> list[StrictBlock]:
     """Parse sections exactly as the released code does (linear time, never raises).
 
-    Stops are normalised with ``normalize``: the released reward passes ``normalize_station_released``; the
-    benchmark metrics keep the training normaliser.
+    Stops are normalised with ``normalize`` (the released reward passes ``normalize_station_released``). The
+    benchmark reads its sections with its own ``reward_fns.benchmark_released.parse_sections``; no caller passes
+    ``arrival="line"`` or ``via`` (only tests do).
 
     - The text is split on every ``--`` (anywhere, not only on separator lines); blank sections are skipped.
     - A section is kept only if it contains ``Route Name:``, ``Departure Stop:`` and ``Arrival Stop:``:
@@ -133,10 +140,13 @@ def parse_route_blocks_strict(
     - Arrival (``arrival="tail"``, training code and the benchmark's short questions): everything after the last
       ``Arrival Stop:`` of the section, stripped and normalised, so trailing lines (a via-stop count, an
       explanation) become part of it; without that label (possible under ``lowercase_check``) the whole section.
-      ``arrival="line"`` (the benchmark's long questions): like the departure.
-    - ``via="number"`` / ``"list"`` (benchmark long questions): raw text after the last ``Number of Via Stops: ``
-      / ``Via Stops: ``, stripped; None when the label is missing (the benchmark code then reads the whole
-      section, so any digit in it, such as a line number, counted as the via-stop count: not reproduced).
+      ``arrival="line"``: like the departure.
+    - ``via="number"`` / ``"list"``: raw text after the last ``Number of Via Stops: `` / ``Via Stops: ``,
+      stripped; None when the label is missing.
+
+    >>> [(b.route_name, b.departure, b.arrival) for b in parse_route_blocks_strict(
+    ...     "Route Name: Line 1\\nDeparture Stop: Alder\\nArrival Stop: Elm\\nNumber of Via Stops: 3\\n")]
+    [('Line 1', 'alder', 'elmnumberofviastops:3')]
     """
     if not isinstance(text, str) or not text:
         return []
@@ -190,7 +200,7 @@ def released_legs(blocks: Sequence[StrictBlock], ctx: QuestionContext) -> list[L
     return [Leg(released_line(b.route_name, ctx), ctx.normalize(b.departure), ctx.normalize(b.arrival)) for b in blocks]
 
 
-def released_planning(text: str, ctx: QuestionContext) -> tuple[bool, float]:
+def released_reward_terms(text: str, ctx: QuestionContext) -> tuple[bool, float]:
     """(correct, detail) of a planning answer as the released reward decides them; ``ctx`` from ``released_context``.
 
     One parse serves both: the detail reward reads sections case-insensitively, correctness only those whose
@@ -333,23 +343,46 @@ def _strip_string(s: str) -> str:
     return s.replace(" ", "")
 
 
+def python_int_of_text(text: str) -> int | None:
+    """``int(text)`` as the official scripts' CPython reads it (default digit limit), or None where that raises.
+
+    CPython's ``PyLong_FromString`` limits DIGITS, not characters: surrounding whitespace, one sign and single
+    underscores between digits are free, leading zeros count, a Unicode digit counts one (checked with CPython
+    3.11: "+" and 4,300 digits, or 2,201 digits joined by 2,200 underscores, convert; 4,301 digits raise).
+    Digits are counted here first, stopping at the 4,301st, so a process that raised or disabled its limit
+    (``PYTHONINTMAXSTRDIGITS``) still judges as the official run and never converts a long answer (int() is
+    quadratic in its digits); nothing in the recipe lowers the limit, which would refuse more.
+
+    >>> python_int_of_text(" +0_3 "), python_int_of_text("３"), python_int_of_text("3.0")
+    (3, 3, None)
+    >>> python_int_of_text("+" + "0" * 4299 + "3"), python_int_of_text("0" * 4300 + "3")
+    (3, None)
+    """
+    if not isinstance(text, str):
+        return None
+    if len(text) > INT_MAX_STR_DIGITS:
+        over = itertools.islice(_DECIMAL_DIGIT.finditer(text), INT_MAX_STR_DIGITS, None)
+        if next(over, None) is not None:
+            return None
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
 def vqa_correct_released(answer: str, gt: GroundTruth) -> bool:
     """The released exact-match rule on an answer from ``extract_vqa_answer_released``.
 
     TorF: ``answer.lower()`` equals "yes"/"no". Counting2/3: ``int(answer)`` (Python's int: signs, surrounding
-    whitespace, underscores and non-ASCII decimal digits accepted) equals the ground truth. Counting1: the lower-case
-    answer is one letter a-d whose index equals the ground truth.
+    whitespace, underscores and non-ASCII decimal digits accepted, at most 4,300 digits: ``python_int_of_text``)
+    equals the ground truth. Counting1: the lower-case answer is one letter a-d whose index equals the ground truth.
     """
     qtype = gt.question_type
     if qtype in YES_NO_TYPES:
         return answer.lower() == expected_vqa_answer(gt)
     if qtype in COUNT_TYPES:
-        if len(answer) > _MAX_INT_CHARS:
-            return False
-        try:
-            return int(answer) == gt.answer
-        except (ValueError, TypeError):
-            return False
+        value = python_int_of_text(answer)
+        return value is not None and value == gt.answer
     if qtype in OPTION_TYPES:
         return _LETTER_INDEX.get(answer.lower(), -1) == gt.answer
     return False

@@ -14,9 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from data_prep.synthetic import SyntheticParams, build_cities
-from reward_fns.gold import gold_response
-from reward_fns.ground_truth import GroundTruth
-from reward_fns.metrics import (
+from reward_fns.benchmark import (
     PLUS_READINGS,
     RULE_SETS,
     VALIDATION_KEYS,
@@ -24,6 +22,8 @@ from reward_fns.metrics import (
     evaluate_vqa,
     validation_metrics,
 )
+from reward_fns.gold import gold_response
+from reward_fns.ground_truth import GroundTruth
 from reward_fns.network import MetroNetwork
 from tests.conftest import real_station_files
 
@@ -85,7 +85,7 @@ def test_gold_answers_score_the_maximum_on_synthetic_networks(synthetic_question
         gold = gold_response(gt)
         if gt.question_type != "planning":
             for reading in PLUS_READINGS:
-                assert evaluate_vqa(gt, gold, rules=reading)["acc"] == 1, (gt.question_type, reading)
+                assert evaluate_vqa(gt, gold, reading=reading)["acc"] == 1, (gt.question_type, reading)
             continue
         templates.add(gt.template)
         fixed = evaluate_planning(gt, gold, rules="fixed")
@@ -119,7 +119,7 @@ def test_perturbed_answers_lose_what_they_got_wrong(synthetic_questions: list[Gr
     for gt in synthetic_questions:
         if gt.question_type == "TorF1":
             wrong = "\\boxed{no}" if gt.answer == 1 else "\\boxed{yes}"
-            assert {evaluate_vqa(gt, wrong, rules=r)["acc"] for r in PLUS_READINGS} == {0}
+            assert {evaluate_vqa(gt, wrong, reading=r)["acc"] for r in PLUS_READINGS} == {0}
 
 
 # No digit, yes/no or standalone a-d: VLMEvalKit reads a count from any digit and an option from any "a"-"d".
@@ -142,7 +142,7 @@ def test_garbage_scores_zero(synthetic_questions: list[GroundTruth]) -> None:
                     result = evaluate_planning(gt, text, rules=rules)
                     assert (result["acc"], result["map_score"]) == (0, 0.0)
             else:
-                assert {evaluate_vqa(gt, text, rules=r)["acc"] for r in PLUS_READINGS} == {0}
+                assert {evaluate_vqa(gt, text, reading=r)["acc"] for r in PLUS_READINGS} == {0}
 
 
 def _check_bounds(gt: GroundTruth, text: Any) -> None:
@@ -155,7 +155,7 @@ def _check_bounds(gt: GroundTruth, text: Any) -> None:
             assert result["acc"] == 0 or result["map_score"] >= cap  # a correct answer always gets the bonus
     else:
         for reading in PLUS_READINGS:
-            assert evaluate_vqa(gt, text, rules=reading)["acc"] in (0, 1)
+            assert evaluate_vqa(gt, text, reading=reading)["acc"] in (0, 1)
     metrics = validation_metrics(gt, text)
     assert tuple(metrics) == VALIDATION_KEYS
     assert all(v is None or (isinstance(v, float) and math.isfinite(v)) for v in metrics.values())

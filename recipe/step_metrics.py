@@ -1,11 +1,13 @@
 """Per-step training metrics of the RewardMap reward, which verl 0.9.1 does not log (only validation gets them).
 
 ``reward_metrics`` is a pure function of one step's batch: the reward manager's numeric extra info
-(``recipe.reward_manager.EXTRA_INFO_KEYS``), the token-level scores and the GRPO group ids. Names, all under
+(``recipe.reward_manager.REWARD_EXTRA_INFO_KEYS``), the token-level scores and the GRPO group ids. Names, all under
 ``rewardmap/`` (``<dim>`` is ``type``, ``stage`` or ``map``)::
 
     rewardmap/reward/<component>/mean   score, acc, format, detail, weight (score = the trained reward)
-    rewardmap/reward/error_rate          fraction of samples whose scoring raised (should stay 0)
+    rewardmap/reward/error_rate          fraction of samples whose scoring raised or timed out (should stay 0)
+    rewardmap/reward/timeout_rate        fraction of samples whose scoring exceeded reward.timeout (counted in
+                                         error_rate too)
     rewardmap/acc/<dim>=<value>          accuracy (mean acc) of the samples with that value
     rewardmap/format/<dim>=<value>       format rate (fraction with a positive format reward)
     rewardmap/score/<dim>=<value>        mean trained reward
@@ -14,6 +16,8 @@
     rewardmap/groups/all_equal_frac      fraction of GRPO groups (same uid, two or more samples) whose
                                          rewards are all equal: no learning signal under a group baseline
     rewardmap/groups/count               number of such groups
+    rewardmap/rollout/vision_tokens      image/video placeholder tokens sampled in the step's responses (must be
+                                         0: ``vision_tokens_sampled``)
 
 Values: ``type=planning|TorF1|...``, ``map=easy|middle|hard``, ``stage=<name>`` when stage names are given,
 else ``stage=<index>``; ``unknown`` for samples without the fact (-1 in the extra info).
@@ -63,6 +67,8 @@ def reward_metrics(batch: RewardInputs, *, stage_names: Sequence[str] | None = N
             metrics[f"{PREFIX}/reward/{key}/mean"] = float(columns[key].mean())
     if "reward_error" in columns:
         metrics[f"{PREFIX}/reward/error_rate"] = float((columns["reward_error"] > 0).mean())
+    if "reward_timeout" in columns:
+        metrics[f"{PREFIX}/reward/timeout_rate"] = float((columns["reward_timeout"] > 0).mean())
 
     for dim, (key, names) in DIMENSIONS.items():
         if key not in columns:
@@ -119,3 +125,27 @@ def _name(value: int, names: Sequence[str] | None) -> str:
     if names is not None and value < len(names):
         return str(names[value])
     return str(value)
+
+
+# Qwen2.5-VL's vision placeholders: the tokens that stand for an image's or a video's patches. A rollout must never
+# sample one (verl masks them in vLLM's logits: ``verl/workers/rollout/utils.py`` ``get_vision_placeholder_token_ids``;
+# the CPU transformers backend suppresses these and the vision start/end markers too): a response holding one breaks
+# the pairing of placeholders with ``image_grid_thw`` (M-RoPE positions, the embedding merge). The start/end markers
+# pair with nothing and are left to the model, as verl leaves them.
+VISION_TOKENS = ("<|image_pad|>", "<|video_pad|>")
+
+
+def vision_token_ids(tokenizer: Any) -> list[int]:
+    """Ids of ``VISION_TOKENS`` in ``tokenizer``'s vocabulary (those it has)."""
+    vocab = tokenizer.get_vocab()
+    return sorted(int(vocab[token]) for token in VISION_TOKENS if token in vocab)
+
+
+def vision_tokens_sampled(responses: Sequence[Any], vision_ids: Sequence[int]) -> int:
+    """How many of the responses' tokens are vision placeholders.
+
+    >>> vision_tokens_sampled([[5, 151655, 7], [151655, 151655]], [151652, 151655])
+    3
+    """
+    banned = {int(i) for i in vision_ids}
+    return sum(int(token) in banned for response in responses for token in np.asarray(response).reshape(-1))

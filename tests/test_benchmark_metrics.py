@@ -14,9 +14,7 @@ import re
 
 import pytest
 
-from reward_fns.gold import gold_response
-from reward_fns.ground_truth import GroundTruth
-from reward_fns.metrics import (
+from reward_fns.benchmark import (
     RULE_SETS,
     EvalRecord,
     evaluate_planning,
@@ -24,22 +22,14 @@ from reward_fns.metrics import (
     reasonmap_metrics,
     reasonmap_plus_metrics,
 )
+from reward_fns.gold import gold_response
+from reward_fns.ground_truth import GroundTruth
 from reward_fns.network import MetroNetwork
 from reward_fns.weights import question_level, reasonmap_eval_weight
 from tests.conftest import real_station_files
-from tests.reward_helpers import ONE_TRANSFER, planning_gt, route, vqa_gt
+from tests.reward_helpers import ONE_TRANSFER, planning_gt, ride, route, vqa_gt
 
 A, G = "Alder Station", "Ginkgo"
-
-
-def ride(name: str, departure: str, arrival: str, via: list[str], count: int | None = None) -> dict[str, object]:
-    return {
-        "route_name": name,
-        "departure_stop": departure,
-        "arrival_stop": arrival,
-        "via_stops": via,
-        "num_via_stops": len(via) if count is None else count,
-    }
 
 
 # Reference routes in map-app style: plan 1 is the answer's route, plan 2 another one.
@@ -241,15 +231,14 @@ def test_reasonmap_plus_metrics() -> None:
             "\\boxed{9 lines}",
         ),  # weight 2: wrong as released, right in VLMEvalKit
     ]
-    for rules in ("released", "fixed"):  # no slip concerns ReasonMap-Plus: the same reading
-        report = reasonmap_plus_metrics(records, rules=rules)
-        assert report["overall"] == pytest.approx({"n": 5, "accuracy": 0.6, "weighted_accuracy": 4.5 / 8.5})
-        assert report["torf"] == pytest.approx({"n": 2, "accuracy": 0.5, "weighted_accuracy": 1 / 3})
-        assert report["counting"] == pytest.approx({"n": 3, "accuracy": 2 / 3, "weighted_accuracy": 3.5 / 5.5})
-        assert report["per_type"]["Counting3"] == {"n": 1, "accuracy": 0.0, "weighted_accuracy": 0.0}
-    vlmevalkit = reasonmap_plus_metrics(records, rules="vlmevalkit")
+    report = reasonmap_plus_metrics(records, reading="released")  # also the fixed rules' reading (no slip there)
+    assert report["overall"] == pytest.approx({"n": 5, "accuracy": 0.6, "weighted_accuracy": 4.5 / 8.5})
+    assert report["torf"] == pytest.approx({"n": 2, "accuracy": 0.5, "weighted_accuracy": 1 / 3})
+    assert report["counting"] == pytest.approx({"n": 3, "accuracy": 2 / 3, "weighted_accuracy": 3.5 / 5.5})
+    assert report["per_type"]["Counting3"] == {"n": 1, "accuracy": 0.0, "weighted_accuracy": 0.0}
+    vlmevalkit = reasonmap_plus_metrics(records, reading="vlmevalkit")
     assert vlmevalkit["counting"]["accuracy"] == 1.0
-    assert reasonmap_plus_metrics([], rules="released")["overall"] == {
+    assert reasonmap_plus_metrics([], reading="released")["overall"] == {
         "n": 0,
         "accuracy": 0.0,
         "weighted_accuracy": 0.0,
@@ -264,8 +253,8 @@ def test_plus_weighted_accuracy_of_the_spec() -> None:
         (vqa_gt("Counting2", 4, difficulty="hard"), "\\boxed{4}"),
         (vqa_gt("Counting1", 0, difficulty="hard"), "\\boxed{A}"),
     ]
-    for rules in ("released", "vlmevalkit"):
-        overall = reasonmap_plus_metrics(records, rules=rules)["overall"]
+    for reading in ("released", "vlmevalkit"):
+        overall = reasonmap_plus_metrics(records, reading=reading)["overall"]
         assert overall == pytest.approx({"n": 4, "accuracy": 0.75, "weighted_accuracy": 5 / 6.5})
 
 
@@ -273,11 +262,13 @@ def test_evaluate_rejects_the_wrong_question_kind_and_unknown_rules() -> None:
     with pytest.raises(ValueError):
         evaluate_planning(vqa_gt("TorF1", 1), "\\boxed{yes}", rules="released")
     with pytest.raises(ValueError):
-        evaluate_vqa(planning_gt(A, G, 1), "anything", rules="released")
+        evaluate_vqa(planning_gt(A, G, 1), "anything", reading="released")
     with pytest.raises(ValueError, match="rules"):
         evaluate_planning(planning_gt(A, G, 1), "anything", rules="paper")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="rules"):
         evaluate_planning(planning_gt(A, G, 1), "anything", rules="vlmevalkit")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="reading"):  # one name per reading: fixed reads ReasonMap-Plus as released
+        evaluate_vqa(vqa_gt("TorF1", 1), "\\boxed{yes}", reading="fixed")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("response", ["", "\x00" * 100, "Route Name: \n--\n" * 1000, "(" * 100_000, None, b"\xff"])
@@ -285,8 +276,8 @@ def test_metrics_are_total(response: object) -> None:
     gt = planning_gt(A, G, 1, template="long2", routes=ROUTES)
     for rules in RULE_SETS:
         assert evaluate_planning(gt, response, rules=rules)["acc"] == 0
-    for rules in ("released", "fixed", "vlmevalkit"):
-        assert evaluate_vqa(vqa_gt("Counting1", 1), response, rules=rules)["acc"] == 0
+    for reading in ("released", "vlmevalkit"):
+        assert evaluate_vqa(vqa_gt("Counting1", 1), response, reading=reading)["acc"] == 0
 
 
 def _real_question(path: object, rng: random.Random, template: str, *, suffixed_only: bool) -> GroundTruth | None:

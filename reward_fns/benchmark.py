@@ -1,53 +1,56 @@
-"""Benchmark metrics under two rule sets: ReasonMap (accuracy, weighted accuracy, map score) and ReasonMap-Plus.
+"""ReasonMap and ReasonMap-Plus benchmark metrics under two rule sets, so our numbers compare with the papers'.
 
-Where the rules live: ``reward_fns.benchmark_released`` is what the released benchmark code computes, exactly
-(the ``released`` rules: ReasonMap ``main.py``, ``main_plus.py``, VLMEvalKit's ReasonMap-Plus, ``cal_metrics.py``);
-``reward_fns.benchmark_fixed`` is the same with the eight documented slips corrected (the ``fixed`` rules). This
-module is the API over both: per response (``evaluate_planning``, ``evaluate_vqa``), per group of responses
-(``planning_group``, ``plus_group``, ``reasonmap_metrics``, ``reasonmap_plus_metrics``) and per validation sample
-during training (``validation_metrics``). Published numbers were produced with the released rules; report both.
+Rule sets (ReasonMap planning questions):
 
-Weights. ReasonMap: the released code's weight is the constant 1 (slip 4), so under ``released`` the
-``weighted_accuracy`` of a group is its plain accuracy; under ``fixed`` it uses the paper appendix's
-1 + 0.5 x (question level + map level) (``reward_fns.weights.reasonmap_eval_weight``). Every group also reports
-``appendix_weighted_accuracy``: the appendix formula over that rule set's per-question accuracy, which is what the
-papers' "weighted accuracy" tables report (the code that produced them is not released). ReasonMap-Plus:
-1.0 / 1.5 / 2.0 by map difficulty in every reading (``main_plus``'s ``cal_metrics`` and VLMEvalKit agree).
+- ``released``: what the released benchmark code computes, bit for bit (``reward_fns.benchmark_released``:
+  fscdc/ReasonMap ``main.py``, ``main_plus.py``, ``cal_metrics.py``). The published numbers were made with it.
+- ``fixed``: the same with its eight documented slips corrected and nothing else (``reward_fns.benchmark_fixed``).
 
-ReasonMap-Plus readings: ``released`` (``main_plus.py``), ``fixed`` (the same: none of the eight slips concerns
-ReasonMap-Plus) and ``vlmevalkit`` (VLMEvalKit's ``ReasonMap_Plus``, which reads answers differently).
+ReasonMap-Plus readings: ``released`` (``main_plus.py``) and ``vlmevalkit`` (VLMEvalKit's ``ReasonMap_Plus``, which
+reads answers differently). No slip concerns ReasonMap-Plus, so the ``fixed`` rules read it as ``released``
+(``PLUS_READING_OF_RULES``): computed, logged and reported once, under ``released``.
 
-Accuracies are fractions in [0, 1]; map scores are points (max 20 short, 40 long).
+Weights. ReasonMap: the released code's weight is the constant 1 (slip 4), so its ``weighted_accuracy`` is the
+plain accuracy; ``fixed`` uses the paper appendix's 1 + 0.5 x (question level + map level)
+(``reward_fns.weights.reasonmap_eval_weight``). Every group also reports ``appendix_weighted_accuracy``, the
+appendix formula over that rule set's verdicts: the number the papers' tables report. ReasonMap-Plus weighs maps
+1.0 / 1.5 / 2.0 in every reading. Accuracies are fractions in [0, 1]; map scores are points (max 20 short,
+40 long).
+
+The API: per response ``evaluate_planning`` / ``evaluate_vqa``; per group ``planning_group``, ``plus_group``,
+``reasonmap_metrics``, ``reasonmap_plus_metrics``; per validation sample during training ``validation_metrics``
+and, from verl's logged means, ``weighted_accuracies``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, Literal, TypedDict
 
-from reward_fns.benchmark_fixed import fixed_planning
+from reward_fns.benchmark_fixed import fixed_planning_score
 from reward_fns.benchmark_released import (
     MAP_SCORE_CAP,
     PlanningScore,
     parse_sections,
-    plus_answer_released,
     plus_answer_vlmevalkit,
-    plus_correct_released,
     plus_correct_vlmevalkit,
     plus_groups,
-    released_planning,
+    released_planning_score,
 )
-from reward_fns.ground_truth import QUESTION_TYPES, GroundTruth
+from reward_fns.ground_truth import VQA_TYPES, GroundTruth
 from reward_fns.question_context import question_context
+from reward_fns.reward_released import extract_vqa_answer_released, vqa_correct_released
 from reward_fns.weights import plus_eval_weight, question_level, reasonmap_eval_weight
 
 Rules = Literal["released", "fixed"]
-PlusReading = Literal["released", "fixed", "vlmevalkit"]
+PlusReading = Literal["released", "vlmevalkit"]
 RULE_SETS: tuple[Rules, ...] = ("released", "fixed")
-PLUS_READINGS: tuple[PlusReading, ...] = ("released", "fixed", "vlmevalkit")
+PLUS_READINGS: tuple[PlusReading, ...] = ("released", "vlmevalkit")
+# The ReasonMap-Plus reading of each rule set: no slip concerns ReasonMap-Plus, so the fixed rules read it as released.
+PLUS_READING_OF_RULES: Mapping[Rules, PlusReading] = MappingProxyType({"released": "released", "fixed": "released"})
 FORMS = ("short", "long")
-VQA_TYPES = tuple(t for t in QUESTION_TYPES if t != "planning")
 QUESTION_LEVELS = ("easy", "medium", "hard")  # ReasonMap question difficulty by transfers: 0, 1, 2+
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -95,9 +98,9 @@ def _text(response: Any) -> str:
     return ""
 
 
-def _check_rules(rules: str, allowed: Sequence[str]) -> None:
-    if rules not in allowed:
-        raise ValueError(f"rules: {rules!r} is not one of {tuple(allowed)}")
+def _check_choice(name: str, value: str, allowed: Sequence[str]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name}: {value!r} is not one of {tuple(allowed)}")
 
 
 def _planning_gt(ground_truth: Any) -> GroundTruth:
@@ -129,13 +132,33 @@ def evaluate_planning(
 ) -> PlanningEval:
     """Accuracy, best map score, weights and breakdown of one planning response under ``rules``.
 
-    ``ground_truth`` is a prepared row's ``reward_model.ground_truth`` (JSON text, or a GroundTruth / dict of its
-    fields). Total on ``response``; ValueError for an unknown rule set or a non-planning / invalid ground truth.
+    Args:
+        ground_truth: a prepared row's ``reward_model.ground_truth`` (JSON text, or a GroundTruth / dict of its
+            fields) of a planning question.
+        response: the model's answer; anything gets a result.
+        rules: ``released`` or ``fixed``.
+
+    Returns:
+        ``PlanningEval``; ValueError for an unknown rule set or a non-planning / invalid ground truth.
+
+    A correct answer outside China: the released rules append " Station" to the reference stops and rewrite the
+    model's own line name (slips 1, 2), so only the endpoints point survives (1 + 10 bonus); ``fixed`` gives
+    1 + 2 x (2 + 1 + 1) + 10. The weight is 1 under the released rules and the appendix's elsewhere.
+
+    >>> network = {"Line 1": ["A", "B", "C"], "Line 2": ["C", "D"]}
+    >>> plan = [{"route_name": "Line 1", "departure_stop": "A", "arrival_stop": "C"},
+    ...         {"route_name": "Line 2", "departure_stop": "C", "arrival_stop": "D"}]
+    >>> gt = GroundTruth(question_type="planning", city="demo", map_difficulty="hard", network=network,
+    ...                  station_1="A", station_2="D", question_transfer_count=1, routes={"0": plan})
+    >>> answer = ("Route Name: Line 1\\nDeparture Stop: A\\nArrival Stop: C\\n--\\n"
+    ...           "Route Name: Line 2\\nDeparture Stop: C\\nArrival Stop: D\\n")
+    >>> [(e["acc"], e["map_score"], e["weight"]) for e in (evaluate_planning(gt, answer, rules=r) for r in RULE_SETS)]
+    [(1, 11.0, 1.0), (1, 19.0, 2.5)]
     """
-    _check_rules(rules, RULE_SETS)
+    _check_choice("rules", rules, RULE_SETS)
     gt = _planning_gt(ground_truth)
     text = _text(response)
-    score = released_planning(gt, text) if rules == "released" else fixed_planning(gt, text)
+    score = released_planning_score(gt, text) if rules == "released" else fixed_planning_score(gt, text)
     return _planning_eval(gt, score, rules)
 
 
@@ -147,24 +170,26 @@ def evaluate_planning_all(
     text = _text(response)
     sections = parse_sections(text, gt.template)
     return {
-        "released": _planning_eval(gt, released_planning(gt, text, sections), "released"),
-        "fixed": _planning_eval(gt, fixed_planning(gt, text, sections), "fixed"),
+        "released": _planning_eval(gt, released_planning_score(gt, text, sections), "released"),
+        "fixed": _planning_eval(gt, fixed_planning_score(gt, text, sections), "fixed"),
     }
 
 
-def evaluate_vqa(ground_truth: GroundTruth | str | Mapping[str, Any], response: Any, *, rules: PlusReading) -> VqaEval:
-    """Verdict, map weight (1.0 / 1.5 / 2.0) and answer read of one ReasonMap-Plus response under ``rules``."""
-    _check_rules(rules, PLUS_READINGS)
+def evaluate_vqa(
+    ground_truth: GroundTruth | str | Mapping[str, Any], response: Any, *, reading: PlusReading
+) -> VqaEval:
+    """Verdict, map weight (1.0 / 1.5 / 2.0) and answer read of one ReasonMap-Plus response under ``reading``."""
+    _check_choice("reading", reading, PLUS_READINGS)
     gt = question_context(ground_truth).gt
     if gt.question_type == "planning":
         raise ValueError("evaluate_vqa: a planning question")
     text = _text(response)
-    if rules == "vlmevalkit":
+    if reading == "vlmevalkit":
         answer = plus_answer_vlmevalkit(text, gt.question_type)
         correct = plus_correct_vlmevalkit(answer, gt)
     else:
-        answer = plus_answer_released(text)
-        correct = plus_correct_released(answer, gt)
+        answer = extract_vqa_answer_released(text)
+        correct = vqa_correct_released(answer, gt)
     return VqaEval(
         acc=int(correct), weight=plus_eval_weight(gt.map_difficulty), question_type=gt.question_type, answer=answer
     )
@@ -291,10 +316,10 @@ def reasonmap_metrics(records: Iterable[EvalRecord | tuple[Any, str]], *, rules:
 
 
 def reasonmap_plus_metrics(
-    records: Iterable[EvalRecord | tuple[Any, str]], *, rules: PlusReading
+    records: Iterable[EvalRecord | tuple[Any, str]], *, reading: PlusReading
 ) -> ReasonMapPlusReport:
     """ReasonMap-Plus accuracy and map-weighted accuracy overall, for TorF, for Counting and per question type."""
-    evals = [evaluate_vqa(gt, response, rules=rules) for gt, response in _records(records)]
+    evals = [evaluate_vqa(gt, response, reading=reading) for gt, response in _records(records)]
     summary = plus_summary(evals)
     return ReasonMapPlusReport(
         overall=summary["overall"],
@@ -327,15 +352,15 @@ VALIDATION_KEYS: tuple[str, ...] = _validation_keys()
 
 
 def validation_metrics(ground_truth: GroundTruth | str | Mapping[str, Any], response: Any) -> dict[str, float | None]:
-    """The benchmark numbers of one validation sample, as verl's validation metrics average them.
+    """The benchmark numbers of one validation sample, keyed so that verl's validation means are the numbers.
 
-    Contract (for the reward manager's validation hook, which returns these as ``reward_extra_info``):
+    The reward manager's validation hook returns these as ``reward_extra_info``. Always exactly the keys
+    ``VALIDATION_KEYS``, each a float or None; never raises on a response (ValueError only for an invalid ground
+    truth, a data bug). None means "not applicable to this sample": verl 0.9.1's ``process_validation_metrics``
+    drops None before averaging (NaN it would not), so ``val-aux/<data_source>/<key>/mean@N`` is the mean over the
+    samples the key applies to, the benchmark number itself. None is named ``acc``: verl fills a missing ``acc``
+    with 0. The keys:
 
-    - Always exactly the keys ``VALIDATION_KEYS``, each a float or None; never raises on a response (ValueError
-      only for an invalid ground truth, a data bug). None means "not applicable to this sample": verl 0.9.1's
-      ``process_validation_metrics`` drops None values before averaging (NaN it would not drop), so
-      ``val-aux/<data_source>/<key>/mean@N`` is the mean over the samples the key applies to, i.e. the benchmark
-      number itself. Do not name any of them ``acc``: verl fills missing ``acc`` values with 0.
     - ``bench_<rules>_<form>_acc`` (rules released | fixed, form short | long): ReasonMap accuracy of a planning
       sample of that form, else None. ``bench_<rules>_<form>_map_score``: its map score (None also when the
       question has no reference routes).
@@ -344,12 +369,17 @@ def validation_metrics(ground_truth: GroundTruth | str | Mapping[str, Any], resp
       level)), so weighted accuracy = mean(num) / mean(den) (``weighted_accuracies`` computes it from verl's logged
       metrics). Under ``released`` the released code's own weight is 1, i.e. its weighted accuracy is ``acc``; the
       appendix-weighted released number is the one comparable with the papers' tables.
-    - ``bench_<reading>_plus_acc`` (reading released | fixed | vlmevalkit): ReasonMap-Plus accuracy of a VQA
+    - ``bench_<reading>_plus_acc`` (reading released | vlmevalkit): ReasonMap-Plus accuracy of a VQA
       sample, else None; ``bench_<reading>_plus_wacc_num`` / ``bench_plus_wacc_den``: acc x map weight
       (1.0 / 1.5 / 2.0) and the weight.
 
     Groups: verl groups by ``data_source`` (benchmark rows are "reasonmap" and "reasonmap_plus"), then by prompt;
     with several samples per prompt, mean@N is the mean over prompts of the per-prompt mean.
+
+    >>> gt = GroundTruth(question_type="TorF1", city="demo", map_difficulty="hard", network={"L": ["A", "B"]}, answer=1)
+    >>> metrics = validation_metrics(gt, "\\\\boxed{yes}")  # a VQA sample: its planning keys do not apply
+    >>> metrics["bench_released_plus_acc"], metrics["bench_plus_wacc_den"], metrics["bench_fixed_short_acc"]
+    (1.0, 2.0, None)
     """
     out: dict[str, float | None] = dict.fromkeys(VALIDATION_KEYS)
     ctx = question_context(ground_truth)
@@ -367,18 +397,25 @@ def validation_metrics(ground_truth: GroundTruth | str | Mapping[str, Any], resp
     weight = plus_eval_weight(gt.map_difficulty)
     out[f"{p}_plus_wacc_den"] = weight
     for reading in PLUS_READINGS:
-        e = evaluate_vqa(gt, response, rules=reading)
+        e = evaluate_vqa(gt, response, reading=reading)
         out[f"{p}_{reading}_plus_acc"] = float(e["acc"])
         out[f"{p}_{reading}_plus_wacc_num"] = e["acc"] * weight
     return out
 
 
 def weighted_accuracies(val_metrics: Mapping[str, Any]) -> dict[str, float]:
-    """Weighted accuracies from verl's logged validation metrics (``val-aux/<source>/<key>/mean@N``).
+    """Weighted accuracies from verl's logged validation means (``val-aux/<source>/<key>/mean@N``).
 
-    For every ``..._wacc_num`` metric with its matching ``..._wacc_den``, returns
-    ``val-aux/<source>/<name>_weighted_acc/mean@N`` = mean(num) / mean(den), e.g.
-    ``val-aux/reasonmap/bench_fixed_short_weighted_acc/mean@1``. Pure; ignores anything else.
+    Args:
+        val_metrics: verl's validation metrics; keys other than ``..._wacc_num`` means are ignored.
+
+    Returns:
+        ``val-aux/<source>/<stem>_weighted_acc/mean@N`` = mean(num) / mean(den) for every ``<stem>_wacc_num`` with
+        its ``..._wacc_den`` (the same source and statistic).
+
+    >>> weighted_accuracies({"val-aux/reasonmap/bench_fixed_short_wacc_num/mean@1": 0.5,
+    ...                      "val-aux/reasonmap/bench_short_wacc_den/mean@1": 2.0})
+    {'val-aux/reasonmap/bench_fixed_short_weighted_acc/mean@1': 0.25}
     """
     out: dict[str, float] = {}
     for key, value in val_metrics.items():
