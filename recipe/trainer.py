@@ -28,8 +28,9 @@
    ``save_now.request``) and logged by verl; the next ``on_step_begin`` removes the request and ends ``fit``.
 8. ``step`` / ``_save_checkpoint`` / ``on_train_begin``: the step's metrics kept with its checkpoint
    (``recipe.metrics_record``): verl saves a step before it logs it, so a run killed in between would never log
-   it; a resumed run logs the record it finds pending. Test hook: with ``REWARDMAP_TEST_KILL_AFTER_SAVE=N`` in
-   its environment the process SIGKILLs itself right after step N's checkpoint (tests/test_interrupts_cpu.py).
+   it; a resumed run logs the record it finds pending. Test hook: with ``REWARDMAP_TEST_PAUSE_AFTER_SAVE=N`` in
+   its environment the trainer waits right after step N's checkpoint, before verl logs the step, and says so in
+   ``paused_after_save.test`` in ``trainer.default_local_dir`` (tests/test_interrupts_cpu.py stops it there).
 
 The registry is per process and verl looks the mode up in its TaskRunner actor, so this module is imported
 there (``recipe.task_runner.RewardMapTaskRunner``).
@@ -40,7 +41,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import signal
 import time
 from typing import Any
 
@@ -75,8 +75,11 @@ TRAINER_MODE = "rewardmap"
 # Written into trainer.default_local_dir to ask for a checkpoint at the end of the current step (launch/lib.sh).
 SAVE_REQUEST_NAME = "save_now.request"
 METRIC_FIELDS = ["uid", "rm_scores", "extra_fields", "responses"]
-# Tests only: the step after whose checkpoint the trainer's process SIGKILLs itself (a kill between save and log).
-KILL_AFTER_SAVE_ENV = "REWARDMAP_TEST_KILL_AFTER_SAVE"
+# Tests only: the step after whose checkpoint the trainer waits (PAUSE_S), before verl logs it, and the file in
+# trainer.default_local_dir that says it waits there; a test stops the run at that moment.
+PAUSE_AFTER_SAVE_ENV = "REWARDMAP_TEST_PAUSE_AFTER_SAVE"
+PAUSED_AFTER_SAVE_NAME = "paused_after_save.test"
+PAUSE_S = 600
 
 
 class StopRequested(Exception):
@@ -253,10 +256,13 @@ class RewardMapTrainer(PPOTrainerSync):
         return os.path.join(str(self.config.trainer.default_local_dir), f"global_step_{step}")
 
     def after_save(self) -> None:
-        """Remember the saved step (``on_step_begin`` stops only after one); the test hook ``KILL_AFTER_SAVE_ENV``."""
+        """Remember the saved step (``on_step_begin`` stops only after one); the test hook ``PAUSE_AFTER_SAVE_ENV``."""
         self._rewardmap_saved_step = self.global_steps
-        if os.environ.get(KILL_AFTER_SAVE_ENV) == str(self.global_steps):
-            os.kill(os.getpid(), signal.SIGKILL)
+        if os.environ.get(PAUSE_AFTER_SAVE_ENV) == str(self.global_steps):
+            marker = os.path.join(str(self.config.trainer.default_local_dir), PAUSED_AFTER_SAVE_NAME)
+            with open(marker, "w") as out:
+                out.write(f"{self.global_steps}\n")
+            time.sleep(PAUSE_S)
 
     # -- validation -----------------------------------------------------------------------------------------------
     def _validate(self) -> dict[str, float]:

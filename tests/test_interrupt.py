@@ -220,15 +220,20 @@ def test_a_resumed_run_logs_a_pending_step_once(tmp_path, monkeypatch) -> None:
     assert read_pending(tmp_path / "global_step_2") is not None
 
 
-def test_the_kill_hook_fires_only_in_its_step(tmp_path, monkeypatch) -> None:
-    from recipe.trainer import KILL_AFTER_SAVE_ENV
+def test_the_pause_hook_waits_only_after_its_steps_checkpoint(tmp_path, monkeypatch) -> None:
+    import recipe.trainer as trainer_module
+    from recipe.trainer import PAUSE_AFTER_SAVE_ENV, PAUSE_S, PAUSED_AFTER_SAVE_NAME
 
-    kills = []
-    monkeypatch.setattr(os, "kill", lambda pid, sig: kills.append((pid, sig)))
-    monkeypatch.setenv(KILL_AFTER_SAVE_ENV, "3")
-    for step in (2, 3):
-        bare_trainer(tmp_path, monkeypatch, saved=step - 1, step=step)._save_checkpoint()
-    assert kills == [(os.getpid(), signal.SIGKILL)]
+    waits = []
+    monkeypatch.setattr(trainer_module.time, "sleep", waits.append)
+    monkeypatch.setenv(PAUSE_AFTER_SAVE_ENV, "3")
+    trainer = bare_trainer(tmp_path, monkeypatch, saved=1, step=2)
+    trainer._save_checkpoint()
+    assert waits == [] and not (tmp_path / PAUSED_AFTER_SAVE_NAME).exists()
+    trainer.global_steps = 3
+    trainer._save_checkpoint()
+    assert trainer.saves == [2, 3], "it waits after verl's save"
+    assert waits == [PAUSE_S] and (tmp_path / PAUSED_AFTER_SAVE_NAME).read_text() == "3\n"
 
 
 def test_a_complete_dry_run_logs_its_last_pending_step_to_the_metrics_files(tmp_path: Path) -> None:

@@ -1,20 +1,20 @@
-"""Ctrl-C, SIGTERM and a kill between a step's checkpoint and its log, on the CPU run, as a user meets them.
+"""Ctrl-C and a kill between a step's checkpoint and its log, on the CPU run, as a user meets them.
 
 Each launch is the main command in a session of its own (``start_new_session``), as a terminal starts a job, and
-signals go to its process group, as Ctrl-C sends them. One run folder, the plan's four steps, five launches:
+signals go to its process group, as Ctrl-C sends them. One run folder, the plan's four steps, three launches:
 
-0. SIGTERM once Ray is up (``timeout``, SLURM): Ray's handlers in the driver end it as before the recipe handled
-   Ctrl-C (exit 1 or SIGABRT, nothing of the recipe's printed), and Ray's processes go within a minute.
 1. Ctrl-C while step 2 runs: step 2 finishes and is checkpointed, exit 130, one line naming global_step_2, no
    traceback, no process of the run left.
-2. The trainer's process SIGKILLed right after step 3's checkpoint (the test hook ``REWARDMAP_TEST_KILL_AFTER_SAVE``):
-   step 3 is checkpointed and never logged; its metrics wait in the checkpoint.
-3. Ctrl-C twice while the resumed run starts: it stops at once, exit 130, the line, no process left.
-4. Resumed: step 3's metrics are logged, once; Ctrl-C while the last step is being checkpointed lets the run
+2. The trainer paused right after step 3's checkpoint, before verl logs the step (the test hook
+   ``REWARDMAP_TEST_PAUSE_AFTER_SAVE``), and Ctrl-C twice there: the second press stops the run at once, so step 3
+   is checkpointed and never logged (as after a kill); exit 130, the line, no process left; its metrics wait in
+   the checkpoint.
+3. Resumed: step 3's metrics are logged, once; Ctrl-C while the last step is being checkpointed lets the run
    complete. Every step of the plan is logged exactly once across the launches' metrics files.
 
-Python runs a signal handler once for signals that arrive before the main thread gets to it, so the test presses
-a second time after the first press is acknowledged, as a user who reads the acknowledgement does.
+SIGTERM is left to Ray's driver (``tests/test_interrupt.py``, without Ray). Python runs a signal handler once for
+signals that arrive before the main thread gets to it, so the test presses a second time after the first press is
+acknowledged, as a user who reads the acknowledgement does.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import pytest
 from recipe.cpu.run_summary import read_logged, read_steps, run_files
 from recipe.interrupt import EXIT_INTERRUPTED, latest_step, stop_line
 from recipe.metrics_record import read_pending
-from recipe.trainer import KILL_AFTER_SAVE_ENV
+from recipe.trainer import PAUSE_AFTER_SAVE_ENV, PAUSED_AFTER_SAVE_NAME
 
 pytestmark = pytest.mark.slow
 
@@ -84,22 +84,6 @@ class Launch:
                 continue
         return found
 
-    @staticmethod
-    def title(process: psutil.Process) -> str:
-        """A process's title: Ray names its workers ``ray::<Actor>`` there (``name()`` is cut at 15 characters)."""
-        try:
-            return " ".join(process.cmdline())
-        except psutil.Error:
-            return ""
-
-    def processes_gone_within(self, seconds: float) -> bool:
-        deadline = time.monotonic() + seconds
-        while self.processes():
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.5)
-        return True
-
     def kill_leftovers(self) -> None:
         for process in self.processes():
             process.kill()
@@ -117,7 +101,7 @@ def training_records(run_dir: Path) -> Counter:
     return Counter(step for _, step, data in read_logged(run_files(run_dir)) if "actor/pg_loss" in data)
 
 
-def test_signals_and_kills_leave_a_run_that_resumes_and_logs_every_step(tmp_path: Path) -> None:
+def test_ctrl_c_and_a_stop_between_save_and_log_leave_a_run_that_logs_every_step(tmp_path: Path) -> None:
     run_dir = tmp_path / "cpu_dry_run" / "cpu_dry_run-fine_curriculum-fixed_reward"
     checkpoints = run_dir / "checkpoints"
     launches: list[Launch] = []
@@ -127,19 +111,6 @@ def test_signals_and_kills_leave_a_run_that_resumes_and_logs_every_step(tmp_path
         return launches[-1]
 
     try:
-        # 0. SIGTERM once Ray runs the task runner: as before (Ray's handler in the driver), nothing of ours
-        run = launch("sigterm")
-        run.wait_for(lambda: any("RewardMapTaskRunner" in run.title(p) for p in run.processes()), "task runner")
-        run.press(signal.SIGTERM)
-        code, output = run.finish()
-        # Ray's handler in the driver prints its stack dump, then the driver exits 1 (Ray's SIGTERM handler) or
-        # aborts (SIGABRT): both were seen before the recipe handled Ctrl-C, depending on where the driver was
-        assert code in (1, -signal.SIGABRT), f"exit {code}\n{output[-4000:]}"
-        assert "SIGTERM received" in output
-        assert "stopped by Ctrl-C" not in output and "press Ctrl-C again" not in output
-        assert run.processes_gone_within(60), "Ray's processes outlived a SIGTERM by a minute"
-        assert latest_step(checkpoints) is None
-
         # 1. Ctrl-C while step 2 runs: step 2 finishes, is checkpointed and logged, then the run stops
         run = launch("ctrl-c")
         run.wait_for(lambda: 1 in read_steps(run_files(run_dir)), "step 1 logged")
@@ -151,17 +122,10 @@ def test_signals_and_kills_leave_a_run_that_resumes_and_logs_every_step(tmp_path
         assert run.processes() == [], "processes of the run outlived its exit"
         assert latest_step(checkpoints) == 2 and sorted(training_records(run_dir)) == [1, 2]
 
-        # 2. the trainer's process killed between step 3's checkpoint and its log
-        run = launch("kill-after-save", **{KILL_AFTER_SAVE_ENV: "3"})
-        code, output = run.finish(LAUNCH_TIMEOUT_S)
-        assert code != 0 and latest_step(checkpoints) == 3, output[-4000:]
-        assert sorted(training_records(run_dir)) == [1, 2], "step 3 was never logged"
-        assert read_pending(checkpoints / "global_step_3")["rewardmap/stage"] == 2.0  # counting_stops
-        assert run.processes() == []
-
-        # 3. Ctrl-C twice while the resumed run starts (the second once the first is acknowledged): stops at once
-        run = launch("ctrl-c-twice")
-        run.wait_for(lambda: any("RewardMapTaskRunner" in run.title(p) for p in run.processes()), "task runner")
+        # 2. Ctrl-C twice while the trainer waits between step 3's checkpoint and its log: stops at once there
+        run = launch("ctrl-c-twice-after-save", **{PAUSE_AFTER_SAVE_ENV: "3"})
+        run.wait_for(lambda: (checkpoints / PAUSED_AFTER_SAVE_NAME).is_file(), "step 3 checkpointed, not yet logged")
+        assert latest_step(checkpoints) == 3 and sorted(training_records(run_dir)) == [1, 2]
         run.press()
         run.wait_for(lambda: "press Ctrl-C again to stop now" in run.log.read_text(), "the first press acknowledged")
         run.press()
@@ -170,9 +134,10 @@ def test_signals_and_kills_leave_a_run_that_resumes_and_logs_every_step(tmp_path
         assert last_line(output) == stop_line(checkpoints, 3, "auto")
         assert "Traceback" not in output and "KeyboardInterrupt" not in output
         assert run.processes() == [], "processes of the run outlived its exit"
-        assert latest_step(checkpoints) == 3 and read_pending(checkpoints / "global_step_3") is not None
+        assert sorted(training_records(run_dir)) == [1, 2], "step 3 was never logged"
+        assert read_pending(checkpoints / "global_step_3")["rewardmap/stage"] == 2.0  # counting_stops
 
-        # 4. resumed: step 3 logged from its checkpoint, once; Ctrl-C while the last step is checkpointed lets the
+        # 3. resumed: step 3 logged from its checkpoint, once; Ctrl-C while the last step is checkpointed lets the
         # run complete (exit 0, summary): every step of the plan logged exactly once across the launches
         run = launch("complete")
         run.wait_for(lambda: (checkpoints / "global_step_4").is_dir(), "the last step's checkpoint begun")
