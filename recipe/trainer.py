@@ -32,8 +32,8 @@
    its environment the trainer waits right after step N's checkpoint, before verl logs the step, and says so in
    ``paused_after_save.test`` in ``trainer.default_local_dir`` (tests/test_interrupts_cpu.py stops it there).
 
-The registry is per process and verl looks the mode up in its TaskRunner actor, so this module is imported
-there (``recipe.task_runner.RewardMapTaskRunner``).
+The registry is per process and verl looks the mode up in its TaskRunner actor, so ``register_trainer_mode()`` is
+called there (``recipe.task_runner.RewardMapTaskRunner``).
 """
 
 from __future__ import annotations
@@ -86,7 +86,6 @@ class StopRequested(Exception):
     """Raised at a step boundary when ``stop.request`` asks the run to stop; ``fit`` returns on it."""
 
 
-@register_trainer(TRAINER_MODE)
 class RewardMapTrainer(PPOTrainerSync):
     """The sync trainer with RewardMap's step metrics, stage logging and plan records on checkpoints."""
 
@@ -479,3 +478,8 @@ def _stage_names(plan: Any) -> list[str] | None:
         return None
     names = [getattr(stage, "name", None) for stage in stages]
     return [str(name) for name in names] if all(names) else None
+
+
+def register_trainer_mode() -> None:
+    """Register ``RewardMapTrainer`` as verl's ``trainer.v1.trainer_mode=rewardmap`` in this process (idempotent)."""
+    register_trainer(TRAINER_MODE)(RewardMapTrainer)

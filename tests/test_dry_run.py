@@ -19,7 +19,7 @@ from recipe.cpu import CPU_ENV
 from recipe.cpu.dry_run import external_modules, resume_point
 from recipe.cpu.peak_memory import PeakMemory
 from recipe.cpu.run_summary import REAL_RUN_HINT, WEIGHT_SYNC_LOG, read_steps, read_validation, render_summary
-from recipe.main_rewardmap import command_line
+from recipe.main_rewardmap import DRY_RUN_REASON_KEY, command_line, is_dry_run, with_dry_run_reason
 from recipe.nested_mrope_fix import EXTERNAL_MODULE
 from tests.fixtures.configs import compose_config
 
@@ -51,6 +51,19 @@ def test_an_explicit_group_choice_is_kept() -> None:
     assert args == ["dry_run=cpu", "rewardmap.preflight_only=true"]
 
 
+@pytest.mark.parametrize("argv", [[], ["--dry-run"], ["dry_run=cpu"], ["curriculum=coarse"]])
+def test_main_reads_the_dry_run_and_its_reason_from_the_composed_config(argv: list[str]) -> None:
+    """cli() hands main() the reason as an override (no module state); main() knows the dry run by Hydra's choice."""
+    args, reason = command_line(argv, has_cuda=False, ray_cluster=False)
+    config = compose_config(*with_dry_run_reason(args, reason))
+    assert is_dry_run(config)
+    assert OmegaConf.select(config, DRY_RUN_REASON_KEY) == reason
+    assert reason == (
+        "--dry-run" if argv == ["--dry-run"] else None if argv == ["dry_run=cpu"] else "no CUDA device on this machine"
+    )
+    assert not is_dry_run(compose_config("curriculum=coarse"))
+
+
 def test_cpu_external_modules_keep_the_configured_ones() -> None:
     assert external_modules(EXTERNAL_MODULE, CPU_ENV) == f"{EXTERNAL_MODULE},recipe.cpu"
     assert external_modules(None, CPU_ENV) == "recipe.cpu"
@@ -62,7 +75,9 @@ def test_dry_run_composes_over_any_curriculum_and_passes_verls_validation(curric
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
 
-    import recipe.advantage  # noqa: F401
+    from recipe.advantage import register_estimator
+
+    register_estimator()
 
     config = compose_config(DRY, f"curriculum={curriculum}", "rewardmap.cache_dir=/cache")
     validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
