@@ -92,6 +92,9 @@ def silence_warnings(spec: str) -> None:
 
 @hydra.main(config_path="../configs", config_name="rewardmap", version_base=None)
 def main(config: DictConfig) -> None:
+    from recipe.interrupt import exit_on_ctrl_c, run_stoppable
+
+    exit_on_ctrl_c()  # until training starts; then run_stoppable: the first Ctrl-C stops at the end of the step
     dry_run = is_dry_run(config)
     reason = OmegaConf.select(config, DRY_RUN_REASON_KEY)
     if dry_run and reason:
@@ -126,7 +129,11 @@ def main(config: DictConfig) -> None:
         return
     from verl.trainer.main_ppo import run_ppo
 
-    run_ppo(config, task_runner_class=RewardMapTaskRunner)
+    run_stoppable(
+        lambda: run_ppo(config, task_runner_class=RewardMapTaskRunner),
+        config.trainer.default_local_dir,
+        resume_mode=str(config.trainer.resume_mode),
+    )
 
 
 def is_dry_run(config: DictConfig) -> bool:
