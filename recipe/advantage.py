@@ -1,8 +1,8 @@
 """GRPO with one batch-level scale, so RewardMap's difficulty weights survive into the advantages.
 
-Importing this module registers ``algorithm.adv_estimator=grpo_batch_scale`` in verl's estimator registry. The
+``register_estimator()`` registers ``algorithm.adv_estimator=grpo_batch_scale`` in verl's estimator registry. The
 registry is per process, and verl computes advantages in its TaskRunner Ray actor (``TaskRunnerV1.run`` ->
-``PPOTrainer._compute_advantage``), so the import must happen there, not only in the driver.
+``PPOTrainer._compute_advantage``), so ``recipe.task_runner`` calls it there, not only in the driver.
 
 Why: plain GRPO divides each group by its own std, so a weight shared by all rollouts of one prompt (the
 paper's W_difficulty) cancels. Here every group is centred on its own mean (GRPO's baseline) and the whole
@@ -21,7 +21,6 @@ from verl.trainer.ppo.core_algos import register_adv_est
 ADV_ESTIMATOR_NAME = "grpo_batch_scale"
 
 
-@register_adv_est(ADV_ESTIMATOR_NAME)
 def compute_grpo_batch_scale_advantage(
     token_level_rewards: torch.Tensor,
     response_mask: torch.Tensor,
@@ -69,3 +68,8 @@ def compute_grpo_batch_scale_advantage(
         advantages = torch.where(multi, centred / (scale + epsilon), scores)
         advantages = advantages.unsqueeze(-1) * response_mask
     return advantages, advantages
+
+
+def register_estimator() -> None:
+    """Register ``grpo_batch_scale`` in this process's verl estimator registry (idempotent)."""
+    register_adv_est(ADV_ESTIMATOR_NAME)(compute_grpo_batch_scale_advantage)

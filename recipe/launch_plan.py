@@ -48,6 +48,7 @@ from hydra.errors import HydraException, OverrideParseException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from recipe.config_resolvers import register_resolvers
 from recipe.main_rewardmap import command_line, hydra_arguments, split_hydra_arguments
 
 REPO = Path(__file__).resolve().parents[1]
@@ -326,6 +327,7 @@ def compose_experiment_name(overrides: Sequence[str]) -> str:
     Composed with ``hydra_arguments`` of ``recipe.main_rewardmap`` (verl's config folder by path) and its
     resolvers; ``${hydra:...}`` in the name resolves against this composition's choices, as in the driver.
     """
+    register_resolvers()
     hydra_config = HydraConfig.instance()
     before = hydra_config.cfg
     try:

@@ -37,9 +37,7 @@ DRY_RUN_GROUP = "dry_run"
 # Hydra flags that inspect the composition instead of running it: no automatic dry run for them.
 HYDRA_INSPECTION_FLAGS = ("--cfg", "-c", "--help", "-h", "--hydra-help", "--info", "-i")
 STAGE_FILES = ("torf.parquet", "counting.parquet", "counting_stops.parquet", "planning.parquet")
-_DRY_RUN_REASON: str | None = None  # set by cli(): why this launch is a dry run, announced once the config composed
-
-register_resolvers()
+DRY_RUN_REASON_KEY = "rewardmap.dry_run_reason"  # set by cli() when it added the dry run, announced by main()
 
 
 def prepare_default_data(config: DictConfig) -> Path:
@@ -94,11 +92,15 @@ def silence_warnings(spec: str) -> None:
 
 @hydra.main(config_path="../configs", config_name="rewardmap", version_base=None)
 def main(config: DictConfig) -> None:
-    dry_run = config.rewardmap.get("cpu_run") is not None  # configs/dry_run/cpu.yaml is composed in
-    if dry_run and _DRY_RUN_REASON:
+    from recipe.interrupt import exit_on_ctrl_c, run_stoppable
+
+    exit_on_ctrl_c()  # until training starts; then run_stoppable: the first Ctrl-C stops at the end of the step
+    dry_run = is_dry_run(config)
+    reason = OmegaConf.select(config, DRY_RUN_REASON_KEY)
+    if dry_run and reason:
         from recipe.cpu.dry_run import announce
 
-        announce(_DRY_RUN_REASON)
+        announce(str(reason))
     # verl's optional engines warn in every process that they are missing; Ray workers get the same list.
     silence_warnings(str(config.ray_kwargs.ray_init.runtime_env.env_vars.get("PYTHONWARNINGS", "")))
     from recipe.preflight import run_preflight
@@ -127,7 +129,16 @@ def main(config: DictConfig) -> None:
         return
     from verl.trainer.main_ppo import run_ppo
 
-    run_ppo(config, task_runner_class=RewardMapTaskRunner)
+    run_stoppable(
+        lambda: run_ppo(config, task_runner_class=RewardMapTaskRunner),
+        config.trainer.default_local_dir,
+        resume_mode=str(config.trainer.resume_mode),
+    )
+
+
+def is_dry_run(config: DictConfig) -> bool:
+    """Whether the ``dry_run`` group (``configs/dry_run/cpu.yaml``) is composed: Hydra's choice, as in run names."""
+    return bool((config.rewardmap.get("run_choices") or {}).get(DRY_RUN_GROUP))
 
 
 def cpu_rollout_line(name: str) -> str:
@@ -173,6 +184,13 @@ def command_line(
     if has_cuda() if callable(has_cuda) else has_cuda:
         return args, None
     return [*args, f"{DRY_RUN_GROUP}=cpu"], "no CUDA device on this machine"
+
+
+def with_dry_run_reason(args: list[str], reason: str | None) -> list[str]:
+    """``args`` plus the override that tells ``main`` why the dry run was added (nothing when it was not)."""
+    if reason is None:
+        return args
+    return [*args, f"+{DRY_RUN_REASON_KEY}='{reason}'"]
 
 
 def verl_config_searchpath() -> str:
@@ -227,11 +245,9 @@ def hydra_arguments(args: list[str]) -> list[str]:
 
 def cli() -> None:
     """Translate the recipe's plain flags into Hydra overrides (adding the dry run where it applies), run ``main``."""
-    global _DRY_RUN_REASON
-    args, _DRY_RUN_REASON = command_line(
-        sys.argv[1:], has_cuda=cuda_available, ray_cluster=bool(os.environ.get("RAY_ADDRESS"))
-    )
-    sys.argv = [sys.argv[0], *hydra_arguments(args)]
+    register_resolvers()  # the config's ${rewardmap_*:...} interpolations, resolved in this process only
+    args, reason = command_line(sys.argv[1:], has_cuda=cuda_available, ray_cluster=bool(os.environ.get("RAY_ADDRESS")))
+    sys.argv = [sys.argv[0], *hydra_arguments(with_dry_run_reason(args, reason))]
     main()
 
 

@@ -120,7 +120,9 @@ def _check_verl_config(config: DictConfig, report: PreflightReport) -> None:
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
 
-    import recipe.advantage  # noqa: F401  (registers the recipe's estimator, as the task runner does)
+    from recipe.advantage import register_estimator
+
+    register_estimator()  # registers the recipe's estimator, as the task runner does
 
     try:
         validate_config(

@@ -2,7 +2,7 @@
 
 verl looks up advantage estimators and trainer modes in registries that are per process, and computes advantages
 in this Ray actor, so the recipe's estimator (``recipe.advantage``) and trainer mode (``recipe.trainer``) are
-imported here. Kept apart from the entry point, which must start without importing verl or Ray.
+registered here. Kept apart from the entry point, which must start without importing verl or Ray.
 """
 
 from __future__ import annotations
@@ -17,7 +17,10 @@ class RewardMapTaskRunner(TaskRunnerV1.__ray_actor_class__):
     """verl's v1 task runner, after registering the recipe's estimator and trainer mode in its own process."""
 
     def run(self, config: DictConfig) -> None:
-        import recipe.advantage  # noqa: F401  (advantages are computed in this process)
-        import recipe.trainer  # noqa: F401  (trainer mode "rewardmap": stage records and reward metrics)
+        from recipe.advantage import register_estimator
+        from recipe.trainer import register_trainer_mode
+
+        register_estimator()  # advantages are computed in this process
+        register_trainer_mode()  # trainer mode "rewardmap": stage records, reward metrics, dynamic sampling
 
         return super().run(config)

@@ -23,15 +23,25 @@
    step's prompts from the plan without crossing a stage's end, ``step`` logs what the step drew and ends the
    run when the plan is drawn, ``on_train_end`` saves and validates that last step, and ``_load_checkpoint``
    restores the plan position from the checkpoint's record.
+7. ``on_step_begin`` / ``fit``: stop on request (Ctrl-C, ``recipe.interrupt``). When ``stop.request`` exists in
+   ``trainer.default_local_dir``, the step in progress is finished and checkpointed (``on_step_end``, as for
+   ``save_now.request``) and logged by verl; the next ``on_step_begin`` removes the request and ends ``fit``.
+8. ``step`` / ``_save_checkpoint`` / ``on_train_begin``: the step's metrics kept with its checkpoint
+   (``recipe.metrics_record``): verl saves a step before it logs it, so a run killed in between would never log
+   it; a resumed run logs the record it finds pending. Test hook: with ``REWARDMAP_TEST_PAUSE_AFTER_SAVE=N`` in
+   its environment the trainer waits right after step N's checkpoint, before verl logs the step, and says so in
+   ``paused_after_save.test`` in ``trainer.default_local_dir`` (tests/test_interrupts_cpu.py stops it there).
 
-The registry is per process and verl looks the mode up in its TaskRunner actor, so this module is imported
-there (``recipe.task_runner.RewardMapTaskRunner``).
+The registry is per process and verl looks the mode up in its TaskRunner actor, so ``register_trainer_mode()`` is
+called there (``recipe.task_runner.RewardMapTaskRunner``).
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
+import time
 from typing import Any
 
 import numpy as np
@@ -46,6 +56,8 @@ from recipe.dynamic_sampling import (
     append_draw_log,
     plan_replay_buffer,
 )
+from recipe.interrupt import STOP_REQUEST_NAME
+from recipe.metrics_record import mark_logged, read_pending, write_pending
 from recipe.plan_record import (
     check_plan_record,
     dataloader_state_for,
@@ -63,9 +75,17 @@ TRAINER_MODE = "rewardmap"
 # Written into trainer.default_local_dir to ask for a checkpoint at the end of the current step (launch/lib.sh).
 SAVE_REQUEST_NAME = "save_now.request"
 METRIC_FIELDS = ["uid", "rm_scores", "extra_fields", "responses"]
+# Tests only: the step after whose checkpoint the trainer waits (PAUSE_S), before verl logs it, and the file in
+# trainer.default_local_dir that says it waits there; a test stops the run at that moment.
+PAUSE_AFTER_SAVE_ENV = "REWARDMAP_TEST_PAUSE_AFTER_SAVE"
+PAUSED_AFTER_SAVE_NAME = "paused_after_save.test"
+PAUSE_S = 600
 
 
-@register_trainer(TRAINER_MODE)
+class StopRequested(Exception):
+    """Raised at a step boundary when ``stop.request`` asks the run to stop; ``fit`` returns on it."""
+
+
 class RewardMapTrainer(PPOTrainerSync):
     """The sync trainer with RewardMap's step metrics, stage logging and plan records on checkpoints."""
 
@@ -131,18 +151,117 @@ class RewardMapTrainer(PPOTrainerSync):
     def on_step_end(self) -> None:
         super().on_step_end()
         request = os.path.join(str(self.config.trainer.default_local_dir), SAVE_REQUEST_NAME)
-        if not os.path.exists(request):
+        stopping = self.stop_requested()  # a stop checkpoints the step too, then waits for the step's log
+        if not stopping and not os.path.exists(request):
             return
         save_freq = int(self.config.trainer.save_freq)
         saved_this_step = save_freq > 0 and (
             self.global_steps % save_freq == 0 or self.global_steps >= self.total_training_steps
         )
         if not saved_this_step:  # verl has just saved this step otherwise
-            message = f"[rewardmap] step {self.global_steps}: checkpoint requested ({request}), saving now"
+            why = "stop requested" if stopping else f"checkpoint requested ({request})"
+            message = f"[rewardmap] step {self.global_steps}: {why}, saving now"
             print(message, flush=True)
             logger.info(message)
             self._save_checkpoint()
-        os.remove(request)
+        if os.path.exists(request):
+            os.remove(request)
+
+    # -- stop on request (Ctrl-C) ---------------------------------------------------------------------------------
+    def fit(self, agent_loop_manager: Any) -> None:
+        try:
+            super().fit(agent_loop_manager)
+        except StopRequested:
+            self._shutdown_dump_executor()  # as verl does when fit ends
+            return
+        self.mark_step_logged(self.global_steps - 1)  # verl logs the last step, then returns
+
+    def on_step_begin(self) -> None:
+        super().on_step_begin()
+        self._rewardmap_step_started = time.perf_counter()
+        self.mark_step_logged(self.global_steps - 1)  # verl has just logged the previous step
+        # Stop here only when the previous step is checkpointed (or nothing was trained yet); else the step runs,
+        # and on_step_end checkpoints it.
+        if self.stop_requested() and getattr(self, "_rewardmap_saved_step", 0) == self.global_steps - 1:
+            request = os.path.join(str(self.config.trainer.default_local_dir), STOP_REQUEST_NAME)
+            os.remove(request)  # tells the driver that the trainer stopped on it
+            message = f"[rewardmap] stopping before step {self.global_steps}: stop requested ({request})"
+            print(message, flush=True)
+            logger.info(message)
+            raise StopRequested(message)
+
+    def stop_requested(self) -> bool:
+        """Whether the driver asked the run to stop (``recipe.interrupt`` writes the request on Ctrl-C)."""
+        return os.path.exists(os.path.join(str(self.config.trainer.default_local_dir), STOP_REQUEST_NAME))
+
+    # -- step metrics kept with the checkpoint ------------------------------------------------------------------
+    def step(self, metrics: dict, timing_raw: dict) -> Any:
+        batch = super().step(metrics, timing_raw)
+        if self.sampling.enabled:
+            self.finish_sampling_step(metrics)  # recipe.dynamic_sampling: what the step drew
+        self._rewardmap_step = (self.global_steps, batch, metrics, timing_raw)  # read by keep_step_metrics
+        return batch
+
+    def keep_step_metrics(self, folder: str) -> None:
+        """Write the step's metrics, as verl will log them, into its checkpoint folder before verl saves it.
+
+        Computed with ``_compute_metrics`` on copies (the step's data is in TransferQueue until the step is logged);
+        ``timing_s/step`` is the time up to the save. A failure here is logged and never stops the checkpoint.
+        """
+        captured = getattr(self, "_rewardmap_step", None)
+        if captured is None or captured[0] != self.global_steps:
+            return
+        _, batch, metrics, timing_raw = captured
+        record = dict(metrics)
+        timing = {**timing_raw, "step": time.perf_counter() - getattr(self, "_rewardmap_step_started", 0.0)}
+        moe = getattr(self, "_rollout_moe_lb_metrics_accumulator", None)  # accumulates per call: use a copy
+        try:
+            if moe is not None:
+                self._rollout_moe_lb_metrics_accumulator = copy.deepcopy(moe)
+            epoch = (self.global_steps - 1) // self.steps_per_epoch
+            self._compute_metrics(batch, record, timing, global_steps=self.global_steps, epoch=epoch)
+            write_pending(folder, record)
+        except Exception as err:  # the checkpoint matters more than its metrics record
+            logger.warning(f"step {self.global_steps}: metrics not kept with the checkpoint: {err!r}")
+        finally:
+            if moe is not None:
+                self._rollout_moe_lb_metrics_accumulator = moe
+
+    def on_train_begin(self) -> None:
+        super().on_train_begin()
+        self.log_pending_step()
+
+    def log_pending_step(self) -> None:
+        """Log the resumed checkpoint's step if the run that saved it stopped before logging it (once)."""
+        step = self.global_steps - 1  # fit has moved on to the first step to train
+        if step <= 0:
+            return
+        folder = self.checkpoint_step_dir(step)
+        record = read_pending(folder)
+        if record is None:
+            return
+        message = f"[rewardmap] step {step}: logging its metrics from {folder} (the run that saved it stopped first)"
+        print(message, flush=True)
+        logger.info(message)
+        numbers = {key: value for key, value in record.items() if isinstance(value, int | float)}  # as verl's scalars
+        self.logger.log(data=numbers, step=step)
+        mark_logged(folder)
+
+    def mark_step_logged(self, step: int) -> None:
+        if step > 0:
+            mark_logged(self.checkpoint_step_dir(step))
+
+    def checkpoint_step_dir(self, step: int) -> str:
+        return os.path.join(str(self.config.trainer.default_local_dir), f"global_step_{step}")
+
+    def after_save(self) -> None:
+        """Remember the saved step (``on_step_begin`` stops only after one); the test hook ``PAUSE_AFTER_SAVE_ENV``."""
+        self._rewardmap_saved_step = self.global_steps
+        if os.environ.get(PAUSE_AFTER_SAVE_ENV) == str(self.global_steps):
+            marker = os.path.join(str(self.config.trainer.default_local_dir), PAUSED_AFTER_SAVE_NAME)
+            with open(marker, "w") as out:
+                out.write(f"{self.global_steps}\n")
+            time.sleep(PAUSE_S)
 
     # -- validation -----------------------------------------------------------------------------------------------
     def _validate(self) -> dict[str, float]:
@@ -163,11 +282,14 @@ class RewardMapTrainer(PPOTrainerSync):
         if plan is not None:
             write_plan_record(folder, plan, sampling=self.sampling_record())
         write_run_record(folder, self.config)  # the choices this run trains under (recipe.run_name)
+        self.keep_step_metrics(folder)
         super()._save_checkpoint()
+        self.after_save()
 
     def _load_checkpoint(self) -> None:
         check_resume(self.config)  # before verl loads another run's weights into this run's model
         super()._load_checkpoint()
+        self._rewardmap_saved_step = self.global_steps  # the resumed step is checkpointed (0: fresh start)
         if not self.global_steps:
             return  # nothing resumed
         loader = getattr(self, "train_dataloader", None)
@@ -279,12 +401,6 @@ class RewardMapTrainer(PPOTrainerSync):
         self.step_draws.stage_ran_out |= count < wanted
         return self._add_prompts_to_generate(count) if count else 0
 
-    def step(self, metrics: dict, timing_raw: dict) -> Any:
-        batch = super().step(metrics, timing_raw)
-        if self.sampling.enabled:
-            self.finish_sampling_step(metrics)
-        return batch
-
     def finish_sampling_step(self, metrics: dict) -> None:
         """Log what the step drew (metrics, ``dynamic_sampling.jsonl``); end the run once the plan is drawn."""
         draws, cursor = self.step_draws, self.plan_cursor
@@ -304,6 +420,7 @@ class RewardMapTrainer(PPOTrainerSync):
     def on_train_end(self) -> None:
         """verl's hook; after a run that drew the whole plan before the plan's step count, save and validate its
         last step as verl does on the last step (verl only knows the last step before it starts)."""
+        self._rewardmap_step = None  # verl logged every step of its loop: a save from here keeps no record
         super().on_train_end()
         last = getattr(self, "_plan_ended_at", None)
         if last is None:
@@ -361,3 +478,8 @@ def _stage_names(plan: Any) -> list[str] | None:
         return None
     names = [getattr(stage, "name", None) for stage in stages]
     return [str(name) for name in names] if all(names) else None
+
+
+def register_trainer_mode() -> None:
+    """Register ``RewardMapTrainer`` as verl's ``trainer.v1.trainer_mode=rewardmap`` in this process (idempotent)."""
+    register_trainer(TRAINER_MODE)(RewardMapTrainer)

@@ -120,17 +120,7 @@ def parse_route_blocks(text: str) -> list[RouteBlock]:
 
     def close() -> None:
         if fields.get(FIELD_ROUTE) and fields.get(FIELD_DEPARTURE) and fields.get(FIELD_ARRIVAL):
-            via = fields.get(FIELD_VIA)
-            blocks.append(
-                RouteBlock(
-                    route_name=fields[FIELD_ROUTE],
-                    departure=fields[FIELD_DEPARTURE],
-                    arrival=fields[FIELD_ARRIVAL],
-                    num_via_stops=fields.get(FIELD_NUM_VIA),
-                    via_stops=None if via is None else split_via_stops(via),
-                    canonical=canonical,
-                )
-            )
+            blocks.append(_route_block(fields, canonical=canonical))
         fields.clear()
 
     for line in text.split("\n"):
@@ -191,16 +181,7 @@ def parse_answer_layout(text: str) -> list[RouteBlock] | None:
     def close() -> bool:
         if len(fields) < len(_LAYOUT_ORDER):  # an empty or incomplete block
             return False
-        via = fields.get(FIELD_VIA)
-        blocks.append(
-            RouteBlock(
-                route_name=fields[FIELD_ROUTE],
-                departure=fields[FIELD_DEPARTURE],
-                arrival=fields[FIELD_ARRIVAL],
-                num_via_stops=fields.get(FIELD_NUM_VIA),
-                via_stops=None if via is None else split_via_stops(via),
-            )
-        )
+        blocks.append(_route_block(fields))
         fields.clear()
         return True
 
@@ -240,3 +221,16 @@ def first_integer(text: str) -> int | None:
 
 
 _DIGITS = re.compile(r"\d+")  # Unicode decimal digits (category Nd), all of which int() reads
+
+
+def _route_block(fields: dict[str, str], *, canonical: bool = True) -> RouteBlock:
+    """The ``RouteBlock`` of one block's parsed fields (route, departure and arrival present)."""
+    via = fields.get(FIELD_VIA)
+    return RouteBlock(
+        route_name=fields[FIELD_ROUTE],
+        departure=fields[FIELD_DEPARTURE],
+        arrival=fields[FIELD_ARRIVAL],
+        num_via_stops=fields.get(FIELD_NUM_VIA),
+        via_stops=None if via is None else split_via_stops(via),
+        canonical=canonical,
+    )

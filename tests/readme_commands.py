@@ -116,6 +116,9 @@ COMMANDS: dict[str, str] = {
     ".venv/bin/python benchmarks/bench_data.py": BENCHMARK_TEST,
     ".venv/bin/python benchmarks/bench_eval.py": BENCHMARK_TEST,
     ".venv/bin/python benchmarks/bench_startup.py": BENCHMARK_TEST,
+    ".venv/bin/python benchmarks/bench_cpu_run.py": (
+        "tests/test_readme_commands.py::test_bench_cpu_run_times_one_engine"
+    ),
 }
 
 

@@ -48,7 +48,9 @@ def test_row_composes_validates_and_differs_only_as_named(name: str) -> None:
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
 
-    import recipe.advantage  # noqa: F401  (registers grpo_batch_scale, as the task runner does)
+    from recipe.advantage import register_estimator
+
+    register_estimator()  # registers grpo_batch_scale, as the task runner does
 
     stages, mode, estimator, hard_transfer_weight = ROWS[name]
     config = compose_config("preset=qwen2_5_vl_7b", f"+experiment={name}")

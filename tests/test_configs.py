@@ -24,7 +24,9 @@ def verl_validate(config) -> None:
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
 
-    import recipe.advantage  # noqa: F401  (the estimator must be registered, as in the task runner)
+    from recipe.advantage import register_estimator
+
+    register_estimator()  # the estimator must be registered, as in the task runner
 
     validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
 

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,10 @@ from omegaconf import OmegaConf
 
 from recipe.config_resolvers import cpu_rollout_engine
 from recipe.cpu import CPU_ENV
-from recipe.cpu.dry_run import REAL_RUN_HINT, external_modules, render_summary, resume_point
+from recipe.cpu.dry_run import external_modules, resume_point
 from recipe.cpu.peak_memory import PeakMemory
-from recipe.cpu.run_summary import read_steps
-from recipe.main_rewardmap import command_line
+from recipe.cpu.run_summary import REAL_RUN_HINT, WEIGHT_SYNC_LOG, read_steps, read_validation, render_summary
+from recipe.main_rewardmap import DRY_RUN_REASON_KEY, command_line, is_dry_run, with_dry_run_reason
 from recipe.nested_mrope_fix import EXTERNAL_MODULE
 from tests.fixtures.configs import compose_config
 
@@ -50,6 +51,19 @@ def test_an_explicit_group_choice_is_kept() -> None:
     assert args == ["dry_run=cpu", "rewardmap.preflight_only=true"]
 
 
+@pytest.mark.parametrize("argv", [[], ["--dry-run"], ["dry_run=cpu"], ["curriculum=coarse"]])
+def test_main_reads_the_dry_run_and_its_reason_from_the_composed_config(argv: list[str]) -> None:
+    """cli() hands main() the reason as an override (no module state); main() knows the dry run by Hydra's choice."""
+    args, reason = command_line(argv, has_cuda=False, ray_cluster=False)
+    config = compose_config(*with_dry_run_reason(args, reason))
+    assert is_dry_run(config)
+    assert OmegaConf.select(config, DRY_RUN_REASON_KEY) == reason
+    assert reason == (
+        "--dry-run" if argv == ["--dry-run"] else None if argv == ["dry_run=cpu"] else "no CUDA device on this machine"
+    )
+    assert not is_dry_run(compose_config("curriculum=coarse"))
+
+
 def test_cpu_external_modules_keep_the_configured_ones() -> None:
     assert external_modules(EXTERNAL_MODULE, CPU_ENV) == f"{EXTERNAL_MODULE},recipe.cpu"
     assert external_modules(None, CPU_ENV) == "recipe.cpu"
@@ -61,7 +75,9 @@ def test_dry_run_composes_over_any_curriculum_and_passes_verls_validation(curric
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
 
-    import recipe.advantage  # noqa: F401
+    from recipe.advantage import register_estimator
+
+    register_estimator()
 
     config = compose_config(DRY, f"curriculum={curriculum}", "rewardmap.cache_dir=/cache")
     validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=need_critic(config))
@@ -148,6 +164,111 @@ def test_summary_reports_steps_stages_and_what_the_run_was(cpu_data: Path, tmp_p
     assert f"checkpoint: {tmp_path / 'global_step_2'}" in text
     assert "This was a CPU run of the whole RewardMap training loop with a tiny model" in text
     assert REAL_RUN_HINT in text
+
+
+def test_summary_shows_validation_by_step_under_both_rule_sets(cpu_data: Path, tmp_path: Path) -> None:
+    before = {"val-aux/synthetic/reward/mean@1": 3.25, "val-core/synthetic/acc/mean@1": 0.25}
+    before |= {f"val-aux/synthetic/bench_{rules}_long_acc/mean@1": 0.5 for rules in ("released", "fixed")}
+    before |= {"val-aux/synthetic/bench_released_plus_acc/mean@1": 0.75}
+    before |= {"val-aux/synthetic/bench_vlmevalkit_plus_acc/mean@1": 0.5}
+    before |= {"val-aux/synthetic/bench_vlmevalkit_plus_acc/mean@2": 0.0}
+    before |= {"val-aux/synthetic/bench_vlmevalkit_plus_acc/best@2": 1}
+    after = {**logged_step(4, 3, "planning", 1.0)["data"], "val-aux/synthetic/bench_fixed_long_acc/mean@1": 1.0}
+    metrics = tmp_path / "m.jsonl"
+    metrics.write_text(json.dumps({"step": 0, "data": before}) + "\n" + json.dumps({"step": 4, "data": after}) + "\n")
+    validation = read_validation([metrics])
+    assert validation[0][("synthetic", "bench_vlmevalkit_plus_acc")] == 0.0, "mean@N with the largest N"
+    assert validation[4] == {("synthetic", "bench_fixed_long_acc"): 1.0}
+    config = dry_config(cpu_data, tmp_path)
+    lines = render_summary(config, resume_point(config), [metrics], {4}, time.time(), None).splitlines()
+    at = lines.index(
+        "  validation: the benchmark numbers under the released / fixed rules (ReasonMap-Plus: the "
+        "released / vlmevalkit readings)"
+    )
+    assert lines[at + 1].split() == ["step", "0", "step", "4"]
+    rows = {line[:47].strip(): line[47:].split() for line in lines if line.startswith("   ") and line[47:].strip()}
+    assert rows["reward (mean)"] == ["3.25", "-"]
+    assert rows["ReasonMap long accuracy"] == ["0.50", "/", "0.50", "-", "/", "1.00"]
+    assert rows["ReasonMap-Plus accuracy"] == ["0.75", "/", "0.00", "-", "/", "-"]
+    assert not any(key.startswith("ReasonMap short") for key in rows), "forms the split lacks get no row"
+
+
+def test_summary_names_the_engine_and_counts_updates_the_engine_received(cpu_data: Path, tmp_path: Path) -> None:
+    """The sync log holds server, actor and rollout records of both engines; an update counts by its rollout
+    record, once, and matches when the actor sent its digest."""
+    config = dry_config(cpu_data, tmp_path, f"rewardmap.cpu_run.run_dir={tmp_path}")
+    started = time.time()
+    vllm = [
+        {
+            "side": "server",
+            "engine": "vllm",
+            "version": "0.24.0",
+            "server": "recipe.cpu.vllm_rollout.CPUvLLMHttpServer",
+        },
+        *(
+            record
+            for step, digest in ((0, "aa"), (1, "bb"))
+            for record in (
+                {"side": "rollout", "engine": "vllm", "digest": digest, "tensors": 3},
+                {"side": "actor", "engine": "vllm", "global_steps": step, "digest": digest, "tensors": 3},
+            )
+        ),
+    ]
+    log = tmp_path / WEIGHT_SYNC_LOG
+    log.write_text("".join(json.dumps({**r, "time": started + 1}) + "\n" for r in vllm))
+    text = render_summary(config, resume_point(config), [], set(), started, None)
+    assert "  rollout engine: vllm 0.24.0 (recipe.cpu.vllm_rollout.CPUvLLMHttpServer)" in text
+    assert (
+        "  weight sync: 2 updates reached the rollout engine, 2 with the digest the actor sent (last: step 1, bb"
+        in text
+    )
+
+    transformers = [
+        {"side": "rollout", "engine": "transformers", "global_steps": 0, "digest": "cc"},
+        {"side": "actor", "engine": "transformers", "global_steps": 0, "digest": "cc"},
+        {
+            "side": "rollout",
+            "engine": "transformers",
+            "global_steps": 1,
+            "kind": "lora adapter",
+            "digest": "dd",
+            "adapter_digest": "ee",
+        },
+        {"side": "actor", "engine": "transformers", "global_steps": 1, "kind": "lora adapter", "digest": "ee"},
+        {"side": "rollout", "engine": "transformers", "global_steps": 2, "digest": "ff"},  # no actor sent ff
+    ]
+    log.write_text(
+        json.dumps({**vllm[0], "time": started - 60})
+        + "\n"  # an earlier launch's
+        + "".join(json.dumps({**r, "time": started + 1}) + "\n" for r in transformers)
+    )
+    text = render_summary(config, resume_point(config), [], set(), started, None)
+    assert f"  rollout engine: transformers {version('transformers')} (the recipe's rollout server" in text
+    assert "vllm" not in text.split("rollout engine:")[1].splitlines()[0]
+    assert "  weight sync: 3 updates reached the rollout engine, 2 with the digest the actor sent" in text
+
+
+def test_a_dynamic_run_that_drew_its_plan_is_complete_before_the_plans_step_count(cpu_data: Path, tmp_path) -> None:
+    """Dynamic sampling ends a run once the plan is drawn, in fewer steps than the plan's: the checkpoint's
+    sampling record says so, and the dry run neither starts Ray again nor counts the plan's steps."""
+    from recipe.plan_record import write_plan_record
+    from recipe.stages import plan_from_data_config
+
+    config = dry_config(cpu_data, tmp_path, "dynamic_sampling=on")
+    plan = plan_from_data_config(config.data)
+    (tmp_path / "latest_checkpointed_iteration.txt").write_text("3")
+    sampling = {"dynamic": True, "position": plan.num_samples - 2, "complete": False, "stages": []}
+    write_plan_record(tmp_path / "global_step_3", plan, sampling=sampling)
+    point = resume_point(config)
+    assert (point.last_step, point.total_steps, point.complete) == (3, 4, False)
+    write_plan_record(tmp_path / "global_step_3", plan, sampling={**sampling, "complete": True})
+    point = resume_point(config)
+    assert (point.last_step, point.total_steps, point.complete) == (3, 3, True)
+    text = render_summary(config, point, [], {2, 3}, time.time(), None)
+    assert "this launch trained steps 2-3 of 3" in text
+    # the record of a run without dynamic sampling: complete at the plan's step count only
+    write_plan_record(tmp_path / "global_step_3", plan, sampling={**sampling, "dynamic": False, "complete": True})
+    assert not resume_point(dry_config(cpu_data, tmp_path)).complete
 
 
 def test_peak_memory_counts_child_processes() -> None:

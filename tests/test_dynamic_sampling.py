@@ -90,7 +90,9 @@ def test_the_config_group_switches_verls_filter_on_and_is_off_by_default(experim
     from verl.trainer.ppo.utils import need_critic, need_reference_policy
     from verl.utils.config import validate_config
 
-    import recipe.advantage  # noqa: F401  (the estimator of reward_mode=fixed, as in the task runner)
+    from recipe.advantage import register_estimator
+
+    register_estimator()  # the estimator of reward_mode=fixed, as in the task runner
     from tests.fixtures.configs import compose_config
 
     rows = [f"+experiment={experiment}"] if experiment else []

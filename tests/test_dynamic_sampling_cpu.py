@@ -52,7 +52,8 @@ def logged_metrics(run_dir: Path) -> dict[int, dict]:
     for file in run_files(run_dir):
         for line in file.read_text().splitlines():
             entry = json.loads(line)
-            steps[entry["step"]] = entry["data"]
+            if "actor/pg_loss" in entry["data"]:  # a training step; the run's validations log their own entries
+                steps[entry["step"]] = entry["data"]
     return steps
 
 

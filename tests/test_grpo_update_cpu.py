@@ -154,7 +154,9 @@ def _add_rewards_and_advantages(batch: Any, config: Any) -> Any:
     from verl.experimental.reward_loop.reward_loop import RewardLoopWorker
     from verl.trainer.ppo.ray_trainer import compute_advantage
 
-    import recipe.advantage  # noqa: F401  registers grpo_batch_scale in this process, as the task runner does
+    from recipe.advantage import register_estimator
+
+    register_estimator()
     from recipe.reward_manager import RewardMapRewardManager
 
     worker = RewardLoopWorker(config)

@@ -115,7 +115,9 @@ def test_a_cluster_short_of_nodes_times_out_without_a_driver(tmp_path: Path) -> 
     env = slurm_env(tmp_path, 3, STUB_EXPERIMENT_NAME=NAME, STUB_HANG_WORKER="gpu02", RAY_CLUSTER_TIMEOUT="3")
     result = run(MULTI, env)
     assert result.returncode != 0
-    assert "has 2 node(s) and 16 GPU(s) after 3s, expected 3 and 24" in result.stderr
+    # gpu02 hangs; gpu03 joins unless a loaded machine delays its stub past the 3 s wait
+    found = re.search(r"has (\d) node\(s\) and (\d+) GPU\(s\) after 3s, expected 3 and 24", result.stderr)
+    assert found and int(found[1]) in (1, 2) and int(found[2]) == 8 * int(found[1]), result.stderr
     log = calls(tmp_path)
     assert driver_calls(log) == []
     assert len(calls_of(log, "ray", "stop")) == 3

@@ -101,3 +101,15 @@ def test_benchmarks_run_on_small_inputs(tmp_path: Path) -> None:
         out = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
         assert out.returncode == 0, out.stderr[-2000:]
         assert expected in out.stdout, out.stdout[-2000:]
+
+
+@pytest.mark.slow
+def test_bench_cpu_run_times_one_engine(tmp_path: Path) -> None:
+    """benchmarks/bench_cpu_run.py with one engine: a prepared cache, one timed launch, its row and targets."""
+    env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    command = [sys.executable, "benchmarks/bench_cpu_run.py", "--engines", "transformers", "--cache", str(tmp_path)]
+    out = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=1800)
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    [row] = [line.split() for line in out.stdout.splitlines() if line.startswith("transformers ")]
+    wall_s, peak_gib, step_s, probs_diff = (float(value) for value in row[1:5])
+    assert wall_s > 0 and peak_gib > 0 and step_s > 0 and 0 <= probs_diff < 1e-3, row

