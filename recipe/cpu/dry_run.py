@@ -27,7 +27,6 @@ from recipe.interrupt import latest_step, run_stoppable
 from recipe.metrics_record import mark_logged, read_pending
 
 
-
 def announce(reason: str) -> None:
     """Say plainly, before anything runs, what this launch is."""
     print(
