@@ -44,13 +44,14 @@ SAMPLE_KEYS = ("step", "uid", "score", "output")
 
 
 def read_logged(metrics_dir: Path) -> dict[int, dict[str, Any]]:
-    """verl's file-logger records of a run (``{"step": N, "data": {...}}`` lines), by step (later files win)."""
+    """verl's file-logger records of a run (``{"step": N, "data": {...}}`` lines), by step; a step's records are
+    merged (a validation logs one of its own at the step it follows), a later one winning a key."""
     steps: dict[int, dict[str, Any]] = {}
     for path in sorted(metrics_dir.glob("*.jsonl")):
         for line in path.read_text().splitlines():
             try:
                 record = json.loads(line)
-                steps[int(record["step"])] = dict(record.get("data") or {})
+                steps.setdefault(int(record["step"]), {}).update(record.get("data") or {})
             except (ValueError, KeyError, TypeError):
                 continue
     return steps
