@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 from data_prep.synthetic import SyntheticParams, generate_dataset
-from recipe.cpu.tiny_model import build_tiny_qwen, name_words, prepare_warm_tiny_qwen, stamp_folder, warm_start_stamp
+from recipe.cpu.tiny_model import (
+    build_tiny_qwen,
+    name_words,
+    prepare_warm_tiny_qwen,
+    stamp_folder,
+    warm_start_stamp,
+    warm_start_tiny_qwen,
+    word_token_ids,
+)
 from recipe.cpu.warm_start import Reachability, check_held_out, data_files, map_names, read_rows
 
 
@@ -89,3 +97,44 @@ def test_reachability_names_every_component_no_sample_reached() -> None:
     nothing = Reachability(1.0, planning=8, vqa=8)
     assert len(nothing.problems()) == 3
     assert Reachability(1.0, planning=8, planning_format=1, planning_detail=1).problems() == []  # no VQA in the run
+
+
+def test_the_answer_loss_is_the_models_own_loss(run_data: Path, tmp_path: Path) -> None:
+    """The warm start applies the LM head at answer positions only: the same loss as the model's full forward."""
+    import torch
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    from recipe.cpu.tiny_model import _answer_loss, _batch, _encode_rows
+
+    folder = build_tiny_qwen(tmp_path / "model", names=map_names(data_files(run_data)), hidden_size=32, layers=1)
+    processor = AutoProcessor.from_pretrained(folder)
+    encoded = _encode_rows(processor, read_rows([run_data / "test.parquet"], limit=3, seed=0))
+    image = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder, attn_implementation="sdpa")
+    with torch.no_grad():
+        full = model(**_batch(encoded, processor.tokenizer.pad_token_id, image)).loss
+        model.model.rope_deltas = None
+        answered = _answer_loss(model, _batch(encoded, processor.tokenizer.pad_token_id, image))
+    torch.testing.assert_close(answered, full, rtol=1e-5, atol=1e-5)
+
+
+def test_frozen_name_words_keep_their_initial_embeddings(run_data: Path, tmp_path: Path) -> None:
+    """The held-out cities' own words are not trained, the other tokens are (input and output embeddings: tied)."""
+    import torch
+    from transformers import AutoTokenizer, Qwen2_5_VLForConditionalGeneration
+
+    rows = read_rows([run_data / "test.parquet"], limit=4, seed=0)
+    names = map_names(data_files(run_data))
+    folder = build_tiny_qwen(tmp_path / "model", names=names, hidden_size=32, layers=1)
+    before = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder).get_input_embeddings().weight.detach().clone()
+    frozen = [w for w in name_words(names) if w not in {"Station", "Line"}]
+    warm_start_tiny_qwen(folder, rows, steps=3, learning_rate=1e-2, batch_size=2, frozen_words=frozen)
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder)
+    after = model.get_input_embeddings().weight.detach()
+    assert model.get_output_embeddings().weight.data_ptr() == model.get_input_embeddings().weight.data_ptr()
+    ids = word_token_ids(AutoTokenizer.from_pretrained(folder), frozen)
+    assert len(ids) >= len(frozen)  # each word with and without its leading space, where the BPE has both
+    moved = (after - before).abs().amax(dim=1)
+    assert torch.equal(moved[ids], torch.zeros(len(ids)))
+    trained = [i for i in range(len(moved)) if i not in set(ids)]
+    assert moved[trained].max() > 0

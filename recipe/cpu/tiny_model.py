@@ -179,6 +179,12 @@ def name_words(names: Sequence[str]) -> list[str]:
     return sorted({word for name in names for word in str(name).split()})
 
 
+def word_token_ids(tokenizer: Any, words: Sequence[str]) -> list[int]:
+    """The vocabulary ids of ``words`` as whole tokens, with and without the leading space (byte-level BPE's Ġ)."""
+    ids = {tokenizer.convert_tokens_to_ids(token) for word in words for token in (word, "\u0120" + word)}
+    return sorted(i for i in ids if i is not None and i != tokenizer.unk_token_id)
+
+
 def _train_tokenizer(vocab_size: int, names: Sequence[str] = ()) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Train a byte-level BPE with Qwen's pre-tokenizer on the built-in corpus (plus the words of ``names``, each
     after a space as a question writes it, until each is one token); returns (vocab, merges)."""
@@ -350,8 +356,8 @@ def build_tiny_qwen(
 # -- warm start ------------------------------------------------------------------------------------------------------
 WARM_START_STAMP = "rewardmap_warm_start.json"
 # 2: the folder's remote-code module imports recipe.cpu.tiny_model; 3: held-out rows, whole-name tokens, minibatches,
-# one folder per stamp
-WARM_START_VERSION = 3
+# one folder per stamp; 4: the loss's logits at answer positions only, held-out cities' name words frozen
+WARM_START_VERSION = 4
 
 
 def _encode_rows(processor: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -401,6 +407,20 @@ def _batch(encoded: list[dict[str, Any]], pad: int, image_token: int) -> dict[st
     return inputs
 
 
+def _answer_loss(model: Any, batch: dict[str, Any]) -> Any:
+    """Next-token loss on the answer tokens, with the LM head applied at those positions only: over the whole
+    prompt it was 60% of a step (a vocabulary of every name word, at about 200 positions a row for 25 answered)."""
+    import torch
+
+    labels = batch.pop("labels")
+    hidden = model.model(**batch).last_hidden_state
+    model.model.rope_deltas = None  # recomputed from the batch on every full forward
+    targets = labels[:, 1:]
+    answered = targets != -100
+    logits = model.lm_head(hidden[:, :-1][answered])
+    return torch.nn.functional.cross_entropy(logits.float(), targets[answered])
+
+
 def warm_start_tiny_qwen(
     model_dir: str | Path,
     rows: list[dict[str, Any]],
@@ -409,6 +429,7 @@ def warm_start_tiny_qwen(
     learning_rate: float,
     batch_size: int,
     seed: int = 0,
+    frozen_words: Sequence[str] = (),
 ) -> list[float]:
     """Train the model in ``model_dir`` in place on the rows' gold answers (next-token loss on the answer only).
 
@@ -417,7 +438,9 @@ def warm_start_tiny_qwen(
     sampling at temperature 1 reaches every reward component (``recipe.cpu.warm_start.reachability``). Each step
     takes ``batch_size`` rows, passing over the rows in a seeded order. Prompts are the rows' chat prompts with
     their images as the agent loop sees them (``recipe.row_images``), and M-RoPE positions are transformers' own
-    (``mm_token_type_ids`` given). Returns the loss of each step.
+    (``mm_token_type_ids`` given). The tokens of ``frozen_words`` keep their initial embeddings (input and output:
+    they are tied), so that what the model learns about a name is how to copy it, which then holds for the names
+    of a run it never saw, not what the name is. Returns the loss of each step.
     """
     import random
 
@@ -439,15 +462,18 @@ def warm_start_tiny_qwen(
         torch.manual_seed(seed)
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, attn_implementation="sdpa")
         model.train()
+        embeddings = model.get_input_embeddings().weight
+        frozen = torch.tensor(word_token_ids(tokenizer, frozen_words), dtype=torch.long)
         optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
         for _ in range(steps):
             while len(order) < batch_size:  # one seeded pass over the rows after another
                 order += rng.sample(range(len(encoded)), len(encoded))
             picked, order = order[:batch_size], order[batch_size:]
-            loss = model(**_batch([encoded[i] for i in picked], pad, image_token)).loss
-            model.model.rope_deltas = None  # recomputed from the batch on every full forward
+            loss = _answer_loss(model, _batch([encoded[i] for i in picked], pad, image_token))
             optimizer.zero_grad()
             loss.backward()
+            if len(frozen) and embeddings.grad is not None:
+                embeddings.grad[frozen] = 0.0  # Adam's moments of these rows stay 0: no update, ever
             optimizer.step()
             losses.append(loss.item())
     torch.set_num_threads(threads)
@@ -476,6 +502,7 @@ def warm_start_stamp(
     rows: list[dict[str, Any]],
     *,
     names: Sequence[str] = (),
+    frozen_words: Sequence[str] = (),
     hidden_size: int,
     layers: int = 2,
     heads: int = 2,
@@ -504,6 +531,7 @@ def warm_start_stamp(
         "rows_sha256": rows_digest(rows),
         "name_words": len(words),
         "name_words_sha256": hashlib.sha256("\n".join(words).encode()).hexdigest(),
+        "frozen_words_sha256": hashlib.sha256("\n".join(sorted(frozen_words)).encode()).hexdigest(),
         "torch": torch.__version__.split("+")[0],
     }
 
@@ -521,6 +549,7 @@ def prepare_warm_tiny_qwen(
     rows: list[dict[str, Any]],
     *,
     names: Sequence[str] = (),
+    frozen_words: Sequence[str] = (),
     hidden_size: int,
     layers: int = 2,
     heads: int = 2,
@@ -537,7 +566,7 @@ def prepare_warm_tiny_qwen(
 
     options = {"hidden_size": hidden_size, "layers": layers, "heads": heads, "seed": seed}
     training = {"steps": steps, "batch_size": batch_size, "learning_rate": learning_rate}
-    stamp = warm_start_stamp(rows, names=names, **options, **training)
+    stamp = warm_start_stamp(rows, names=names, frozen_words=frozen_words, **options, **training)
     out = Path(directory).expanduser()
     stamp_path = out / WARM_START_STAMP
     if stamp_path.is_file():
@@ -548,7 +577,7 @@ def prepare_warm_tiny_qwen(
             pass
     with atomic_dir.replacing(out, is_complete=lambda folder: (folder / WARM_START_STAMP).is_file()) as tmp:
         build_tiny_qwen(tmp, names=names, **options)
-        losses = warm_start_tiny_qwen(tmp, rows, seed=seed, **training)
+        losses = warm_start_tiny_qwen(tmp, rows, seed=seed, frozen_words=frozen_words, **training)
         record = {
             "stamp": stamp,
             "loss_first": losses[0] if losses else None,

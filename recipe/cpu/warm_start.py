@@ -195,9 +195,14 @@ def prepare_tiny_model(
     rows = read_rows(warm_files, limit=settings.rows, seed=settings.seed, question_types=settings.question_types)
     if not rows:
         raise ValueError(f"the warm start has no rows of {list(settings.question_types)} in {warm_dir}")
-    names = sorted(set(map_names(data_files(data_dir))) | set(map_names(warm_files)))
+    from recipe.cpu.tiny_model import name_words
+
+    run_names, warm_names = map_names(data_files(data_dir)), map_names(warm_files)
     shape = {
-        "names": names,
+        "names": sorted(set(run_names) | set(warm_names)),
+        # the held-out cities' own words stay at their initial embeddings, as the run's are: the model learns to
+        # copy a name, whatever its embedding, rather than the names it trained on
+        "frozen_words": sorted(set(name_words(warm_names)) - set(name_words(run_names))),
         "hidden_size": settings.hidden_size,
         "layers": settings.layers,
         "heads": settings.heads,
