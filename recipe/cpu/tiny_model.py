@@ -167,6 +167,11 @@ def register_tiny_video_processor() -> None:
 register_tiny_video_processor()
 
 
+# The embeddings of name words start this large (std; Qwen's initializer gives 0.02): with tied embeddings a token's
+# logit is the final hidden state (norm about sqrt(hidden_size)) times its embedding, so a word whose embedding keeps
+# the initial norm (0.16 at width 64: a name the model never trained on, i.e. every name of a run's cities) can never
+# outscore thousands of others by copying it; at 0.3 (norm 2.4) it can. Every name word gets it, run's and held-out.
+NAME_EMBEDDING_STD = 0.3
 WHOLE_WORDS_VOCAB = 1 << 20  # a cap BPE never reaches: it merges until every word of its corpus is one token
 
 
@@ -347,6 +352,11 @@ def build_tiny_qwen(
     with torch.random.fork_rng(devices=[]):  # seed the weights without touching the caller's random state
         torch.manual_seed(seed)
         model = Qwen2_5_VLForConditionalGeneration(config)
+        name_ids = word_token_ids(tokenizer, name_words(names))
+        if name_ids:  # see NAME_EMBEDDING_STD
+            with torch.no_grad():
+                embeddings = model.get_input_embeddings().weight
+                embeddings[name_ids] = torch.randn(len(name_ids), hidden_size) * NAME_EMBEDDING_STD
     model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     model.save_pretrained(out)
@@ -356,7 +366,8 @@ def build_tiny_qwen(
 # -- warm start ------------------------------------------------------------------------------------------------------
 WARM_START_STAMP = "rewardmap_warm_start.json"
 # 2: the folder's remote-code module imports recipe.cpu.tiny_model; 3: held-out rows, whole-name tokens, minibatches,
-# one folder per stamp; 4: the loss's logits at answer positions only, held-out cities' name words frozen
+# one folder per stamp; 4: the loss's logits at answer positions only, held-out cities' name words frozen, name
+# embeddings at NAME_EMBEDDING_STD
 WARM_START_VERSION = 4
 
 
