@@ -57,6 +57,15 @@ def test_every_word_of_the_maps_names_is_one_token(run_data: Path, tmp_path: Pat
     words = name_words(names)
     assert len(words) > 50
     assert all(len(tokenizer.encode(" " + word, add_special_tokens=False)) == 1 for word in words)
+    from transformers import Qwen2_5_VLForConditionalGeneration
+
+    from recipe.cpu.tiny_model import NAME_EMBEDDING_STD
+
+    embeddings = Qwen2_5_VLForConditionalGeneration.from_pretrained(tmp_path / "model").get_input_embeddings().weight
+    ids = word_token_ids(tokenizer, words)
+    others = sorted(set(range(len(embeddings))) - set(ids))
+    assert abs(embeddings[ids].std().item() - NAME_EMBEDDING_STD) < 0.05 * NAME_EMBEDDING_STD
+    assert embeddings[others].std().item() < 0.05  # Qwen's initializer (0.02) for every other token
     plain = AutoTokenizer.from_pretrained(build_tiny_qwen(tmp_path / "plain"))
     assert sum(len(plain.encode(" " + word, add_special_tokens=False)) > 1 for word in words) > len(words) // 2
 
