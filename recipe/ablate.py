@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -42,6 +43,7 @@ DEFAULT_ARMS = ("rl_baseline", "detail_reward")
 DEFAULT_SEEDS = (0, 1)
 PERCEPTION_STAGES = ("torf", "counting", "counting_stops", "perception")
 RUN_TIMEOUT_S = 3600
+STEP_LINE = re.compile(r"(?:^|\s)step:(\d+) - ")
 
 
 @dataclass(frozen=True)
@@ -296,6 +298,12 @@ def run_logged(
     return code, time.monotonic() - started, cpu.seconds, cpu.mean_load
 
 
+def log_tail(log: Path, lines: int = 40) -> str:
+    """The end of a run's log, for its error: the log lives in a staging folder that a failed build removes."""
+    text = log.read_text(errors="replace") if log.is_file() else ""
+    return f"the end of its log ({log.name}):\n" + "".join(text.splitlines(keepends=True)[-lines:])
+
+
 def python_env() -> dict[str, str]:
     """The environment of the runs: this checkout first on PYTHONPATH (Ray workers inherit it)."""
     root = str(Path(__file__).resolve().parents[1])
@@ -305,19 +313,20 @@ def python_env() -> dict[str, str]:
     return env
 
 
-def evaluate(model: str, data_dir: Path, out: Path, log: Path) -> dict[str, Any]:
-    """``recipe.evaluate`` generate + score of ``model`` on the data's validation and test files; its summary."""
+def evaluate(model: str, data_dir: Path, out: Path, log: Path, max_new_tokens: int) -> dict[str, Any]:
+    """``recipe.evaluate`` generate + score of ``model`` on the data's validation and test files (answers as long as
+    the runs' responses); its summary."""
     tests = [str(data_dir / name) for name in ("val.parquet", "test.parquet") if (data_dir / name).is_file()]
     out.mkdir(parents=True, exist_ok=True)
     responses = out / "responses.jsonl"
-    steps = [
-        ["generate", "--model", model, "--test", *tests, "--out", str(responses), "--no-progress"],
-        ["score", "--responses", str(responses), "--test", *tests, "--out", str(out / "results")],
-    ]
+    # the tiny model's folder carries its processor's stand-in video processor as remote code (recipe.cpu)
+    generate = ["generate", "--model", model, "--test", *tests, "--out", str(responses), "--no-progress"]
+    generate += ["--max-new-tokens", str(max_new_tokens), "--trust-remote-code"]
+    steps = [generate, ["score", "--responses", str(responses), "--test", *tests, "--out", str(out / "results")]]
     for step in steps:
         code, _, _, _ = run_logged([sys.executable, "-m", "recipe.evaluate", *step], log, env=python_env())
         if code != 0:
-            raise RuntimeError(f"recipe.evaluate {step[0]} failed (exit {code}): see {log}")
+            raise RuntimeError(f"recipe.evaluate {step[0]} failed (exit {code}); {log_tail(log)}")
     return json.loads((out / "results" / "summary.json").read_text())
 
 
@@ -359,15 +368,16 @@ def run_arm(arm: str, seed: int, options: Options, plan: Plan, progress: Any) ->
         total = sum(steps for _, steps in stages)
 
         def on_line(line: str) -> None:
-            if line.startswith("step:"):
-                step = line.split(" ", 1)[0].removeprefix("step:")
-                if step.isdigit():
-                    progress(arm, seed, int(step), total)
+            found = STEP_LINE.search(line)  # verl's console line, behind Ray's "(TaskRunner pid=...)" prefix
+            if found:
+                progress(arm, seed, int(found.group(1)), total)
 
         (folder / "command.txt").write_text(" ".join(command) + "\n")
         code, wall, cpu, load = run_logged(command, folder / "train.log", env=python_env(), on_line=on_line)
         if code != 0:
-            raise RuntimeError(f"arm {arm} seed {seed}: training failed (exit {code}); log: {folder / 'train.log'}")
+            raise RuntimeError(
+                f"arm {arm} seed {seed}: training failed (exit {code}); {log_tail(folder / 'train.log')}"
+            )
         curves = run_curves(run_dir, folder / "rollouts")
         dumps = sorted((int(p.stem), p) for p in (folder / "rollouts").glob("*.jsonl") if p.stem.isdigit())
         if dumps:
@@ -378,7 +388,13 @@ def run_arm(arm: str, seed: int, options: Options, plan: Plan, progress: Any) ->
         record["mean_load"] = load
         if options.evaluate:
             started = time.monotonic()
-            summary = evaluate(str(run_dir / "checkpoints"), plan.data_dir, folder / "eval", folder / "eval.log")
+            summary = evaluate(
+                str(run_dir / "checkpoints"),
+                plan.data_dir,
+                folder / "eval",
+                folder / "eval.log",
+                int(plan.settings["max_response_length"]),
+            )
             record["held_out"] = held_out_numbers(summary)
             record["eval_wall_s"] = time.monotonic() - started
         (folder / "curves.json").write_text(json.dumps({str(k): v for k, v in curves.items()}, indent=1) + "\n")
@@ -389,7 +405,10 @@ def run_arm(arm: str, seed: int, options: Options, plan: Plan, progress: Any) ->
 
 # -- the report --------------------------------------------------------------------------------------------------
 
-HELD_OUT_ORDER = ("released/short", "fixed/short", "released/plus", "fixed/plus")
+# recipe.evaluate.report.headline's keys, in the table's order; a column shows when some model has a number in it
+HELD_OUT_ORDER = tuple(
+    f"{rules}/reasonmap_{split}" for split in ("short", "long", "plus") for rules in ("released", "fixed", "vlmevalkit")
+)
 
 
 def load_runs(out: Path, arms: Sequence[str], seeds: Sequence[int]) -> tuple[dict, dict]:
@@ -409,9 +428,8 @@ def load_runs(out: Path, arms: Sequence[str], seeds: Sequence[int]) -> tuple[dic
 
 def held_out_table(records: dict[str, dict[int, dict[str, Any]]], warm: dict[str, Any] | None) -> list[str]:
     """Markdown: each arm's held-out weighted accuracies (mean [min, max] over seeds), the warm start first."""
-    keys = [k for k in HELD_OUT_ORDER if any(k in r.get("held_out", {}) for s in records.values() for r in s.values())]
-    if not keys and warm:
-        keys = [k for k in HELD_OUT_ORDER if k in warm]
+    numbers = [r.get("held_out", {}) for s in records.values() for r in s.values()] + [warm or {}]
+    keys = [k for k in HELD_OUT_ORDER if any(n.get(k) is not None for n in numbers)]
     if not keys:
         return []
     lines = ["| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
@@ -505,7 +523,13 @@ def evaluate_warm_start(options: Options, plan: Plan) -> None:
         return
 
     def build(folder: Path) -> None:
-        summary = evaluate(str(plan.model_dir), plan.data_dir, folder / "eval", folder / "eval.log")
+        summary = evaluate(
+            str(plan.model_dir),
+            plan.data_dir,
+            folder / "eval",
+            folder / "eval.log",
+            int(plan.settings["max_response_length"]),
+        )
         (folder / "held_out.json").write_text(json.dumps(held_out_numbers(summary), indent=2) + "\n")
 
     atomic_build(final, build, marker="held_out.json")
