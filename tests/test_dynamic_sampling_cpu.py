@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from recipe.cpu.run_summary import run_files
+from recipe.cpu.run_summary import run_files, training_entries
 from recipe.dynamic_sampling import read_draw_log
 
 pytestmark = pytest.mark.slow
@@ -48,13 +48,7 @@ def main_job(cache: Path, *overrides: str) -> subprocess.CompletedProcess:
 
 
 def logged_metrics(run_dir: Path) -> dict[int, dict]:
-    steps: dict[int, dict] = {}
-    for file in run_files(run_dir):
-        for line in file.read_text().splitlines():
-            entry = json.loads(line)
-            if "actor/pg_loss" in entry["data"]:  # a training step; the run's validations log their own entries
-                steps[entry["step"]] = entry["data"]
-    return steps
+    return {step: data for step, (_, data) in training_entries(run_files(run_dir)).items()}
 
 
 def test_dynamic_sampling_keeps_stages_and_resumes_inside_a_stage(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from recipe.cpu.run_summary import read_steps, run_files
+from recipe.cpu.run_summary import read_steps, run_files, training_entries
 from tests.test_training_loop_cpu import PROBS_DIFF_LIMIT, ROOT, main_job, sync_log
 
 pytestmark = pytest.mark.slow
@@ -72,12 +72,7 @@ def test_lora_trains_syncs_resumes_and_evaluates(tmp_path: Path, monkeypatch: py
     checkpoints = run_dir / "checkpoints"
     assert "dry run: 1 steps" in first.stdout
     assert f"resuming the dry run from {checkpoints / 'global_step_1'}: steps 2-2 of 2" in second.stdout
-    logged = {}
-    for file in run_files(run_dir):
-        for line in file.read_text().splitlines():
-            entry = json.loads(line)
-            if "actor/pg_loss" in entry["data"]:  # a training step; the run's validations log their own entries
-                logged[entry["step"]] = entry["data"]
+    logged = {step: data for step, (_, data) in training_entries(run_files(run_dir)).items()}
     assert sorted(logged) == [1, 2] == sorted(read_steps(run_files(run_dir)))
     assert all(d["actor/grad_norm"] > 0 for d in logged.values())
 

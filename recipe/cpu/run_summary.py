@@ -99,13 +99,21 @@ def metrics_file(run_dir: str | Path) -> Path:
     return path
 
 
+def training_entries(files: Iterable[str | Path]) -> dict[int, tuple[Path, dict[str, Any]]]:
+    """``step -> (file, data)`` of the training steps logged in ``files`` (later files win), sorted by step; a
+    validation's own entries (before training, after the last step) are not training steps."""
+    steps: dict[int, tuple[Path, dict[str, Any]]] = {}
+    for path, step, data in read_logged(files):
+        if "rewardmap/stage" in data or "actor/pg_loss" in data:
+            steps[step] = (path, data)
+    return dict(sorted(steps.items()))
+
+
 def read_steps(files: Iterable[str | Path]) -> dict[int, StepRecord]:
     """Per-step records from metrics files, in the order given (later files win); unreadable lines are skipped."""
-    steps: dict[int, StepRecord] = {}
-    for path, step, data in read_logged(files):
-        if "rewardmap/stage" in data or "actor/pg_loss" in data:  # a training step, not validation only
-            steps[step] = StepRecord.from_logged(step, data, path.name)
-    return dict(sorted(steps.items()))
+    return {
+        step: StepRecord.from_logged(step, data, path.name) for step, (path, data) in training_entries(files).items()
+    }
 
 
 def read_validation(files: Iterable[str | Path]) -> dict[int, dict[tuple[str, str], float]]:
