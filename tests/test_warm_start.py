@@ -127,6 +127,47 @@ def test_the_answer_loss_is_the_models_own_loss(run_data: Path, tmp_path: Path) 
     torch.testing.assert_close(answered, full, rtol=1e-5, atol=1e-5)
 
 
+def test_the_name_loss_weighs_copyable_names_as_much_as_the_rest(run_data: Path, tmp_path: Path) -> None:
+    """With name ids: the mean over the answer's names that its prompt contains plus the mean over its other tokens
+    (names the prompt lacks left out); names only: the first mean alone. Checked against the full forward's logits."""
+    import torch
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    from recipe.cpu.tiny_model import _answer_loss, _batch, _encode_rows
+
+    names = map_names(data_files(run_data))
+    folder = build_tiny_qwen(tmp_path / "model", names=names, hidden_size=32, layers=1)
+    processor = AutoProcessor.from_pretrained(folder)
+    encoded = _encode_rows(processor, read_rows([run_data / "planning.parquet"], limit=3, seed=0))
+    pad, image = processor.tokenizer.pad_token_id, processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    words = [w for w in name_words(names) if w not in {"Station", "Line"} and not w.isdigit()]
+    name_ids = torch.tensor(word_token_ids(processor.tokenizer, words))
+    model = Qwen2_5_VLForConditionalGeneration.from_pretrained(folder, attn_implementation="sdpa")
+    with torch.no_grad():
+        batch = _batch(encoded, pad, image)
+        labels, input_ids = batch["labels"], batch["input_ids"]
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        model.model.rope_deltas = None
+        split = _answer_loss(model, _batch(encoded, pad, image), name_ids)
+        model.model.rope_deltas = None
+        alone = _answer_loss(model, _batch(encoded, pad, image), name_ids, names_only=True)
+    copyable, other = [], []
+    for i in range(len(encoded)):
+        prompt = set(input_ids[i][labels[i] == -100].tolist())
+        for t in range(input_ids.shape[1] - 1):
+            target = int(labels[i, t + 1])
+            if target == -100:
+                continue
+            ce = torch.nn.functional.cross_entropy(logits[i, t].float()[None], torch.tensor([target]))
+            if target not in set(name_ids.tolist()):
+                other.append(ce)
+            elif target in prompt:  # a name the prompt lacks (a transfer station) counts in neither
+                copyable.append(ce)
+    assert copyable and other  # each answer names its endpoints, which its question contains
+    torch.testing.assert_close(split, torch.stack(copyable).mean() + torch.stack(other).mean(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(alone, torch.stack(copyable).mean(), rtol=1e-5, atol=1e-5)
+
+
 def test_frozen_name_words_keep_their_initial_embeddings(run_data: Path, tmp_path: Path) -> None:
     """The held-out cities' own words are not trained, the other tokens are (input and output embeddings: tied)."""
     import torch

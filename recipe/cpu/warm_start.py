@@ -37,7 +37,7 @@ class WarmStartSettings:
 
     ``cities`` synthetic cities of ``seed`` with ``questions_per_city`` questions each (planning in the run's
     templates, maps at the run's pixel budget); ``rows`` of their questions of ``question_types`` (all when 0 /
-    empty), ``steps`` steps of ``batch_size`` rows at ``learning_rate``.
+    empty), ``copy_steps`` then ``steps`` steps of ``batch_size`` rows at ``learning_rate``.
     """
 
     hidden_size: int
@@ -48,6 +48,7 @@ class WarmStartSettings:
     questions_per_city: int
     rows: int
     steps: int
+    copy_steps: int  # before ``steps``: the loss on the names the question contains, alone
     batch_size: int
     learning_rate: float
     question_types: tuple[str, ...]  # of the held-out questions, those trained on (empty: all)
@@ -67,6 +68,7 @@ class WarmStartSettings:
             questions_per_city=int(warm.questions_per_city),
             rows=int(warm.rows),
             steps=int(warm.steps),
+            copy_steps=int(warm.get("copy_steps") or 0),
             batch_size=int(warm.batch_size),
             learning_rate=float(warm.lr),
             question_types=tuple(str(t) for t in warm.get("question_types") or ()),
@@ -200,13 +202,17 @@ def prepare_tiny_model(
     run_names, warm_names = map_names(data_files(data_dir)), map_names(warm_files)
     shape = {
         "names": sorted(set(run_names) | set(warm_names)),
-        # the held-out cities' own words stay at their initial embeddings, as the run's are: the model learns to
-        # copy a name, whatever its embedding, rather than the names it trained on
-        "frozen_words": sorted(set(name_words(warm_names)) - set(name_words(run_names))),
+        # the words of one side only (held-out cities' or the run's) stay at their initial embeddings: the model
+        # learns to copy a name, whatever its embedding, rather than the names it trained on. The run's words must
+        # be frozen too: never a target, their tied output embeddings would still be pushed down through the
+        # softmax at every step (Adam turns that small gradient into full steps), and a warm start that copied
+        # held-out names copied none of the run's (0/32 at step 0, README "Toy ablation")
+        "frozen_words": sorted(set(name_words(warm_names)) ^ set(name_words(run_names))),
         "hidden_size": settings.hidden_size,
         "layers": settings.layers,
         "heads": settings.heads,
         "steps": settings.steps,
+        "copy_steps": settings.copy_steps,
         "batch_size": settings.batch_size,
         "learning_rate": settings.learning_rate,
         "seed": settings.seed,
