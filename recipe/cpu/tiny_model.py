@@ -464,7 +464,6 @@ def warm_start_tiny_qwen(
     batch_size: int,
     seed: int = 0,
     frozen_words: Sequence[str] = (),
-    copied_words: Sequence[str] = (),
     copy_steps: int = 0,
 ) -> list[float]:
     """Train the model in ``model_dir`` in place on the rows' gold answers (next-token loss on the answer only):
@@ -477,10 +476,9 @@ def warm_start_tiny_qwen(
     their images as the agent loop sees them (``recipe.row_images``), and M-RoPE positions are transformers' own
     (``mm_token_type_ids`` given). The tokens of ``frozen_words`` keep their initial embeddings (input and output:
     they are tied), so that what the model learns about a name is how to copy it, which then holds for the names
-    of a run it never saw, not what the name is. The answer's tokens of ``copied_words`` (every word of every name,
-    shared ones like "North" included) that its prompt contains are the copy part of the loss (``_answer_loss``).
-    Copying is learnt first, alone: with the rest of the answer from the first step on, it was still not learnt
-    after 600 steps (README, "Toy ablation"). Returns each step's loss.
+    of a run it never saw, not what the name is; the answer's frozen tokens that its prompt contains are the copy
+    part of the loss (``_answer_loss``). Copying is learnt first, alone: with the rest of the answer from the
+    first step on, it was still not learnt after 600 steps (README, "Toy ablation"). Returns each step's loss.
     """
     import random
 
@@ -504,14 +502,13 @@ def warm_start_tiny_qwen(
         model.train()
         embeddings = model.get_input_embeddings().weight
         frozen = torch.tensor(word_token_ids(tokenizer, frozen_words), dtype=torch.long)
-        copied = torch.tensor(word_token_ids(tokenizer, copied_words), dtype=torch.long)
         optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
         for step in range(copy_steps + steps):
             while len(order) < batch_size:  # one seeded pass over the rows after another
                 order += rng.sample(range(len(encoded)), len(encoded))
             picked, order = order[:batch_size], order[batch_size:]
             batch = _batch([encoded[i] for i in picked], pad, image_token)
-            loss = _answer_loss(model, batch, copied, names_only=step < copy_steps)
+            loss = _answer_loss(model, batch, frozen, names_only=step < copy_steps)
             optimizer.zero_grad()
             loss.backward()
             if len(frozen) and embeddings.grad is not None:
@@ -622,9 +619,7 @@ def prepare_warm_tiny_qwen(
             pass
     with atomic_dir.replacing(out, is_complete=lambda folder: (folder / WARM_START_STAMP).is_file()) as tmp:
         build_tiny_qwen(tmp, names=names, **options)
-        losses = warm_start_tiny_qwen(
-            tmp, rows, seed=seed, frozen_words=frozen_words, copied_words=name_words(names), **training
-        )
+        losses = warm_start_tiny_qwen(tmp, rows, seed=seed, frozen_words=frozen_words, **training)
         record = {
             "stamp": stamp,
             "loss_first": losses[0] if losses else None,

@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 DATA_FOLDER_PREFIX = "warm_start-"  # the held-out cities' folder in the cache: warm_start-synthetic-...
+# Words of names that every answer's shape uses (the format's "xx Station", "Line x", line numbers): trained.
+STRUCTURAL_NAME_WORDS = frozenset({"Station", "Line"})
 
 
 @dataclass(frozen=True)
@@ -165,6 +167,24 @@ def map_names(files: Sequence[Path]) -> list[str]:
     return sorted(names)
 
 
+def frozen_name_words(run_names: Sequence[str], warm_names: Sequence[str]) -> list[str]:
+    """The name words the warm start never trains (``warm_start_tiny_qwen``): every word of the run's and the
+    held-out cities' names but the structural ones and numbers, so the model learns to copy a name, whatever its
+    embedding, rather than the names it trained on.
+
+    The run's words too: never a target, their tied output embeddings would still be pushed down through the
+    softmax at every step. Shared words ("North", "Hill") too: trained, they were not copied ("Cogol East" came
+    out "Cogol Station"; README, "Toy ablation").
+
+    >>> frozen_name_words(["Kobo North Station", "Line 2"], ["Tam Station"])
+    ['Kobo', 'North', 'Tam']
+    """
+    from recipe.cpu.tiny_model import name_words
+
+    words = name_words([*run_names, *warm_names])
+    return [w for w in words if w not in STRUCTURAL_NAME_WORDS and not w.isdigit()]
+
+
 def read_rows(
     files: Sequence[Path], *, limit: int = 0, seed: int = 0, question_types: Sequence[str] = ()
 ) -> list[dict[str, Any]]:
@@ -197,17 +217,11 @@ def prepare_tiny_model(
     rows = read_rows(warm_files, limit=settings.rows, seed=settings.seed, question_types=settings.question_types)
     if not rows:
         raise ValueError(f"the warm start has no rows of {list(settings.question_types)} in {warm_dir}")
-    from recipe.cpu.tiny_model import name_words
 
     run_names, warm_names = map_names(data_files(data_dir)), map_names(warm_files)
     shape = {
         "names": sorted(set(run_names) | set(warm_names)),
-        # the words of one side only (held-out cities' or the run's) stay at their initial embeddings: the model
-        # learns to copy a name, whatever its embedding, rather than the names it trained on. The run's words must
-        # be frozen too: never a target, their tied output embeddings would still be pushed down through the
-        # softmax at every step (Adam turns that small gradient into full steps), and a warm start that copied
-        # held-out names copied none of the run's (0/32 at step 0, README "Toy ablation")
-        "frozen_words": sorted(set(name_words(warm_names)) ^ set(name_words(run_names))),
+        "frozen_words": frozen_name_words(run_names, warm_names),
         "hidden_size": settings.hidden_size,
         "layers": settings.layers,
         "heads": settings.heads,
