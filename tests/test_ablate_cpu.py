@@ -25,6 +25,7 @@ SMALL = [
     "rewardmap.synthetic_questions_per_city=11",
     "rewardmap.cpu_run.warm_start.cities=3",
     "rewardmap.cpu_run.warm_start.questions_per_city=11",
+    "rewardmap.cpu_run.warm_start.copy_steps=2",
     "rewardmap.cpu_run.warm_start.steps=4",
     "rewardmap.cpu_run.precheck.on_failure=warn",
     "rewardmap.cpu_run.precheck.prompts=1",
