@@ -422,7 +422,7 @@ def _answer_loss(model: Any, batch: dict[str, Any], name_ids: Any = None, names_
     """Next-token loss on the answer tokens, with the LM head applied at those positions only: over the whole
     prompt it was 60% of a step (a vocabulary of every name word, at about 200 positions a row for 25 answered).
 
-    With ``name_ids`` (a tensor of the held-out names' token ids): the mean loss over the answer's name tokens
+    With ``name_ids`` (a tensor of the frozen name words' token ids): the mean loss over the answer's name tokens
     that its prompt contains plus the mean over its other tokens; a name the prompt lacks (a transfer station) is
     left out, as only the map, which a tiny model cannot read, tells it. In one mean over the whole answer, the
     two copyable names of a 25-token answer never got copied (held-out name loss still 11.6 nats after 200 steps,
