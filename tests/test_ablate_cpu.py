@@ -3,8 +3,7 @@ model, and the results folder gets its curves, record, held-out evaluation, tabl
 
 The toy's own settings (configs/ablation/toy.yaml) take longer than a test should; this run shrinks the warm start
 and the steps through the command's Hydra overrides and lets the step-0 check warn instead of stopping, because
-it checks the command's plumbing, not learning (no toy warm start has passed that check yet: README, "Toy
-ablation").
+it checks the command's plumbing, not learning (a shrunken warm start has no reason to pass it).
 """
 
 from __future__ import annotations
