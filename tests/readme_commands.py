@@ -35,6 +35,11 @@ COMMANDS: dict[str, str] = {
     "-c constraints/gpu-py311.txt -r constraints/gpu-build.txt": (
         "tests/test_gpu_install.py::test_the_flash_attn_step_sets_cuda_home_to_the_toolkit_behind_an_nvcc_wrapper"
     ),
+    "python -m recipe.ablate": ("tests/test_ablate_cpu.py::test_the_ablation_command_writes_a_complete_report"),
+    # the same command with --seeds and the check set to warn, as the end-to-end test runs it
+    "python -m recipe.ablate --seeds 0 rewardmap.cpu_run.precheck.on_failure=warn": (
+        "tests/test_ablate_cpu.py::test_the_ablation_command_writes_a_complete_report"
+    ),
     "python -m recipe.main_rewardmap --dry-run": (
         "tests/test_training_loop_cpu.py::test_two_processes_train_the_plan_and_resume_exactly"
     ),

@@ -94,7 +94,7 @@ def stand_in_tiny_model(module: Any) -> Any:
     """The tiny model's build and warm start replaced for the block by a config naming the generation (by seed)."""
     by_seed = {seed: generation for generation, seed in GENERATIONS.items()}
 
-    def build(directory: Path, *, hidden_size: int, seed: int) -> Path:
+    def build(directory: Path, *, seed: int, **options: Any) -> Path:
         (Path(directory) / "config.json").write_text(json.dumps({"generation": by_seed[seed]}))
         return Path(directory)
 

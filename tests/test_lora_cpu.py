@@ -81,9 +81,8 @@ def test_lora_trains_syncs_resumes_and_evaluates(tmp_path: Path, monkeypatch: py
     adapter_1, adapter_2 = adapter_of(one), adapter_of(two)
     assert adapter_1 and not any("visual" in name for name in adapter_2)
     assert all(not torch.equal(adapter_1[k], adapter_2[k]) for k in adapter_2 if ".lora_B." in k)
-    base_model = AutoModelForImageTextToText.from_pretrained(
-        tmp_path / "tiny_qwen2_5_vl-warm", dtype=torch.float32, trust_remote_code=True
-    )
+    [tiny_model] = [config.parent for config in (tmp_path / "tiny_qwen2_5_vl").glob("*/config.json")]
+    base_model = AutoModelForImageTextToText.from_pretrained(tiny_model, dtype=torch.float32, trust_remote_code=True)
     base = base_model.state_dict()
     frozen = {
         name.removeprefix("base_model.model.").replace(".base_layer.", "."): t
@@ -116,9 +115,7 @@ def test_lora_trains_syncs_resumes_and_evaluates(tmp_path: Path, monkeypatch: py
     assert all(d < PROBS_DIFF_LIMIT for d in diffs.values()), diffs
     peft_config = json.loads((checkpoints / "global_step_2" / "actor" / "lora_train_meta.json").read_text())
     merged = merge_lora({k: base[k] for k in base}, adapter_2, peft_config)
-    adapted = AutoModelForImageTextToText.from_pretrained(
-        tmp_path / "tiny_qwen2_5_vl-warm", dtype=torch.float32, trust_remote_code=True
-    )
+    adapted = AutoModelForImageTextToText.from_pretrained(tiny_model, dtype=torch.float32, trust_remote_code=True)
     adapted.load_state_dict({**base, **merged})
     ids = torch.arange(100, 164).unsqueeze(0)
     moved = (log_probs(adapted, ids) - log_probs(base_model, ids)).abs().max().item()

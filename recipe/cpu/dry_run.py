@@ -26,8 +26,6 @@ from recipe.cpu.weight_sync import WEIGHT_SYNC_LOG_ENV
 from recipe.interrupt import latest_step, run_stoppable
 from recipe.metrics_record import mark_logged, read_pending
 
-WARM_START_ROWS_PER_FILE = 16
-
 
 def announce(reason: str) -> None:
     """Say plainly, before anything runs, what this launch is."""
@@ -40,43 +38,52 @@ def announce(reason: str) -> None:
 
 
 def prepare_dry_run(config: DictConfig) -> None:
-    """Build (or reuse) the warm-started tiny model the config points at; any other model path is used as is."""
-    from recipe.cpu.tiny_model import prepare_warm_tiny_qwen
+    """Build (or reuse) the warm-started tiny model and point the run at it, then check that its samples reach
+    every reward component (``recipe.cpu.warm_start``); any other model path is used as is.
+
+    The model lives in a folder under ``rewardmap.cpu_run.tiny_model_dir`` named by everything that shapes it, so
+    every curriculum and reward mode over the same data starts from the same weights.
+    """
+    from recipe.cpu.warm_start import WarmStartSettings, precheck_rows, prepare_tiny_model, reachability
 
     settings = config.rewardmap.cpu_run
-    model_dir = Path(os.path.expanduser(str(config.actor_rollout_ref.model.path)))
-    if model_dir != Path(os.path.expanduser(str(settings.tiny_model_dir))):
+    model_root = Path(os.path.expanduser(str(settings.tiny_model_dir)))
+    if Path(os.path.expanduser(str(config.actor_rollout_ref.model.path))) != model_root:
         return
     start = time.monotonic()
-    rows = _stage_rows(config, WARM_START_ROWS_PER_FILE)
-    _, built = prepare_warm_tiny_qwen(
-        model_dir,
-        rows,
-        hidden_size=int(settings.hidden_size),
-        steps=int(settings.warm_start_steps),
-        learning_rate=float(settings.warm_start_lr),
+    model_dir, built, rows = prepare_tiny_model(
+        WarmStartSettings.from_config(config),
+        model_root=model_root,
+        data_dir=str(config.rewardmap.data_dir),
+        cache_dir=str(config.rewardmap.cache_dir),
     )
+    with open_dict(config):
+        config.actor_rollout_ref.model.path = str(model_dir)
     how = (
-        f"built and warm-started on {len(rows)} gold answers in {time.monotonic() - start:.0f} s" if built else "cached"
+        f"built and warm-started on {rows} questions of held-out cities in {time.monotonic() - start:.0f} s"
+        if built
+        else "cached"
     )
     print(f"[rewardmap] tiny Qwen2.5-VL at {model_dir} ({how})", flush=True)
 
-
-def _stage_rows(config: DictConfig, per_file: int) -> list[dict[str, Any]]:
-    """The first ``per_file`` rows of each stage file (only those rows are read), image paths absolute."""
-    import pyarrow.parquet as pq
-
-    from data_prep.image_files import resolve_row_images
-
-    files = dict.fromkeys(str(f) for stage in config.data.stages for f in stage.files)
-    rows: list[dict[str, Any]] = []
-    for file in files:
-        path = Path(os.path.expanduser(file))
-        with pq.ParquetFile(path) as parquet:
-            batch = next(parquet.iter_batches(batch_size=per_file), None)
-        for i, row in enumerate(batch.to_pylist() if batch is not None else []):
-            rows.append(resolve_row_images(row, [path.parent], where=f"{file} row {i}"))  # stored paths made absolute
-    return rows
+    check = settings.precheck
+    if int(check.prompts) <= 0:
+        return
+    stage_files = [f for stage in config.data.stages for f in stage.files]
+    found = reachability(
+        model_dir,
+        precheck_rows(stage_files, int(check.prompts)),
+        samples=int(config.actor_rollout_ref.rollout.n),
+        temperature=float(config.actor_rollout_ref.rollout.temperature),
+        max_new_tokens=int(config.data.max_response_length),
+    )
+    print(f"[rewardmap] {found.line()}", flush=True)
+    problems = found.problems()
+    if problems:
+        message = f"the tiny model cannot earn every reward component at step 0: {'; '.join(problems)}"
+        if str(check.on_failure) == "fail":
+            raise SystemExit(f"[rewardmap] {message} (rewardmap.cpu_run.warm_start sets its warm start)")
+        print(f"[rewardmap] WARNING: {message}; GRPO gets no signal for it", flush=True)
 
 
 def external_modules(configured: str | None, cpu_env: dict[str, str]) -> str:

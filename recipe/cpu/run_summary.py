@@ -256,7 +256,7 @@ def render_summary(
         )
     lines += [
         "",
-        "This was a CPU run of the whole RewardMap training loop with a tiny model warm-started for seconds on this "
+        "This was a CPU run of the whole RewardMap training loop with a tiny model warm-started briefly on this "
         "machine: its rewards say nothing about RewardMap.",
         REAL_RUN_HINT,
         "=" * 100,

@@ -6,13 +6,19 @@ path, with no network:
 
 - a byte-level BPE (trained here with ``tokenizers`` on a small built-in corpus, Qwen's pre-tokenizer regex) plus
   Qwen2.5-VL's special tokens (``<|im_start|>``, ``<|im_end|>``, ``<|vision_start|>``, ``<|image_pad|>``, ...),
-  loaded as ``Qwen2Tokenizer``;
+  loaded as ``Qwen2Tokenizer``; given ``names`` (the stations and lines of the maps a run uses), every word of
+  them becomes one token, so a model this small can copy a station name from the question into its answer;
 - a Qwen-style chat template that renders an image content item as
   ``<|vision_start|><|image_pad|><|vision_end|>`` (the processor then expands ``<|image_pad|>`` per patch group);
 - ``Qwen2VLImageProcessorPil`` (no torchvision needed);
 - ``TinyVideoProcessor``, a stand-in video processor: ``Qwen2_5_VLProcessor`` requires one and the real
   ``Qwen2VLVideoProcessor`` needs torchvision. It cannot process videos (this recipe has none);
-- a random ``Qwen2_5_VLConfig`` model (hidden size 32, two text and two vision layers, about 0.1 M parameters).
+- a random ``Qwen2_5_VLConfig`` model (by default hidden size 32, two text and two vision layers, about 0.1 M
+  parameters).
+
+``prepare_warm_tiny_qwen`` builds one and trains it briefly on gold answers (``warm_start_tiny_qwen``) into a
+folder named by everything that shapes it; ``recipe.cpu.warm_start`` decides which rows and names (held-out
+synthetic cities, never a training question).
 
 Loading the processor needs ``TinyVideoProcessor`` to be found by name: importing this module registers it with
 ``AutoVideoProcessor`` (in this process). In a process that has not imported it (a Ray worker), load with
@@ -22,6 +28,7 @@ Loading the processor needs ``TinyVideoProcessor`` to be found by name: importin
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -160,8 +167,32 @@ def register_tiny_video_processor() -> None:
 register_tiny_video_processor()
 
 
-def _train_tokenizer(vocab_size: int) -> tuple[dict[str, int], list[tuple[str, str]]]:
-    """Train a byte-level BPE with Qwen's pre-tokenizer on the built-in corpus; returns (vocab, merges)."""
+# The embeddings of name words start this large (std; Qwen's initializer gives 0.02): with tied embeddings a token's
+# logit is the final hidden state (norm about sqrt(hidden_size)) times its embedding, so a word whose embedding keeps
+# the initial norm (0.16 at width 64: a name the model never trained on, i.e. every name of a run's cities) can never
+# outscore thousands of others by copying it; at 0.3 (norm 2.4) it can. Every name word gets it, run's and held-out.
+NAME_EMBEDDING_STD = 0.3
+WHOLE_WORDS_VOCAB = 1 << 20  # a cap BPE never reaches: it merges until every word of its corpus is one token
+
+
+def name_words(names: Sequence[str]) -> list[str]:
+    """The distinct words of ``names`` (split on whitespace, sorted): what ``build_tiny_qwen`` makes whole tokens.
+
+    >>> name_words(["Kobo North Station", "Line 2", "Kobo Station"])
+    ['2', 'Kobo', 'Line', 'North', 'Station']
+    """
+    return sorted({word for name in names for word in str(name).split()})
+
+
+def word_token_ids(tokenizer: Any, words: Sequence[str]) -> list[int]:
+    """The vocabulary ids of ``words`` as whole tokens, with and without the leading space (byte-level BPE's Ġ)."""
+    ids = {tokenizer.convert_tokens_to_ids(token) for word in words for token in (word, "\u0120" + word)}
+    return sorted(i for i in ids if i is not None and i != tokenizer.unk_token_id)
+
+
+def _train_tokenizer(vocab_size: int, names: Sequence[str] = ()) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """Train a byte-level BPE with Qwen's pre-tokenizer on the built-in corpus (plus the words of ``names``, each
+    after a space as a question writes it, until each is one token); returns (vocab, merges)."""
     from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
     tokenizer = Tokenizer(models.BPE())
@@ -173,14 +204,16 @@ def _train_tokenizer(vocab_size: int) -> tuple[dict[str, int], list[tuple[str, s
         ]
     )
     tokenizer.decoder = decoders.ByteLevel()
+    words = name_words(names)
+    corpus = list(_CORPUS_LINES) * 4 + ([" " + " ".join(words)] * 2 if words else [])
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
+        vocab_size=WHOLE_WORDS_VOCAB if words else vocab_size,
         min_frequency=1,
         show_progress=False,
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         special_tokens=["<|endoftext|>"],
     )
-    tokenizer.train_from_iterator(list(_CORPUS_LINES) * 4, trainer=trainer)
+    tokenizer.train_from_iterator(corpus, trainer=trainer)
     data = json.loads(tokenizer.to_str())
     merges = [tuple(m.split(" ", 1)) if isinstance(m, str) else (m[0], m[1]) for m in data["model"]["merges"]]
     return dict(data["model"]["vocab"]), merges
@@ -214,16 +247,22 @@ def build_tiny_qwen(
     directory: str | Path,
     *,
     hidden_size: int = 32,
+    layers: int = 2,
+    heads: int = 2,
     vocab_size: int = 512,
+    names: Sequence[str] = (),
     min_pixels: int = DEFAULT_MIN_PIXELS,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     seed: int = 0,
 ) -> Path:
     """Write a tiny random Qwen2.5-VL checkpoint (tokenizer, processor, model) into ``directory``; return it.
 
-    ``min_pixels``/``max_pixels`` are the image processor's own bounds, by default the recipe's pixel budget
-    (``data_prep.images``), so the processor measures prepared maps at the size the real model sees them; an
-    image outside them is resized again by the processor.
+    ``layers`` text layers of width ``hidden_size`` with ``heads`` attention heads (half as many key/value heads);
+    the vision tower has two layers. ``vocab_size`` caps the BPE; with ``names`` the BPE instead merges until each
+    of their words (and every word of the built-in corpus) is one token. ``min_pixels``/``max_pixels`` are the
+    image processor's own bounds, by default the recipe's pixel budget (``data_prep.images``), so the processor
+    measures prepared maps at the size the real model sees them; an image outside them is resized again by the
+    processor.
     """
     import torch
     from transformers import (
@@ -238,7 +277,9 @@ def build_tiny_qwen(
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
 
-    vocab, merges = _train_tokenizer(vocab_size)
+    if hidden_size % heads or (hidden_size // heads) % 2:
+        raise ValueError(f"hidden_size {hidden_size} must split into {heads} heads of an even width")
+    vocab, merges = _train_tokenizer(vocab_size, names)
     tokenizer = Qwen2Tokenizer(
         vocab=vocab,
         merges=merges,
@@ -269,17 +310,17 @@ def build_tiny_qwen(
     _add_remote_code_route(out)
 
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
-    head_dim = hidden_size // 2
+    head_dim = hidden_size // heads
     config = Qwen2_5_VLConfig(
         text_config={
             "vocab_size": len(tokenizer),
             "hidden_size": hidden_size,
             "intermediate_size": 2 * hidden_size,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "num_key_value_heads": 1,
+            "num_hidden_layers": layers,
+            "num_attention_heads": heads,
+            "num_key_value_heads": max(1, heads // 2),
             "max_position_embeddings": 32768,
-            "max_window_layers": 2,
+            "max_window_layers": layers,
             "rope_parameters": {
                 "rope_type": "default",
                 "rope_theta": 1000000.0,
@@ -311,6 +352,11 @@ def build_tiny_qwen(
     with torch.random.fork_rng(devices=[]):  # seed the weights without touching the caller's random state
         torch.manual_seed(seed)
         model = Qwen2_5_VLForConditionalGeneration(config)
+        name_ids = word_token_ids(tokenizer, name_words(names))
+        if name_ids:  # see NAME_EMBEDDING_STD
+            with torch.no_grad():
+                embeddings = model.get_input_embeddings().weight
+                embeddings[name_ids] = torch.randn(len(name_ids), hidden_size) * NAME_EMBEDDING_STD
     model.generation_config.eos_token_id = [ids["<|im_end|>"], ids["<|endoftext|>"]]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     model.save_pretrained(out)
@@ -319,70 +365,157 @@ def build_tiny_qwen(
 
 # -- warm start ------------------------------------------------------------------------------------------------------
 WARM_START_STAMP = "rewardmap_warm_start.json"
-WARM_START_VERSION = 2  # 2: the folder's remote-code module imports recipe.cpu.tiny_model
+# 2: the folder's remote-code module imports recipe.cpu.tiny_model; 3: held-out rows, whole-name tokens, minibatches,
+# one folder per stamp; 4: the loss's logits at answer positions only, held-out cities' name words frozen, name
+# embeddings at NAME_EMBEDDING_STD; 5: copy steps first, then the copyable names weigh as much as the rest
+WARM_START_VERSION = 5
 
 
-def warm_start_tiny_qwen(
-    model_dir: str | Path, rows: list[dict[str, Any]], *, steps: int, learning_rate: float, seed: int = 0
-) -> list[float]:
-    """Train the model in ``model_dir`` in place on the rows' gold answers (next-token loss on the answer only).
-
-    A random tiny model barely depends on token positions and never answers right; a few seconds of this make
-    it position-sensitive and right on some samples, so sampling at temperature 1 gives groups with different
-    rewards (a learning signal for GRPO). Prompts are the rows' chat prompts with their images as the agent loop
-    sees them (``recipe.row_images``), and M-RoPE positions are transformers' own (``mm_token_type_ids`` given).
-    Returns the loss before each step.
-    """
-    import torch
-    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
-
+def _encode_rows(processor: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each row's chat prompt (with its images, as the agent loop sees them) followed by its gold answer."""
     from recipe.row_images import chat_messages, row_images
     from reward_fns.gold import gold_response
     from reward_fns.ground_truth import GroundTruth
 
-    processor = AutoProcessor.from_pretrained(model_dir)
     tokenizer = processor.tokenizer
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    image_token = tokenizer.convert_tokens_to_ids("<|image_pad|>")
-    sequences, answer_lengths, pixel_values, grids = [], [], [], []
+    encoded = []
     for row in rows:
         text = processor.apply_chat_template(chat_messages(row), add_generation_prompt=True, tokenize=False)
-        encoded = processor(text=[text], images=row_images(row) or None, return_tensors="pt")
+        inputs = processor(text=[text], images=row_images(row) or None, return_tensors="pt")
         gold = gold_response(GroundTruth.from_json(row["reward_model"]["ground_truth"]))
         answer = tokenizer.encode(gold, add_special_tokens=False) + [end]
-        sequences.append(encoded["input_ids"][0].tolist() + answer)
-        answer_lengths.append(len(answer))
-        if "pixel_values" in encoded:
-            pixel_values.append(encoded["pixel_values"])
-            grids.append(encoded["image_grid_thw"])
-    width = max(len(s) for s in sequences)
-    pad = tokenizer.pad_token_id
-    input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in sequences])
-    attention_mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences])
-    labels = torch.full_like(input_ids, -100)
-    for i, (s, n) in enumerate(zip(sequences, answer_lengths, strict=True)):
-        labels[i, len(s) - n : len(s)] = input_ids[i, len(s) - n : len(s)]
-    inputs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-    if pixel_values:
-        inputs.update(
-            pixel_values=torch.cat(pixel_values),
-            image_grid_thw=torch.cat(grids),
-            mm_token_type_ids=(input_ids == image_token).long(),
+        encoded.append(
+            {
+                "ids": inputs["input_ids"][0].tolist() + answer,
+                "answer": len(answer),
+                "pixel_values": inputs.get("pixel_values"),
+                "image_grid_thw": inputs.get("image_grid_thw"),
+            }
         )
+    return encoded
 
+
+def _batch(encoded: list[dict[str, Any]], pad: int, image_token: int) -> dict[str, Any]:
+    """Right-padded inputs with labels on the answers only, and the rows' images in order."""
+    import torch
+
+    width = max(len(e["ids"]) for e in encoded)
+    input_ids = torch.tensor([e["ids"] + [pad] * (width - len(e["ids"])) for e in encoded])
+    attention_mask = torch.tensor([[1] * len(e["ids"]) + [0] * (width - len(e["ids"])) for e in encoded])
+    labels = torch.full_like(input_ids, -100)
+    for i, e in enumerate(encoded):
+        end = len(e["ids"])
+        labels[i, end - e["answer"] : end] = input_ids[i, end - e["answer"] : end]
+    inputs: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+    with_images = [e for e in encoded if e["pixel_values"] is not None]
+    if with_images:
+        inputs.update(
+            pixel_values=torch.cat([e["pixel_values"] for e in with_images]),
+            image_grid_thw=torch.cat([e["image_grid_thw"] for e in with_images]),
+            mm_token_type_ids=((input_ids == image_token) & (attention_mask == 1)).long(),
+        )
+    return inputs
+
+
+def _answer_loss(model: Any, batch: dict[str, Any], name_ids: Any = None, names_only: bool = False) -> Any:
+    """Next-token loss on the answer tokens, with the LM head applied at those positions only: over the whole
+    prompt it was 60% of a step (a vocabulary of every name word, at about 200 positions a row for 25 answered).
+
+    With ``name_ids`` (a tensor of the frozen name words' token ids): the mean loss over the answer's name tokens
+    that its prompt contains plus the mean over its other tokens; a name the prompt lacks (a transfer station) is
+    left out, as only the map, which a tiny model cannot read, tells it. In one mean over the whole answer, the
+    two copyable names of a 25-token answer never got copied (held-out name loss still 11.6 nats after 200 steps,
+    8.9 after 2,000); split like this they are (README, "Toy ablation"). ``names_only``: the copyable names' mean
+    alone (the warm start's first phase). Without ``name_ids``: the plain mean.
+    """
+    import torch
+
+    labels = batch.pop("labels")
+    hidden = model.model(**batch).last_hidden_state
+    model.model.rope_deltas = None  # recomputed from the batch on every full forward
+    targets = labels[:, 1:]
+    answered = targets != -100
+    if name_ids is None or not len(name_ids):
+        logits = model.lm_head(hidden[:, :-1][answered])
+        return torch.nn.functional.cross_entropy(logits.float(), targets[answered])
+    is_name = torch.isin(targets, name_ids)
+    in_prompt = torch.stack(
+        [
+            torch.isin(row_targets, row_ids[row_labels == -100])
+            for row_targets, row_ids, row_labels in zip(targets, batch["input_ids"], labels, strict=True)
+        ]
+    )
+    copyable, other = answered & is_name & in_prompt, answered & ~is_name
+    kept = copyable | other
+    losses = torch.nn.functional.cross_entropy(
+        model.lm_head(hidden[:, :-1][kept]).float(), targets[kept], reduction="none"
+    )
+    parts = [losses[mask[kept]].mean() for mask in ((copyable,) if names_only else (copyable, other)) if mask.any()]
+    return torch.stack(parts).sum() if parts else losses.sum() * 0.0  # no copyable name in the batch: zero gradient
+
+
+def warm_start_tiny_qwen(
+    model_dir: str | Path,
+    rows: list[dict[str, Any]],
+    *,
+    steps: int,
+    learning_rate: float,
+    batch_size: int,
+    seed: int = 0,
+    frozen_words: Sequence[str] = (),
+    copy_steps: int = 0,
+) -> list[float]:
+    """Train the model in ``model_dir`` in place on the rows' gold answers (next-token loss on the answer only):
+    ``copy_steps`` steps on the copyable names alone, then ``steps`` on the whole answer (``_answer_loss``).
+
+    A random tiny model barely depends on token positions and never answers right; a short supervised start on
+    gold answers of other questions teaches it the answer formats and to copy names from the question, so that
+    sampling at temperature 1 reaches every reward component (``recipe.cpu.warm_start.reachability``). Each step
+    takes ``batch_size`` rows, passing over the rows in a seeded order. Prompts are the rows' chat prompts with
+    their images as the agent loop sees them (``recipe.row_images``), and M-RoPE positions are transformers' own
+    (``mm_token_type_ids`` given). The tokens of ``frozen_words`` keep their initial embeddings (input and output:
+    they are tied), so that what the model learns about a name is how to copy it, which then holds for the names
+    of a run it never saw, not what the name is; the answer's frozen tokens that its prompt contains are the copy
+    part of the loss (``_answer_loss``). Copying is learnt first, alone: with the rest of the answer from the
+    first step on, it was still not learnt after 600 steps (README, "Toy ablation"). Returns each step's loss.
+    """
+    import random
+
+    import torch
+    from transformers import AutoProcessor, Qwen2_5_VLForConditionalGeneration
+
+    processor = AutoProcessor.from_pretrained(model_dir)
+    tokenizer = processor.tokenizer
+    encoded = _encode_rows(processor, rows)
+    pad, image_token = tokenizer.pad_token_id, tokenizer.convert_tokens_to_ids("<|image_pad|>")
+    order: list[int] = []
+    rng = random.Random(seed)
     losses = []
+    threads = torch.get_num_threads()
+    # One thread: this model's matrices are too small for a second to pay, and on a loaded machine OpenMP's
+    # waiting threads cost more than they give (a step took 10.7 s on one thread, 28.6 s on two, at load 15).
+    torch.set_num_threads(1)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Qwen2_5_VLForConditionalGeneration.from_pretrained(model_dir, attn_implementation="sdpa")
         model.train()
+        embeddings = model.get_input_embeddings().weight
+        frozen = torch.tensor(word_token_ids(tokenizer, frozen_words), dtype=torch.long)
         optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=0.0)
-        for _ in range(steps):
-            loss = model(**inputs).loss
-            model.model.rope_deltas = None  # recomputed from the batch on every full forward
+        for step in range(copy_steps + steps):
+            while len(order) < batch_size:  # one seeded pass over the rows after another
+                order += rng.sample(range(len(encoded)), len(encoded))
+            picked, order = order[:batch_size], order[batch_size:]
+            batch = _batch([encoded[i] for i in picked], pad, image_token)
+            loss = _answer_loss(model, batch, frozen, names_only=step < copy_steps)
             optimizer.zero_grad()
             loss.backward()
+            if len(frozen) and embeddings.grad is not None:
+                embeddings.grad[frozen] = 0.0  # Adam's moments of these rows stay 0: no update, ever
             optimizer.step()
             losses.append(loss.item())
+    torch.set_num_threads(threads)
     model.eval()
     model.save_pretrained(model_dir)
     return losses
@@ -404,33 +537,79 @@ def rows_digest(rows: list[dict[str, Any]]) -> str:
     return digest.hexdigest()
 
 
-def prepare_warm_tiny_qwen(
-    directory: str | Path,
+def warm_start_stamp(
     rows: list[dict[str, Any]],
     *,
+    names: Sequence[str] = (),
+    frozen_words: Sequence[str] = (),
     hidden_size: int,
+    layers: int = 2,
+    heads: int = 2,
     steps: int,
+    copy_steps: int = 0,
+    batch_size: int = 16,
     learning_rate: float,
     seed: int = 0,
-) -> tuple[Path, bool]:
-    """The tiny model warm-started on ``rows`` in ``directory``, built unless already there; (path, built now).
+) -> dict[str, Any]:
+    """Everything that shapes a warm-started tiny model: sizes, the names' tokens, the rows' digest, steps, batch,
+    learning rate, seed, torch's version."""
+    import hashlib
 
-    The folder carries a stamp of what it was built from (sizes, steps, seed and a digest of the rows); another
-    stamp rebuilds it. Built in a staging folder put in place by ``data_prep.atomic_dir``: a killed build leaves
-    the previous model or the new one.
-    """
-    from data_prep import atomic_dir
+    import torch
 
-    out = Path(directory)
-    stamp = {
+    words = name_words(names)
+    return {
         "version": WARM_START_VERSION,
         "hidden_size": hidden_size,
+        "layers": layers,
+        "heads": heads,
         "steps": steps,
+        "copy_steps": copy_steps,
+        "batch_size": batch_size,
         "learning_rate": learning_rate,
         "seed": seed,
         "rows": len(rows),
         "rows_sha256": rows_digest(rows),
+        "name_words": len(words),
+        "name_words_sha256": hashlib.sha256("\n".join(words).encode()).hexdigest(),
+        "frozen_words_sha256": hashlib.sha256("\n".join(sorted(frozen_words)).encode()).hexdigest(),
+        "torch": torch.__version__.split("+")[0],
     }
+
+
+def stamp_folder(root: str | Path, stamp: dict[str, Any]) -> Path:
+    """The folder under ``root`` of the model a stamp describes: one folder per setting, so runs that share a
+    setting share the weights and a changed setting never replaces them."""
+    import hashlib
+
+    return Path(root).expanduser() / hashlib.sha256(json.dumps(stamp, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def prepare_warm_tiny_qwen(
+    directory: str | Path,
+    rows: list[dict[str, Any]],
+    *,
+    names: Sequence[str] = (),
+    frozen_words: Sequence[str] = (),
+    hidden_size: int,
+    layers: int = 2,
+    heads: int = 2,
+    steps: int,
+    copy_steps: int = 0,
+    batch_size: int = 16,
+    learning_rate: float,
+    seed: int = 0,
+) -> tuple[Path, bool]:
+    """The tiny model warm-started on ``rows`` in ``directory``, built unless its stamp (``warm_start_stamp``)
+    is already there; (path, built now). Built in a staging folder put in place by ``data_prep.atomic_dir``: a
+    killed build leaves the previous model or the new one.
+    """
+    from data_prep import atomic_dir
+
+    options = {"hidden_size": hidden_size, "layers": layers, "heads": heads, "seed": seed}
+    training = {"steps": steps, "copy_steps": copy_steps, "batch_size": batch_size, "learning_rate": learning_rate}
+    stamp = warm_start_stamp(rows, names=names, frozen_words=frozen_words, **options, **training)
+    out = Path(directory).expanduser()
     stamp_path = out / WARM_START_STAMP
     if stamp_path.is_file():
         try:
@@ -439,8 +618,8 @@ def prepare_warm_tiny_qwen(
         except ValueError:
             pass
     with atomic_dir.replacing(out, is_complete=lambda folder: (folder / WARM_START_STAMP).is_file()) as tmp:
-        build_tiny_qwen(tmp, hidden_size=hidden_size, seed=seed)
-        losses = warm_start_tiny_qwen(tmp, rows, steps=steps, learning_rate=learning_rate, seed=seed)
+        build_tiny_qwen(tmp, names=names, **options)
+        losses = warm_start_tiny_qwen(tmp, rows, seed=seed, frozen_words=frozen_words, **training)
         record = {
             "stamp": stamp,
             "loss_first": losses[0] if losses else None,
