@@ -37,7 +37,7 @@ COMMANDS: dict[str, str] = {
     ),
     "python -m recipe.ablate": ("tests/test_ablate_cpu.py::test_the_ablation_command_writes_a_complete_report"),
     # the same command with --seeds and the check set to warn, as the end-to-end test runs it
-    "python -m recipe.ablate --seeds 0 rewardmap.cpu_run.precheck.on_failure=warn": (
+    "python -m recipe.ablate --seeds 0,1 rewardmap.cpu_run.precheck.on_failure=warn": (
         "tests/test_ablate_cpu.py::test_the_ablation_command_writes_a_complete_report"
     ),
     "python -m recipe.main_rewardmap --dry-run": (
