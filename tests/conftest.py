@@ -36,6 +36,14 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def shared_tiny_models(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A ``rewardmap.cpu_run.tiny_model_dir`` override for the session's whole-loop CPU runs: each warm-started tiny
+    model is built once per session, not once per test (a minute each); its folder is keyed by everything that
+    shapes it, so runs on other settings still get their own. The README's bare run keeps its scratch cache."""
+    return f"rewardmap.cpu_run.tiny_model_dir={tmp_path_factory.mktemp('tiny_models')}"
+
+
+@pytest.fixture(scope="session")
 def tiny(tiny_dir: Path) -> tuple[Any, Any]:
     """(tokenizer, processor) of ``tiny_dir``, loaded the way verl loads them."""
     from tests.fixtures.tiny_qwen import load_tiny_qwen

@@ -51,9 +51,9 @@ def logged_metrics(run_dir: Path) -> dict[int, dict]:
     return {step: data for step, (_, data) in training_entries(run_files(run_dir)).items()}
 
 
-def test_dynamic_sampling_keeps_stages_and_resumes_inside_a_stage(tmp_path: Path) -> None:
-    main_job(tmp_path, *OPTIONS, "trainer.total_training_steps=1")
-    second = main_job(tmp_path, *OPTIONS, "trainer.save_freq=5")
+def test_dynamic_sampling_keeps_stages_and_resumes_inside_a_stage(tmp_path: Path, shared_tiny_models: str) -> None:
+    main_job(tmp_path, *OPTIONS, shared_tiny_models, "trainer.total_training_steps=1")
+    second = main_job(tmp_path, *OPTIONS, shared_tiny_models, "trainer.save_freq=5")
 
     [run_dir] = list((tmp_path / "cpu_dry_run").iterdir())
     checkpoints = run_dir / "checkpoints"

@@ -46,13 +46,13 @@ EXIT_TIMEOUT_S = 180  # from a signal to the command's exit: a step on a loaded 
 class Launch:
     """The CPU run started the way a terminal starts a job: its own session and process group."""
 
-    def __init__(self, cache: Path, name: str, **env: str) -> None:
+    def __init__(self, cache: Path, name: str, overrides: tuple[str, ...] = (), **env: str) -> None:
         self.log = cache / f"{name}.log"
         environment = {**os.environ, "REWARDMAP_CACHE": str(cache), "PYTHONPATH": str(ROOT), **env}
         environment.pop("RAY_ADDRESS", None)
         environment["CUDA_VISIBLE_DEVICES"] = ""
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "recipe.main_rewardmap", "--dry-run"],
+            [sys.executable, "-m", "recipe.main_rewardmap", "--dry-run", *overrides],
             cwd=cache,
             env=environment,
             stdout=self.log.open("w"),
@@ -101,13 +101,15 @@ def training_records(run_dir: Path) -> Counter:
     return Counter(step for _, step, data in read_logged(run_files(run_dir)) if "actor/pg_loss" in data)
 
 
-def test_ctrl_c_and_a_stop_between_save_and_log_leave_a_run_that_logs_every_step(tmp_path: Path) -> None:
+def test_ctrl_c_and_a_stop_between_save_and_log_leave_a_run_that_logs_every_step(
+    tmp_path: Path, shared_tiny_models: str
+) -> None:
     run_dir = tmp_path / "cpu_dry_run" / "cpu_dry_run-fine_curriculum-fixed_reward"
     checkpoints = run_dir / "checkpoints"
     launches: list[Launch] = []
 
     def launch(name: str, **env: str) -> Launch:
-        launches.append(Launch(tmp_path, name, **env))
+        launches.append(Launch(tmp_path, name, (shared_tiny_models,), **env))
         return launches[-1]
 
     try:

@@ -54,7 +54,9 @@ def log_probs(model, ids) -> object:
         return model(input_ids=ids).logits.log_softmax(-1)
 
 
-def test_lora_trains_syncs_resumes_and_evaluates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lora_trains_syncs_resumes_and_evaluates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shared_tiny_models: str
+) -> None:
     import torch
     from transformers import AutoModelForImageTextToText
 
@@ -65,8 +67,8 @@ def test_lora_trains_syncs_resumes_and_evaluates(tmp_path: Path, monkeypatch: py
     # minutes, past the whole-loop test's 420 s
     monkeypatch.setattr(loop_test, "PROCESS_TIMEOUT_S", max(loop_test.PROCESS_TIMEOUT_S, 900))
 
-    first = main_job(tmp_path, *LORA, "trainer.total_training_steps=1")
-    second = main_job(tmp_path, *LORA)
+    first = main_job(tmp_path, *LORA, shared_tiny_models, "trainer.total_training_steps=1")
+    second = main_job(tmp_path, *LORA, shared_tiny_models)
     [run_dir] = list((tmp_path / "cpu_dry_run").iterdir())
     assert run_dir.name == "cpu_dry_run-coarse_curriculum-fixed_reward-lora"
     checkpoints = run_dir / "checkpoints"
@@ -81,7 +83,8 @@ def test_lora_trains_syncs_resumes_and_evaluates(tmp_path: Path, monkeypatch: py
     adapter_1, adapter_2 = adapter_of(one), adapter_of(two)
     assert adapter_1 and not any("visual" in name for name in adapter_2)
     assert all(not torch.equal(adapter_1[k], adapter_2[k]) for k in adapter_2 if ".lora_B." in k)
-    [tiny_model] = [config.parent for config in (tmp_path / "tiny_qwen2_5_vl").glob("*/config.json")]
+    models = Path(shared_tiny_models.partition("=")[2])
+    [tiny_model] = [config.parent for config in models.glob("*/config.json") if config.parent.name in second.stdout]
     base_model = AutoModelForImageTextToText.from_pretrained(tiny_model, dtype=torch.float32, trust_remote_code=True)
     base = base_model.state_dict()
     frozen = {

