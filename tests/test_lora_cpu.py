@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from recipe.cpu.run_summary import read_steps, run_files, training_entries
-from tests.test_training_loop_cpu import PROBS_DIFF_LIMIT, ROOT, main_job, sync_log
+from tests.test_training_loop_cpu import PROBS_DIFF_LIMIT, ROOT, evaluate_checkpoint, main_job, sync_log
 
 pytestmark = pytest.mark.slow
 
@@ -126,18 +124,8 @@ def test_lora_trains_syncs_resumes_and_evaluates(
 
     # the merged model evaluates: verl's merger plus the adapter folded in (recipe/evaluate/models.py)
     [data_dir] = [d for d in tmp_path.glob("synthetic-*") if (d / "test.parquet").is_file()]
-    step_dir, responses, results = checkpoints / "global_step_2", tmp_path / "responses.jsonl", tmp_path / "results"
-    evaluate = [sys.executable, "-m", "recipe.evaluate"]
-    for argv in (
-        ["generate", "--model", str(step_dir), "--test", str(data_dir / "test.parquet"), "--out", str(responses)]
-        + ["--limit", "2", "--max-new-tokens", "16", "--trust-remote-code", "--no-progress"],
-        ["score", "--responses", str(responses), "--test", str(data_dir / "test.parquet"), "--out", str(results)]
-        + ["--no-progress", "--no-plots"],
-    ):
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        done = subprocess.run([*evaluate, *argv], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, f"{argv[0]}: exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    assert len(responses.read_text().splitlines()) == 2
+    step_dir, env = checkpoints / "global_step_2", {**os.environ, "PYTHONPATH": str(ROOT)}
+    results = evaluate_checkpoint(step_dir, data_dir / "test.parquet", tmp_path, limit=2, max_new_tokens=16, env=env)
     merged_dir = step_dir / "actor" / "huggingface_merged"
     assert (merged_dir / "lora_adapter" / "adapter_config.json").is_file()
     evaluated = AutoModelForImageTextToText.from_pretrained(merged_dir, dtype=torch.float32, trust_remote_code=True)

@@ -53,6 +53,25 @@ def main_job(cache: Path, *overrides: str) -> subprocess.CompletedProcess:
     return done
 
 
+def evaluate_checkpoint(
+    step_dir: Path, test_file: Path, out: Path, *, limit: int, max_new_tokens: int, env: dict
+) -> Path:
+    """``python -m recipe.evaluate generate`` then ``score`` of a verl checkpoint on ``limit`` rows; the results
+    folder (the responses are ``out/responses.jsonl``)."""
+    responses, results = out / "responses.jsonl", out / "results"
+    for argv in (
+        ["generate", "--model", str(step_dir), "--test", str(test_file), "--out", str(responses)]
+        + ["--limit", str(limit), "--max-new-tokens", str(max_new_tokens), "--trust-remote-code", "--no-progress"],
+        ["score", "--responses", str(responses), "--test", str(test_file), "--out", str(results)]
+        + ["--no-progress", "--no-plots"],
+    ):
+        command = [sys.executable, "-m", "recipe.evaluate", *argv]
+        done = subprocess.run(command, cwd=out, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, f"{argv[0]}: exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert len(responses.read_text().splitlines()) == limit
+    return results
+
+
 def sync_log(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "weight_sync.jsonl").read_text().splitlines()]
 
@@ -200,18 +219,8 @@ def test_readme_main_command_trains_bare_from_a_scratch_folder(tmp_path: Path) -
 
     # the run's last checkpoint is evaluated directly: merged with verl's model merger, generated, scored
     [data_dir] = [d for d in cache.glob("synthetic-*") if (d / "test.parquet").is_file()]
-    responses, results = tmp_path / "responses.jsonl", tmp_path / "results"
     step_dir = run_dir / "checkpoints" / "global_step_4"
-    evaluate = [sys.executable, "-m", "recipe.evaluate"]
-    for argv in (
-        ["generate", "--model", str(step_dir), "--test", str(data_dir / "test.parquet"), "--out", str(responses)]
-        + ["--limit", "4", "--max-new-tokens", "32", "--trust-remote-code", "--no-progress"],
-        ["score", "--responses", str(responses), "--test", str(data_dir / "test.parquet"), "--out", str(results)]
-        + ["--no-progress", "--no-plots"],
-    ):
-        done = subprocess.run([*evaluate, *argv], cwd=scratch, env=env, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, f"{argv[0]}: exit {done.returncode}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    assert len(responses.read_text().splitlines()) == 4
+    results = evaluate_checkpoint(step_dir, data_dir / "test.parquet", scratch, limit=4, max_new_tokens=32, env=env)
     assert (step_dir / "actor" / "huggingface_merged").is_dir(), "verl's model merger wrote the merged model"
     summary = json.loads((results / "summary.json").read_text())
     assert summary["inputs"]["responses"][0]["model"] == str(step_dir)
