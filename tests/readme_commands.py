@@ -40,6 +40,10 @@ COMMANDS: dict[str, str] = {
     "python -m recipe.ablate --seeds 0,1 rewardmap.cpu_run.precheck.on_failure=warn": (
         "tests/test_ablate_cpu.py::test_the_ablation_command_writes_a_complete_report"
     ),
+    # the learning test, deselected from the default run (pytest.ini): it is its own command
+    "python -m pytest -m learning tests/test_learning_cpu.py": (
+        "tests/test_learning_cpu.py::test_the_detail_arm_raises_its_reward_and_endpoint_rate"
+    ),
     "python -m recipe.main_rewardmap --dry-run": (
         "tests/test_training_loop_cpu.py::test_two_processes_train_the_plan_and_resume_exactly"
     ),
