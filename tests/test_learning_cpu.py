@@ -3,7 +3,7 @@ toy's warm-started tiny model) raise its reward and its endpoint rate, and the s
 all-equal where the detail arm's are not.
 
 Not part of the default run (marker ``learning``, deselected in pytest.ini): on a fresh 2-core machine the toy's
-warm start alone takes about 18 minutes and each arm about 10 more, past what CI can pay. Run it with
+warm start alone takes about 18 minutes and each arm about 13 more, past what CI can pay. Run it with
 
     python -m pytest -m learning tests/test_learning_cpu.py
 
@@ -28,6 +28,8 @@ from pathlib import Path
 
 import pytest
 
+from recipe.ablate_report import first_last, window_mean
+
 pytestmark = [pytest.mark.slow, pytest.mark.learning]
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,7 +46,7 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return Path(os.environ.get("REWARDMAP_CACHE") or tmp_path_factory.mktemp("cache"))
 
 
-def arm_curves(arm: str, cache: Path, out: Path) -> dict[str, dict[str, float]]:
+def arm_curves(arm: str, cache: Path, out: Path) -> dict[int, dict[str, float]]:
     """Train ``arm`` (seed 0) for STEPS toy steps without the held-out evaluation; its per-step curves."""
     env = {**os.environ, "REWARDMAP_CACHE": str(cache), "PYTHONPATH": str(ROOT), "CUDA_VISIBLE_DEVICES": ""}
     env.pop("RAY_ADDRESS", None)
@@ -52,19 +54,20 @@ def arm_curves(arm: str, cache: Path, out: Path) -> dict[str, dict[str, float]]:
     command += ["--no-eval", "--out", str(out), f"rewardmap.ablation.last_k={WINDOW}"]
     done = subprocess.run(command, cwd=out.parent, env=env, capture_output=True, text=True, timeout=7200)
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout[-4000:]}\n{done.stderr[-8000:]}"
-    curves = json.loads((out / "arms" / f"{arm}-seed0" / "curves.json").read_text())
-    assert sorted(int(step) for step in curves) == list(range(1, STEPS + 1))
+    raw = json.loads((out / "arms" / f"{arm}-seed0" / "curves.json").read_text())
+    curves = {int(step): values for step, values in raw.items()}
+    assert sorted(curves) == list(range(1, STEPS + 1))
     return curves
 
 
-def rise(curves: dict[str, dict[str, float]], key: str) -> float:
-    """The mean of the last WINDOW steps minus the mean of the first WINDOW."""
-    values = [curves[step][key] for step in sorted(curves, key=int)]
-    return sum(values[-WINDOW:]) / WINDOW - sum(values[:WINDOW]) / WINDOW
+def rise(curves: dict[int, dict[str, float]], key: str) -> float:
+    """The mean of the last WINDOW steps minus the mean of the first WINDOW (``recipe.ablate_report``'s windows)."""
+    first, last = first_last(curves, key, WINDOW)
+    return last - first
 
 
-def mean(curves: dict[str, dict[str, float]], key: str) -> float:
-    return sum(values[key] for values in curves.values()) / len(curves)
+def mean(curves: dict[int, dict[str, float]], key: str) -> float:
+    return window_mean(curves, key, sorted(curves))
 
 
 def test_the_detail_arm_raises_its_reward_and_endpoint_rate(cache: Path, tmp_path: Path) -> None:
