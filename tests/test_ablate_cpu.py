@@ -1,5 +1,6 @@
-"""``python -m recipe.ablate`` end to end on CPU: verl's real trainer runs an arm from the toy's warm-started tiny
-model, and the results folder gets its curves, record, held-out evaluation, table, plot and report.
+"""``python -m recipe.ablate`` end to end on CPU: verl's real trainer runs two arms (one adds overrides to its
+experiment) from the toy's warm-started tiny model, and the results folder gets each arm's curves, record and
+held-out evaluation, and the table, plot and report.
 
 The toy's own settings (configs/ablation/toy.yaml) take longer than a test should; this run shrinks the warm start
 and the steps through the command's Hydra overrides and lets the step-0 check warn instead of stopping, because
@@ -42,25 +43,32 @@ def test_the_ablation_command_writes_a_complete_report(tmp_path: Path) -> None:
     env.pop("RAY_ADDRESS", None)
     env["CUDA_VISIBLE_DEVICES"] = ""
     out = tmp_path / "results"
-    command = [sys.executable, "-m", "recipe.ablate", "--arms", "detail_reward", "--seeds", "0", "--steps", "2"]
+    arms = ("detail_reward", "difficulty_weights_grpo")  # the second: an arm whose overrides change verl's estimator
+    command = [sys.executable, "-m", "recipe.ablate", "--arms", ",".join(arms), "--seeds", "0", "--steps", "2"]
     done = subprocess.run(
         [*command, "--out", str(out), *SMALL], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800
     )
     assert done.returncode == 0, f"exit {done.returncode}\n{done.stdout[-4000:]}\n{done.stderr[-8000:]}"
     assert "step-0 reachability" in done.stdout + done.stderr
 
-    arm = out / "arms" / "detail_reward-seed0"
-    record = json.loads((arm / "record.json").read_text())
-    assert record["stages"] == [["planning", 2]] and record["train_wall_s"] > 0
-    curves = json.loads((arm / "curves.json").read_text())
-    assert sorted(int(step) for step in curves) == [1, 2]
-    assert all(0.0 <= values["endpoints"] <= 1.0 for values in curves.values())
-    assert record["held_out"]["released/reasonmap_short"] is not None and "fixed/reasonmap_short" in record["held_out"]
+    for name in arms:
+        arm = out / "arms" / f"{name}-seed0"
+        record = json.loads((arm / "record.json").read_text())
+        assert record["stages"] == [["planning", 2]] and record["train_wall_s"] > 0
+        curves = json.loads((arm / "curves.json").read_text())
+        assert sorted(int(step) for step in curves) == [1, 2]
+        assert all(0.0 <= values["endpoints"] <= 1.0 for values in curves.values())
+        held_out = record["held_out"]
+        assert held_out["released/reasonmap_short"] is not None and "fixed/reasonmap_short" in held_out
+        checkpoints = sorted(
+            p.name for p in (arm / "run" / "checkpoints").iterdir() if p.name.startswith("global_step_")
+        )
+        assert checkpoints == ["global_step_2"]  # one checkpoint per arm: the last
     assert (out / "warm_start" / "held_out.json").is_file()
-    checkpoints = sorted(p.name for p in (arm / "run" / "checkpoints").iterdir() if p.name.startswith("global_step_"))
-    assert checkpoints == ["global_step_2"]  # one checkpoint per arm: the last
+    grpo_command = (out / "arms" / "difficulty_weights_grpo-seed0" / "command.txt").read_text()
+    assert "+experiment=difficulty_weights " in grpo_command and "algorithm.adv_estimator=grpo" in grpo_command
     report = (out / "report.md").read_text()
-    assert "Runs finished: 1 of 1" in report and "| detail_reward |" in report
+    assert "Runs finished: 2 of 2" in report and all(f"| {name} |" in report for name in arms)
     assert "| warm start (step 0, every arm) |" in report and "released/reasonmap_short" in report
     assert "detail_reward seed 0 step 2/2" in done.stderr  # the progress bar follows verl's step lines
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
