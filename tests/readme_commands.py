@@ -40,6 +40,9 @@ COMMANDS: dict[str, str] = {
     "python -m recipe.ablate --seeds 0,1 rewardmap.cpu_run.precheck.on_failure=warn": (
         "tests/test_ablate_cpu.py::test_the_ablation_command_writes_a_complete_report"
     ),
+    # other arms, 16 steps: the end-to-end test runs the same command on two arms, one of them difficulty_weights_grpo
+    "python -m recipe.ablate --arms difficulty_weights,difficulty_weights_grpo --seeds 0,1 --steps 16 "
+    "rewardmap.ablation.last_k=8": ("tests/test_ablate_cpu.py::test_the_ablation_command_writes_a_complete_report"),
     # the learning test, deselected from the default run (pytest.ini): it is its own command
     "python -m pytest -m learning tests/test_learning_cpu.py": (
         "tests/test_learning_cpu.py::test_the_detail_arm_raises_its_reward_and_endpoint_rate"
