@@ -5,7 +5,8 @@ GRPO, where they cancel, to show what ``grpo_batch_scale`` changes). Each arm an
 job's CPU dry run (``python -m recipe.main_rewardmap --dry-run +experiment=ARM +ablation=toy``): verl's real
 trainer with the toy settings of ``configs/ablation/toy.yaml`` (stated once there), the tiny model warm-started on
 held-out cities (``recipe.cpu.warm_start``; one model for every arm), and the same synthetic data. Every arm trains
-``planning_steps`` planning steps; curriculum arms train ``perception_steps`` perception steps before them.
+``planning_steps`` planning steps; curriculum arms train ``perception_steps`` perception steps before them (the
+toy's warm start, on planning questions only, answers no perception question, so their step-0 check stops them).
 
 The results folder gets, per arm and seed (``arms/ARM-seedS/``): the run's metrics, its per-step curves
 (``curves.json``, ``recipe.ablate_report``), a few sampled answers of its first and last steps, its last checkpoint
@@ -15,7 +16,7 @@ and ``report.md``. Each arm folder is built beside its place and renamed into it
 ablation continues where it stopped: finished arms are not run again, a half-finished one starts over.
 
     python -m recipe.ablate                                  # rl_baseline and detail_reward, seeds 0 and 1
-    python -m recipe.ablate --arms all --seeds 0,1,2 --out runs/ablation-all
+    python -m recipe.ablate --arms all --seeds 0,1,2 --out runs/ablation-all  # curriculum arms: see below
     python -m recipe.ablate --arms detail_reward --steps 20 --seeds 0 --rollout vllm
 """
 
