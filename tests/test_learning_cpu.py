@@ -15,8 +15,8 @@ one pass over (almost) the same prompts, so which prompts a step drew, which mov
 CPU): reward +1.21, +0.96, +0.97, +0.60; endpoint rate +0.174, +0.143, +0.117, +0.188; all-equal groups 0.20, 0.20,
 0.27, 0.21; the sparse arm (seed 0 three times, seed 1): 0.88, 0.88, 0.86 and 0.84 all-equal. Each deliberate break of
 README's "The learning test" fails the detail test: the advantage's sign flipped, a rollout that keeps its first
-weights, a reward manager scoring against another question's ground truth (in training only; in the scoring the pre-
-flight also runs, the pre-flight stops the run first).
+weights, a reward manager scoring against another question's ground truth (in training only; in the scoring the
+pre-flight also runs, the pre-flight stops the run first).
 """
 
 from __future__ import annotations
