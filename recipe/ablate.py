@@ -149,7 +149,9 @@ def hydra_overrides(arm: str, seed: int, options: Options, stages: Sequence[tupl
     """The main job's overrides of one run (``stages``: (name, steps) of each stage, in order)."""
     spec = ARMS[arm]
     overrides = ["dry_run=cpu", f"+experiment={spec.experiment}", f"+ablation={ABLATION_CONFIG}", *spec.overrides]
-    overrides += [f"data.seed={seed}", f"actor_rollout_ref.rollout.name={options.rollout}"]
+    # the seed orders the data and seeds the rollout's sampling (recipe.cpu.rollout: seeded sampling)
+    overrides += [f"data.seed={seed}", f"actor_rollout_ref.rollout.seed={seed}"]
+    overrides += [f"actor_rollout_ref.rollout.name={options.rollout}"]
     overrides += [f"data.stages.{index}.steps={steps}" for index, (_, steps) in enumerate(stages)]
     return [*overrides, *options.overrides]
 

@@ -67,7 +67,7 @@ def test_stage_steps_reach_the_composed_config(composed: dict[str, Any], tmp_pat
         ("counting_stops", 2),
         ("planning", 12),
     ]
-    assert config.data.seed == 3
+    assert config.data.seed == 3 and config.actor_rollout_ref.rollout.seed == 3
 
 
 def ground_truth(origin: str, destination: str) -> str:

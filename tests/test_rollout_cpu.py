@@ -2,8 +2,8 @@
 
 The server must: never sample a vision token (a response holding ``<|image_pad|>`` breaks the agent loop's
 M-RoPE computation), report the model's own log-probs under Qwen2.5-VL's M-RoPE positions (what verl's actor
-computes, so ``training/rollout_probs_diff_*`` measures engine agreement), and load the actor's weights only when
-their digest checks out.
+computes, so ``training/rollout_probs_diff_*`` measures engine agreement), load the actor's weights only when
+their digest checks out, and sample each prompt the same way whatever the order its requests arrive in.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import torch
 
-from recipe.cpu.rollout import TransformersRolloutServer
+from recipe.cpu.rollout import SeededSampler, TransformersRolloutServer
 from recipe.cpu.weight_sync import state_digest
 from recipe.row_images import chat_messages, row_images
 from tests.fixtures.stage_data import make_row
@@ -180,6 +180,59 @@ def test_greedy_requests_are_deterministic(tiny_dir: Path) -> None:
     prompt, images = prompt_of(server, tiny_dir)
     first, second = (generate(server, prompt, images, temperature=0.0) for _ in range(2))
     assert first.token_ids == second.token_ids
+
+
+def samples_per_prompt(requests: list[tuple[list[int], list[Any]]], outputs: list[Any]) -> dict[int, list]:
+    """Each distinct prompt's samples as (tokens, log-probs), sorted by tokens: a GRPO group, as a set of samples."""
+    groups: dict[int, list] = {}
+    for (prompt, _), output in zip(requests, outputs, strict=True):
+        groups.setdefault(hash(tuple(prompt)), []).append((tuple(output.token_ids), output.log_probs))
+    return {key: sorted(samples, key=lambda sample: sample[0]) for key, samples in groups.items()}
+
+
+def assert_same_samples(first: dict[int, list], second: dict[int, list]) -> None:
+    """The same tokens per prompt, with log-probs equal up to float noise (batching pads rows differently)."""
+    assert first.keys() == second.keys()
+    for key in first:
+        assert [tokens for tokens, _ in first[key]] == [tokens for tokens, _ in second[key]]
+        for (_, one), (_, other) in zip(first[key], second[key], strict=True):
+            assert torch.allclose(torch.tensor(one), torch.tensor(other), atol=1e-5)
+
+
+def test_sampled_groups_do_not_depend_on_arrival_order_or_batching(tiny_dir: Path) -> None:
+    """Three prompts x three samples at temperature 1: sent together, in reverse, and one at a time by three
+    servers, every prompt gets the same three samples; a new weight version gets others."""
+    probe = server_for(tiny_dir)
+    requests = [prompt_of(probe, tiny_dir, index=i) for i in range(3)] * 3
+    together = samples_per_prompt(requests, generate_together(server_for(tiny_dir), requests))
+    backwards = list(reversed(requests))
+    reversed_ = samples_per_prompt(backwards, generate_together(server_for(tiny_dir), backwards))
+    alone_server = server_for(tiny_dir)
+    alone = samples_per_prompt(requests, [generate(alone_server, prompt, images) for prompt, images in requests])
+    assert alone_server.batch_sizes == [1] * len(requests)
+    assert_same_samples(together, reversed_)
+    assert_same_samples(together, alone)
+    assert all(len({tokens for tokens, _ in samples}) == 3 for samples in together.values()), "samples must differ"
+    probe.set_global_steps(1)
+    later = samples_per_prompt(requests, generate_together(probe, requests))
+    assert all([t for t, _ in later[k]] != [t for t, _ in together[k]] for k in together)
+
+
+@pytest.mark.parametrize(
+    ("top_k", "top_p", "kept"), [(-1, 1.0, [0, 1, 2, 3]), (2, 1.0, [0, 1]), (-1, 0.7, [0, 1]), (3, 0.9, [0, 1, 2])]
+)
+def test_seeded_sampler_draws_the_tempered_filtered_softmax(top_k: int, top_p: float, kept: list[int]) -> None:
+    """20,000 rows with their own seeds: each token's frequency is its probability under ``logits / temperature``
+    renormalised over the top-k / top-p set (4 standard errors), and no token outside the set is drawn."""
+    temperature, rows = 0.8, 20_000
+    logits = torch.tensor([0.4, 0.0, -0.55, -1.5]) * temperature  # probabilities about 0.45, 0.30, 0.17, 0.07
+    sampler = SeededSampler(list(range(rows)), temperature=temperature, top_k=top_k, top_p=top_p)
+    picks = sampler(None, logits.expand(rows, -1).clone()).argmax(-1)
+    frequency = torch.bincount(picks, minlength=4).float() / rows
+    expected = torch.zeros(4)
+    expected[kept] = (logits / temperature)[kept].softmax(-1)
+    assert torch.all(frequency[expected == 0] == 0), frequency
+    assert torch.allclose(frequency, expected, atol=4 * (0.25 / rows) ** 0.5), (frequency, expected)
 
 
 def test_weights_load_only_with_a_matching_digest(tiny_dir: Path) -> None:

@@ -38,11 +38,22 @@ first, at most ``MAX_BATCH``), and answers those with the same sampling paramete
 ``generate``; requests that arrive while it runs form the next batch. Under greedy decoding a batched request gets
 the tokens and log-probs it would get alone (transformers computes M-RoPE positions and the rope offset per row
 from the attention mask).
+
+Seeded sampling: which requests share a batch, and in what order, depends on when the agent loop's coroutines
+reach the server, so a sampler drawing from one global RNG gave the same command different samples on every run
+(the README's toy ablation saw step-1 rewards of 0.56 and 1.96 from the same weights and prompts). Each sampled
+request instead gets its own seed when it arrives: a hash of the server's seed, the weight version
+(``global_steps``), the prompt (ids and image bytes) and how many requests with that same prompt came before it
+under these weights; ``SeededSampler`` then draws each row's tokens from its own generator (Gumbel-max: the argmax
+of ``logits / temperature`` plus Gumbel noise is a sample of the softmax). Requests with the same prompt are
+interchangeable (a GRPO group), so a step's samples per prompt are the same whatever the arrival order, batch
+split, or a resume from a checkpoint.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import os
 import time
@@ -93,7 +104,53 @@ class _Request:
     prompt_ids: list[int]
     images: list[Any]
     sampling: Sampling
+    seed: int  # its sampling seed (module doc); unused when greedy
     done: asyncio.Future = field(repr=False)
+
+
+def prompt_digest(prompt_ids: list[int], images: list[Any]) -> str:
+    """What a request asks: its prompt ids and its images' pixels (two maps may share a question's text)."""
+    digest = hashlib.sha256(repr(list(prompt_ids)).encode())
+    for image in images:
+        pixels = getattr(image, "tobytes", None)
+        digest.update(pixels() if callable(pixels) else repr(image).encode())
+        digest.update(repr(getattr(image, "size", None)).encode())
+    return digest.hexdigest()
+
+
+def request_seed(server_seed: int, global_steps: int | None, digest: str, occurrence: int) -> int:
+    """The sampling seed of the ``occurrence``-th request for ``digest`` under the weights of ``global_steps``."""
+    key = f"{server_seed}/{global_steps}/{digest}/{occurrence}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "little") & (2**63 - 1)
+
+
+class SeededSampler:
+    """A transformers logits processor that makes greedy decoding sample: row ``i`` draws from its own generator
+    (seeded ``seeds[i]``), under ``temperature``, ``top_k`` and ``top_p``, by the Gumbel-max trick.
+
+    >>> sampler = SeededSampler([7, 7, 8], temperature=1.0)
+    >>> picks = sampler(None, torch.zeros(3, 50)).argmax(-1).tolist()
+    >>> picks[0] == picks[1]
+    True
+    """
+
+    def __init__(self, seeds: list[int], *, temperature: float, top_k: int = -1, top_p: float = 1.0) -> None:
+        self.generators = [torch.Generator().manual_seed(seed) for seed in seeds]
+        self.temperature, self.top_k, self.top_p = temperature, top_k, top_p
+
+    def __call__(self, input_ids: torch.Tensor | None, scores: torch.Tensor) -> torch.Tensor:
+        scores = scores.float() / self.temperature
+        if 0 < self.top_k < scores.shape[-1]:
+            kth = scores.topk(self.top_k, dim=-1).values[:, -1:]
+            scores = scores.masked_fill(scores < kth, float("-inf"))
+        if self.top_p < 1.0:
+            ordered, order = scores.sort(dim=-1, descending=True)
+            probs = ordered.softmax(dim=-1)
+            beyond = (probs.cumsum(dim=-1) - probs) >= self.top_p  # the tokens after the top-p set is complete
+            scores = scores.masked_fill(beyond.scatter(-1, order, beyond), float("-inf"))
+        uniform = torch.stack([torch.rand(scores.shape[-1], generator=g) for g in self.generators])
+        gumbel = -torch.log(-torch.log(uniform.clamp_min(torch.finfo(uniform.dtype).tiny)))
+        return scores + gumbel
 
 
 class TransformersRolloutServer:
@@ -132,6 +189,8 @@ class TransformersRolloutServer:
         self._arrived: asyncio.Event | None = None
         self._batcher: asyncio.Task | None = None
         self.batch_sizes: list[int] = []  # size of every generate call, for tests and timing
+        self.seed = int(seed)
+        self._drawn: dict[tuple[int | None, str], int] = {}  # sampled requests per (weight version, prompt)
         torch.manual_seed(seed)
 
     # -- generation ---------------------------------------------------------------------------------------------
@@ -149,9 +208,9 @@ class TransformersRolloutServer:
         if video_data:
             raise NotImplementedError("the transformers rollout backend does not generate from videos")
         loop = asyncio.get_running_loop()
-        request = _Request(
-            list(prompt_ids), list(image_data or []), self._sampling(sampling_params), loop.create_future()
-        )
+        sampling, images = self._sampling(sampling_params), list(image_data or [])
+        seed = 0 if sampling.greedy else self._next_seed(prompt_ids, images)
+        request = _Request(list(prompt_ids), images, sampling, seed, loop.create_future())
         if self._loop is not loop:  # Ray keeps one loop; asyncio.run (tests, tools) makes a new one per call
             self._loop, self._arrived, self._batcher = loop, asyncio.Event(), None
         assert self._arrived is not None
@@ -167,6 +226,15 @@ class TransformersRolloutServer:
             num_preempted=0,
             extra_fields={"global_steps": self.global_steps},
         )
+
+    def _next_seed(self, prompt_ids: list[int], images: list[Any]) -> int:
+        """The arriving request's sampling seed (module doc: seeded sampling)."""
+        key = (self.global_steps, prompt_digest(prompt_ids, images))
+        if any(version != self.global_steps for version, _ in self._drawn):  # new weights: counting starts over
+            self._drawn = {}
+        occurrence = self._drawn.get(key, 0)
+        self._drawn[key] = occurrence + 1
+        return request_seed(self.seed, self.global_steps, key[1], occurrence)
 
     def _sampling(self, params: dict[str, Any]) -> Sampling:
         temperature = float(params.get("temperature", 1.0))
@@ -198,7 +266,11 @@ class TransformersRolloutServer:
             self._queue = [r for r in self._queue if id(r) not in taken]
             try:
                 results = await asyncio.to_thread(
-                    self._generate, [r.prompt_ids for r in batch], [r.images for r in batch], first
+                    self._generate,
+                    [r.prompt_ids for r in batch],
+                    [r.images for r in batch],
+                    first,
+                    [r.seed for r in batch],
                 )
             except Exception as error:  # every waiting request gets the error, none hangs
                 for request in batch:
@@ -222,9 +294,12 @@ class TransformersRolloutServer:
 
     @torch.no_grad()
     def _generate(
-        self, prompts: list[list[int]], images: list[list[Any]], sampling: Sampling
+        self, prompts: list[list[int]], images: list[list[Any]], sampling: Sampling, seeds: list[int]
     ) -> list[tuple[list[int], list[float]]]:
-        """One left-padded ``generate`` over the prompts; each row's tokens up to its first EOS and their log-probs."""
+        """One left-padded ``generate`` over the prompts (row ``i`` sampled with ``seeds[i]``); each row's tokens up
+        to its first EOS and their log-probs."""
+        from transformers import LogitsProcessorList
+
         width = max(len(p) for p in prompts)
         pad = self.pad_token_id  # left padding, masked out
         input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], dtype=torch.long)
@@ -243,12 +318,12 @@ class TransformersRolloutServer:
             inputs["mm_token_type_ids"] = kinds
         sample = not sampling.greedy
         self.batch_sizes.append(len(prompts))
+        # Sampling is the argmax of SeededSampler's scores, after transformers' own processors (the vision mask).
+        sampler = SeededSampler(seeds, temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p)
         output = self.model.generate(
             **inputs,
-            do_sample=sample,
-            temperature=sampling.temperature if sample else None,
-            top_k=sampling.top_k if sample and sampling.top_k > 0 else None,
-            top_p=sampling.top_p if sample and sampling.top_p < 1.0 else None,
+            do_sample=False,
+            logits_processor=LogitsProcessorList([sampler] if sample else []),
             max_new_tokens=sampling.max_tokens,
             suppress_tokens=self.vision_token_ids,  # never sample an image placeholder (module doc)
             eos_token_id=self.eos_token_ids,
