@@ -18,7 +18,7 @@ from recipe.cpu.tiny_model import (
     warm_start_tiny_qwen,
     word_token_ids,
 )
-from recipe.cpu.warm_start import Reachability, check_held_out, data_files, map_names, read_rows
+from recipe.cpu.warm_start import Reachability, check_held_out, data_files, map_names, parse_repeats, read_rows
 
 
 def synthetic(folder: Path, cities: int, seed: int, questions: int = 6) -> Path:
@@ -77,6 +77,23 @@ def test_the_warm_start_can_keep_only_some_question_types(run_data: Path) -> Non
     assert len(kinds) > 1 and planning
     assert {json.loads(r["reward_model"]["ground_truth"])["question_type"] for r in planning} == {"planning"}
     assert len(read_rows(files, question_types=["planning"], limit=2, seed=5)) == 2
+
+
+def test_repeats_give_a_question_type_more_of_every_pass(run_data: Path) -> None:
+    files = data_files(run_data)
+
+    def kind(row: dict) -> str:
+        return json.loads(row["reward_model"]["ground_truth"])["question_type"]
+
+    once = read_rows(files)
+    planning = sum(kind(r) == "planning" for r in once)
+    thrice = read_rows(files, repeats=dict(parse_repeats({"planning": 3})))
+    assert planning and len(thrice) == len(once) + 2 * planning
+    assert sum(kind(r) == "planning" for r in thrice) == 3 * planning
+    assert [r for r in thrice if kind(r) != "planning"] == [r for r in once if kind(r) != "planning"]
+    for bad in (0, -1, 1.5, "2", True):
+        with pytest.raises(ValueError, match=r"warm_start\.repeats\.planning"):
+            parse_repeats({"planning": bad})
 
 
 def test_the_warm_started_model_is_cached_per_setting(run_data: Path, tmp_path: Path) -> None:

@@ -39,7 +39,8 @@ class WarmStartSettings:
 
     ``cities`` synthetic cities of ``seed`` with ``questions_per_city`` questions each (planning in the run's
     templates, maps at the run's pixel budget); ``rows`` of their questions of ``question_types`` (all when 0 /
-    empty), ``copy_steps`` then ``steps`` steps of ``batch_size`` rows at ``learning_rate``.
+    empty), each of a type in ``repeats`` that many times per pass; ``copy_steps`` then ``steps`` steps of
+    ``batch_size`` rows at ``learning_rate``.
     """
 
     hidden_size: int
@@ -54,6 +55,7 @@ class WarmStartSettings:
     batch_size: int
     learning_rate: float
     question_types: tuple[str, ...]  # of the held-out questions, those trained on (empty: all)
+    repeats: tuple[tuple[str, int], ...]  # (question type, times each of its rows appears in a pass)
     planning_templates: tuple[str, ...]
     max_pixels: int | None
 
@@ -74,9 +76,25 @@ class WarmStartSettings:
             batch_size=int(warm.batch_size),
             learning_rate=float(warm.lr),
             question_types=tuple(str(t) for t in warm.get("question_types") or ()),
+            repeats=parse_repeats(warm.get("repeats") or {}),
             planning_templates=tuple(str(t) for t in config.rewardmap.synthetic_planning_templates),
             max_pixels=int(max_pixels) if max_pixels else None,
         )
+
+
+def parse_repeats(repeats: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:
+    """``rewardmap.cpu_run.warm_start.repeats`` as sorted (question type, count) pairs; a count must be an integer
+    of at least 1.
+
+    >>> parse_repeats({"planning": 4})
+    (('planning', 4),)
+    """
+    pairs = []
+    for kind, count in dict(repeats).items():
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"rewardmap.cpu_run.warm_start.repeats.{kind}: {count!r} is not an integer >= 1")
+        pairs.append((str(kind), int(count)))
+    return tuple(sorted(pairs))
 
 
 def data_files(data_dir: str | Path) -> list[Path]:
@@ -186,10 +204,15 @@ def frozen_name_words(run_names: Sequence[str], warm_names: Sequence[str]) -> li
 
 
 def read_rows(
-    files: Sequence[Path], *, limit: int = 0, seed: int = 0, question_types: Sequence[str] = ()
+    files: Sequence[Path],
+    *,
+    limit: int = 0,
+    seed: int = 0,
+    question_types: Sequence[str] = (),
+    repeats: Mapping[str, int] | None = None,
 ) -> list[dict[str, Any]]:
     """Rows of ``files`` with absolute image paths (those of ``question_types`` when given): all of them, or
-    ``limit`` of them in a seeded draw."""
+    ``limit`` of them in a seeded draw; then each row of a type in ``repeats`` that many times."""
     import pyarrow.parquet as pq
 
     from data_prep.image_files import resolve_row_images
@@ -202,6 +225,9 @@ def read_rows(
                 rows.append(resolve_row_images(row, [path.parent], where=f"{path} row {i}"))
     if limit and limit < len(rows):
         rows = random.Random(f"rewardmap-warm-start-rows:{seed}").sample(rows, limit)
+    if repeats:
+        kinds = [json.loads(row["reward_model"]["ground_truth"]).get("question_type") for row in rows]
+        rows = [row for row, kind in zip(rows, kinds, strict=True) for _ in range(repeats.get(kind, 1))]
     return rows
 
 
@@ -214,7 +240,13 @@ def prepare_tiny_model(
     warm_dir = held_out_data(settings, cache_dir)
     check_held_out(warm_dir, data_dir)
     warm_files = data_files(warm_dir)
-    rows = read_rows(warm_files, limit=settings.rows, seed=settings.seed, question_types=settings.question_types)
+    rows = read_rows(
+        warm_files,
+        limit=settings.rows,
+        seed=settings.seed,
+        question_types=settings.question_types,
+        repeats=dict(settings.repeats),
+    )
     if not rows:
         raise ValueError(f"the warm start has no rows of {list(settings.question_types)} in {warm_dir}")
 
