@@ -190,7 +190,8 @@ class TransformersRolloutServer:
         self._batcher: asyncio.Task | None = None
         self.batch_sizes: list[int] = []  # size of every generate call, for tests and timing
         self.seed = int(seed)
-        self._drawn: dict[tuple[int | None, str], int] = {}  # sampled requests per (weight version, prompt)
+        self._drawn: dict[str, int] = {}  # sampled requests per prompt digest under the weights of _drawn_version
+        self._drawn_version: int | None = None
         torch.manual_seed(seed)
 
     # -- generation ---------------------------------------------------------------------------------------------
@@ -229,12 +230,12 @@ class TransformersRolloutServer:
 
     def _next_seed(self, prompt_ids: list[int], images: list[Any]) -> int:
         """The arriving request's sampling seed (module doc: seeded sampling)."""
-        key = (self.global_steps, prompt_digest(prompt_ids, images))
-        if any(version != self.global_steps for version, _ in self._drawn):  # new weights: counting starts over
-            self._drawn = {}
-        occurrence = self._drawn.get(key, 0)
-        self._drawn[key] = occurrence + 1
-        return request_seed(self.seed, self.global_steps, key[1], occurrence)
+        if self._drawn_version != self.global_steps:  # new weights: counting starts over
+            self._drawn, self._drawn_version = {}, self.global_steps
+        digest = prompt_digest(prompt_ids, images)
+        occurrence = self._drawn.get(digest, 0)
+        self._drawn[digest] = occurrence + 1
+        return request_seed(self.seed, self.global_steps, digest, occurrence)
 
     def _sampling(self, params: dict[str, Any]) -> Sampling:
         temperature = float(params.get("temperature", 1.0))
