@@ -495,6 +495,8 @@ def write_report(options: Options, plan: Plan, started: float, cpu_s: float) -> 
         "",
         f"## First vs last {plan.last_k} steps (mean [min, max] over seeds)",
         "",
+        "Over each arm's planning steps (a curriculum arm's planning stage), but VQA accuracy (its perception steps).",
+        "",
         *table,
         "",
         "## Held-out evaluation of each arm's last checkpoint (`recipe.evaluate`, weighted accuracy %)",

@@ -138,8 +138,14 @@ def window_mean(curves: Mapping[int, Mapping[str, float | None]], curve: str, st
 
 
 def first_last(curves: Mapping[int, Mapping[str, float | None]], curve: str, k: int) -> tuple[float | None, ...]:
-    """(mean of the first k steps that have the curve, mean of the last k such steps)."""
+    """(mean of the first k steps that have the curve, mean of the last k such steps), over the planning steps
+    (those with planning samples) when the run has any, but for ``vqa_acc``: a curriculum arm's reward, format,
+    all-equal groups and lengths then compare its planning stage with a planning-only arm's, not with its own
+    perception steps."""
     steps = [s for s in sorted(curves) if curves[s].get(curve) is not None]
+    planning = [s for s in steps if curves[s].get("endpoints") is not None]
+    if planning and curve != "vqa_acc":
+        steps = planning
     return window_mean(curves, curve, steps[:k]), window_mean(curves, curve, steps[-k:])
 
 

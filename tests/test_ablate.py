@@ -119,6 +119,12 @@ def test_the_table_gives_first_and_last_windows_over_seeds(tmp_path: Path) -> No
     row = next(line for line in table if "| reward |" in line)
     assert "| 2.500 [2.000, 3.000] | 9.500 [9.000, 10.000] | 7.000 [7.000, 7.000] | 0, 1 |" in row
     assert spread([None]) == "-" and spread([1.0]) == "1.000"
+    # a curriculum arm: 4 perception steps (VQA samples only), then its planning stage; windows of 2
+    curriculum = {s: {"reward": 10.0 * s, "vqa_acc": 0.1 * s} for s in range(1, 5)}
+    curriculum |= {s: {"reward": float(s), "endpoints": 0.5} for s in range(5, 11)}
+    rows = {line.split(" | ")[1]: line for line in arm_table({"coarse": {0: curriculum}}, 2)[2:]}
+    assert "| 5.500 | 9.500 | 4.000 | 0 |" in rows["reward"]  # steps 5-6 against 9-10, not 1-2
+    assert "| 0.150 | 0.350 | 0.200 | 0 |" in rows["vqa_acc"]
     png = plot_curves({"a": {0: rising(0.0)}, "b": {0: rising(2.0)}}, tmp_path / "c.png")
     assert png.read_bytes()[:4] == b"\x89PNG"
 
