@@ -5,8 +5,9 @@ GRPO, where they cancel, to show what ``grpo_batch_scale`` changes). Each arm an
 job's CPU dry run (``python -m recipe.main_rewardmap --dry-run +experiment=ARM +ablation=toy``): verl's real
 trainer with the toy settings of ``configs/ablation/toy.yaml`` (stated once there), the tiny model warm-started on
 held-out cities (``recipe.cpu.warm_start``; one model for every arm), and the same synthetic data. Every arm trains
-``planning_steps`` planning steps; curriculum arms train ``perception_steps`` perception steps before them (the
-toy's warm start, on planning questions only, answers no perception question, so their step-0 check stops them).
+``planning_steps`` planning steps; curriculum arms train ``perception_steps`` perception steps before them. The
+toy's warm start, on planning questions only, answers no perception question, so their step-0 check stops them; a
+warm start on every question type with the planning rows repeated reaches both (README, "Toy ablation").
 
 The results folder gets, per arm and seed (``arms/ARM-seedS/``): the run's metrics, its per-step curves
 (``curves.json``, ``recipe.ablate_report``), a few sampled answers of its first and last steps, its last checkpoint
