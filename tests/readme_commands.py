@@ -43,6 +43,12 @@ COMMANDS: dict[str, str] = {
     # other arms, 16 steps: the end-to-end test runs the same command on two arms, one of them difficulty_weights_grpo
     "python -m recipe.ablate --arms difficulty_weights,difficulty_weights_grpo --seeds 0,1 --steps 16 "
     "rewardmap.ablation.last_k=8": ("tests/test_ablate_cpu.py::test_the_ablation_command_writes_a_complete_report"),
+    # the curriculum from a warm start on every question type: the end-to-end test runs the command on planning arms;
+    # tests/test_warm_start.py checks the repeats setting, the training-loop test a curriculum through verl's trainer
+    "python -m recipe.ablate --arms coarse_curriculum,difficulty_weights --seeds 0,1 --steps 16 "
+    "rewardmap.ablation.perception_steps=16 'rewardmap.cpu_run.warm_start.question_types=[]' "
+    "'rewardmap.cpu_run.warm_start.repeats={planning:4}' rewardmap.cpu_run.warm_start.steps=1600 "
+    "rewardmap.ablation.last_k=8": ("tests/test_ablate_cpu.py::test_the_ablation_command_writes_a_complete_report"),
     # the learning test, deselected from the default run (pytest.ini): it is its own command
     "python -m pytest -m learning tests/test_learning_cpu.py": (
         "tests/test_learning_cpu.py::test_the_detail_arm_raises_its_reward_and_endpoint_rate"
