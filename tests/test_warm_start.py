@@ -91,6 +91,8 @@ def test_repeats_give_a_question_type_more_of_every_pass(run_data: Path) -> None
     assert planning and len(thrice) == len(once) + 2 * planning
     assert sum(kind(r) == "planning" for r in thrice) == 3 * planning
     assert [r for r in thrice if kind(r) != "planning"] == [r for r in once if kind(r) != "planning"]
+    with pytest.raises(ValueError, match=r"warm_start\.repeats: no row of question type \['Planning'\]"):
+        read_rows(files, repeats={"Planning": 2})
     for bad in (0, -1, 1.5, "2", True):
         with pytest.raises(ValueError, match=r"warm_start\.repeats\.planning"):
             parse_repeats({"planning": bad})

@@ -227,6 +227,8 @@ def read_rows(
         rows = random.Random(f"rewardmap-warm-start-rows:{seed}").sample(rows, limit)
     if repeats:
         kinds = [json.loads(row["reward_model"]["ground_truth"]).get("question_type") for row in rows]
+        if unknown := sorted(set(repeats) - set(kinds)):
+            raise ValueError(f"rewardmap.cpu_run.warm_start.repeats: no row of question type {unknown} in {files}")
         rows = [row for row, kind in zip(rows, kinds, strict=True) for _ in range(repeats.get(kind, 1))]
     return rows
 
