@@ -217,20 +217,18 @@ def read_rows(
 
     from data_prep.image_files import resolve_row_images
 
-    rows = []
+    kinds_rows = []  # (question type, row): the type is read once, for the filter and the repeats
     for path in files:
         for i, row in enumerate(pq.read_table(path).to_pylist()):
             kind = json.loads(row["reward_model"]["ground_truth"]).get("question_type")
             if not question_types or kind in question_types:
-                rows.append(resolve_row_images(row, [path.parent], where=f"{path} row {i}"))
-    if limit and limit < len(rows):
-        rows = random.Random(f"rewardmap-warm-start-rows:{seed}").sample(rows, limit)
-    if repeats:
-        kinds = [json.loads(row["reward_model"]["ground_truth"]).get("question_type") for row in rows]
-        if unknown := sorted(set(repeats) - set(kinds)):
-            raise ValueError(f"rewardmap.cpu_run.warm_start.repeats: no row of question type {unknown} in {files}")
-        rows = [row for row, kind in zip(rows, kinds, strict=True) for _ in range(repeats.get(kind, 1))]
-    return rows
+                kinds_rows.append((kind, resolve_row_images(row, [path.parent], where=f"{path} row {i}")))
+    if limit and limit < len(kinds_rows):
+        kinds_rows = random.Random(f"rewardmap-warm-start-rows:{seed}").sample(kinds_rows, limit)
+    repeats = repeats or {}
+    if unknown := sorted(set(repeats) - {kind for kind, _ in kinds_rows}):
+        raise ValueError(f"rewardmap.cpu_run.warm_start.repeats: no row of question type {unknown} in {files}")
+    return [row for kind, row in kinds_rows for _ in range(repeats.get(kind, 1))]
 
 
 def prepare_tiny_model(
